@@ -1,0 +1,337 @@
+//! `kvmini check`: is KVM usable here, and what kind of host is it? One line per finding,
+//! and two measured figures: the port-I/O exit round trip and how much slower guest ring-0
+//! code runs than ring-3 code (about 1x on hardware virtualization, about 1000x where ring 0
+//! is emulated).
+
+use std::time::{Duration, Instant};
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
+use serde::Serialize;
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::arch::x86_64::{cpuid, gdt, paging, regs};
+use crate::boot::layout::GDT_START;
+use crate::{host, memory, status};
+
+/// Capabilities Linux guests use (interrupt controller, timer, interrupt eventfds).
+pub const LINUX_CAPS: [(Cap, &str); 4] = [
+    (Cap::Irqchip, "in-kernel interrupt controllers"),
+    (Cap::Pit2, "in-kernel PIT timer"),
+    (Cap::Irqfd, "interrupts through eventfds"),
+    (Cap::ExtCpuid, "CPUID configuration"),
+];
+
+/// Where the probe code sits in the probe VM's memory.
+const PROBE_CODE: u64 = 0x1000;
+/// Port the probes write to when a measurement is done.
+const PROBE_PORT: u16 = 0x80;
+
+/// The probe program (64-bit, position-independent, runs at CPL 0 or 3):
+///
+/// ```text
+/// 0x00 loop: add  $1, %rax        48 83 c0 01
+/// 0x04       imul %rax, %rbx      48 0f af d8
+/// 0x08       dec  %rcx            48 ff c9
+/// 0x0b       jnz  loop            75 f3
+/// 0x0d       out  %al, $0x80      e6 80        ; RCX iterations done
+/// 0x0f       jmp  loop            eb ef
+/// 0x20 io:   out  %al, $0x80      e6 80        ; one exit per iteration
+/// 0x22       jmp  io              eb fc
+/// ```
+const PROBE: [u8; 0x24] = [
+    0x48, 0x83, 0xc0, 0x01, 0x48, 0x0f, 0xaf, 0xd8, 0x48, 0xff, 0xc9, 0x75, 0xf3, 0xe6, 0x80, 0xeb,
+    0xef, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, //
+    0xe6, 0x80, 0xeb, 0xfc,
+];
+const LOOP_ENTRY: u64 = PROBE_CODE;
+const IO_ENTRY: u64 = PROBE_CODE + 0x20;
+
+/// How long each speed measurement should last at least.
+const MIN_MEASURE: Duration = Duration::from_millis(2);
+/// How many exits the round-trip probe times.
+const IO_SAMPLES: usize = 200;
+
+/// A capability and whether KVM has it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CapLine {
+    /// KVM's name for it.
+    pub name: String,
+    /// What kvmini uses it for.
+    pub used_for: &'static str,
+    /// Present.
+    pub present: bool,
+    /// kvmini cannot run any guest without it.
+    pub required: bool,
+}
+
+/// The probes' results.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurements {
+    /// Median port-I/O exit round trip (guest `out` → kvmini → `KVM_RUN`), microseconds.
+    pub io_exit_us: f64,
+    /// Nanoseconds per loop iteration at CPL 0.
+    pub ring0_ns_per_iter: f64,
+    /// Nanoseconds per loop iteration at CPL 3.
+    pub ring3_ns_per_iter: f64,
+    /// How many times slower ring 0 is.
+    pub ring0_slowdown: f64,
+}
+
+/// Everything `kvmini check` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// `/dev/kvm` opened, or why not (with the fix).
+    pub device: Result<(), String>,
+    /// KVM API version.
+    pub api_version: Option<i32>,
+    /// Capabilities.
+    pub caps: Vec<CapLine>,
+    /// Host kind, in words.
+    pub host_kind: String,
+    /// `pvm`, `hardware`, `nested` or `unknown`.
+    pub host_kind_short: &'static str,
+    /// Probe results, or why probing failed.
+    pub measurements: Result<Measurements, String>,
+    /// kvmini can run guests here.
+    pub usable: bool,
+}
+
+/// Runs every check.
+pub fn run() -> Report {
+    let kind = host::kind();
+    let mut report = Report {
+        device: Ok(()),
+        api_version: None,
+        caps: Vec::new(),
+        host_kind: kind.to_string(),
+        host_kind_short: kind.short(),
+        measurements: Err("not run".into()),
+        usable: false,
+    };
+    let kvm = match Kvm::new() {
+        Ok(kvm) => kvm,
+        Err(e) => {
+            let err = match e.errno() {
+                libc::ENOENT | libc::ENODEV | libc::ENXIO => host::Error::NoDevice,
+                libc::EACCES | libc::EPERM => host::Error::NoPermission,
+                _ => host::Error::Open(e),
+            };
+            report.device = Err(err.to_string());
+            return report;
+        }
+    };
+    report.api_version = Some(kvm.get_api_version());
+    let required = host::REQUIRED_CAPS.iter().map(|c| (c, true));
+    let linux = LINUX_CAPS.iter().map(|c| (c, false));
+    for ((cap, used_for), required) in required.chain(linux) {
+        report.caps.push(CapLine {
+            name: format!("{cap:?}"),
+            used_for,
+            present: kvm.check_extension(*cap),
+            required,
+        });
+    }
+    let api_ok = report.api_version == Some(host::KVM_API_VERSION);
+    let caps_ok = report.caps.iter().all(|c| c.present || !c.required);
+    if api_ok && caps_ok {
+        report.measurements = measure(&kvm).map_err(|e| e.to_string());
+        report.usable = report.measurements.is_ok();
+    }
+    report
+}
+
+/// A failed probe step.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct ProbeError {
+    what: &'static str,
+    why: String,
+}
+
+fn step<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> ProbeError {
+    move |e| ProbeError {
+        what,
+        why: e.to_string(),
+    }
+}
+
+struct Probe {
+    vcpu: VcpuFd,
+    // Kept alive for the vCPU.
+    _vm: kvm_ioctls::VmFd,
+    _mem: memory::GuestMem,
+}
+
+impl Probe {
+    fn new(kvm: &Kvm) -> Result<Self, ProbeError> {
+        let vm = kvm.create_vm().map_err(step("KVM_CREATE_VM"))?;
+        let mem = memory::create(2 << 20).map_err(step("guest memory"))?;
+        memory::register(&vm, &mem).map_err(step("KVM_SET_USER_MEMORY_REGION"))?;
+        mem.write_slice(&PROBE, GuestAddress(PROBE_CODE))
+            .map_err(step("probe code"))?;
+        mem.write_obj(gdt::BOOT_GDT, GuestAddress(GDT_START))
+            .map_err(step("GDT"))?;
+        paging::write_identity_map(&mem, true).map_err(step("page tables"))?;
+        let vcpu = vm.create_vcpu(0).map_err(step("KVM_CREATE_VCPU"))?;
+        let mut cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(step("KVM_GET_SUPPORTED_CPUID"))?;
+        cpuid::filter_entries(cpuid.as_mut_slice(), 0);
+        vcpu.set_cpuid2(&cpuid).map_err(step("KVM_SET_CPUID2"))?;
+        Ok(Probe {
+            vcpu,
+            _vm: vm,
+            _mem: mem,
+        })
+    }
+
+    /// Puts the vCPU at `rip` in long mode at CPL 0 or 3.
+    fn enter(&self, rip: u64, rcx: u64, user: bool) -> Result<(), ProbeError> {
+        let mut sregs = self.vcpu.get_sregs().map_err(step("KVM_GET_SREGS"))?;
+        regs::long_mode_sregs(
+            &mut sregs,
+            GDT_START,
+            gdt::BOOT_GDT.len(),
+            crate::boot::layout::PML4_START,
+            user,
+        );
+        self.vcpu.set_sregs(&sregs).map_err(step("KVM_SET_SREGS"))?;
+        let mut r = regs::entry_regs(rip, 0x8000, user);
+        r.rcx = rcx;
+        self.vcpu.set_regs(&r).map_err(step("KVM_SET_REGS"))
+    }
+
+    /// Runs until the probe port is written; returns how long that took.
+    fn run_to_port(&mut self) -> Result<Duration, ProbeError> {
+        let t = Instant::now();
+        match self.vcpu.run().map_err(step("KVM_RUN"))? {
+            VcpuExit::IoOut(PROBE_PORT, _) => Ok(t.elapsed()),
+            other => Err(ProbeError {
+                what: "probe guest",
+                why: format!("unexpected exit {other:?}"),
+            }),
+        }
+    }
+
+    /// Nanoseconds per loop iteration at the given privilege level, doubling the iteration
+    /// count until one run lasts at least `MIN_MEASURE`.
+    fn ns_per_iteration(&mut self, user: bool, exit_cost: Duration) -> Result<f64, ProbeError> {
+        let mut n: u64 = 256;
+        loop {
+            self.enter(LOOP_ENTRY, n, user)?;
+            let t = self.run_to_port()?;
+            if t >= MIN_MEASURE || n >= 1 << 32 {
+                return Ok(t.saturating_sub(exit_cost).as_nanos() as f64 / n as f64);
+            }
+            n *= 2;
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Measures the exit round trip and the ring-0/ring-3 speed ratio in a small probe VM.
+pub fn measure(kvm: &Kvm) -> Result<Measurements, ProbeError> {
+    let mut p = Probe::new(kvm)?;
+    p.enter(IO_ENTRY, 0, true)?;
+    let samples = (0..IO_SAMPLES)
+        .map(|_| p.run_to_port())
+        .collect::<Result<Vec<_>, _>>()?;
+    let io_exit = median(samples);
+    let ring3 = p.ns_per_iteration(true, io_exit)?;
+    let ring0 = p.ns_per_iteration(false, io_exit)?;
+    Ok(Measurements {
+        io_exit_us: io_exit.as_secs_f64() * 1e6,
+        ring0_ns_per_iter: ring0,
+        ring3_ns_per_iter: ring3,
+        ring0_slowdown: if ring3 > 0.0 { ring0 / ring3 } else { f64::NAN },
+    })
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "ok  "
+    } else {
+        "FAIL"
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.device {
+            Ok(()) => writeln!(f, "ok   /dev/kvm: present, readable and writable")?,
+            Err(e) => writeln!(f, "FAIL {e}")?,
+        }
+        if let Some(v) = self.api_version {
+            let ok = v == host::KVM_API_VERSION;
+            writeln!(
+                f,
+                "{} KVM API version {v}{}",
+                mark(ok),
+                if ok { "" } else { " (kvmini needs 12)" }
+            )?;
+        }
+        for c in &self.caps {
+            let tag = if c.present {
+                "ok  "
+            } else if c.required {
+                "FAIL"
+            } else {
+                "warn"
+            };
+            let need = if c.required { "needed" } else { "Linux guests" };
+            writeln!(
+                f,
+                "{tag} capability {}: {} ({need}: {})",
+                c.name,
+                if c.present { "yes" } else { "no" },
+                c.used_for
+            )?;
+        }
+        writeln!(f, "info host kind: {}", self.host_kind)?;
+        match &self.measurements {
+            Ok(m) => {
+                writeln!(
+                    f,
+                    "info port-I/O exit round trip: {:.1} us (median of {IO_SAMPLES})",
+                    m.io_exit_us
+                )?;
+                writeln!(
+                    f,
+                    "info guest ring 0 vs ring 3: {:.1} ns vs {:.2} ns per loop iteration, ring 0 is {:.0}x slower{}",
+                    m.ring0_ns_per_iter,
+                    m.ring3_ns_per_iter,
+                    m.ring0_slowdown,
+                    if m.ring0_slowdown > 10.0 { ": ring-0 code is emulated here, do heavy guest work in ring 3" } else { "" }
+                )?;
+            }
+            Err(e) if self.device.is_ok() => writeln!(f, "FAIL probe VM: {e}")?,
+            Err(_) => {}
+        }
+        if self.usable {
+            writeln!(f, "kvmini can run guests here")
+        } else {
+            writeln!(f, "kvmini cannot run guests here")
+        }
+    }
+}
+
+/// `kvmini check`: prints the report; the exit status is 0 when guests can run, else
+/// [`status::NO_KVM`].
+pub fn main(json: bool) -> i32 {
+    let report = run();
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{report}");
+    }
+    if report.usable {
+        status::CLEAN
+    } else {
+        status::NO_KVM
+    }
+}

@@ -1,0 +1,288 @@
+//! What to run and how: plain data, filled in by the command line or by tests, validated once
+//! before anything is created.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::devices::serial::SharedBuffer;
+
+/// Smallest guest memory kvmini accepts.
+pub const MIN_MEM_SIZE: u64 = 1 << 20;
+/// Guest memory when none is given.
+pub const DEFAULT_MEM_SIZE: u64 = 16 << 20;
+
+/// How a kernel image is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// Flat machine code, loaded as is.
+    Raw,
+    /// ELF64 executable (a vmlinux, or any small kernel).
+    Elf,
+    /// Linux bzImage (x86 boot protocol).
+    BzImage,
+}
+
+/// The CPU mode a raw image starts in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuMode {
+    /// 16-bit real mode, kvmtool's flat-binary convention.
+    #[default]
+    Real,
+    /// 32-bit flat protected mode, paging off.
+    Protected,
+    /// 64-bit long mode, first 4 GiB identity-mapped.
+    Long,
+}
+
+impl std::fmt::Display for CpuMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CpuMode::Real => "real",
+            CpuMode::Protected => "protected",
+            CpuMode::Long => "long",
+        })
+    }
+}
+
+/// Where the guest's serial output goes.
+#[derive(Clone, Debug, Default)]
+pub enum SerialOutput {
+    /// The VMM's standard output.
+    #[default]
+    Stdout,
+    /// Nowhere (still counted).
+    Null,
+    /// A file, created or truncated.
+    File(PathBuf),
+    /// A buffer the caller reads afterwards.
+    Buffer(SharedBuffer),
+}
+
+/// What a guest access to guest-physical memory that is neither RAM nor a device means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnclaimedMmio {
+    /// Stop the VM and report a crash (the default: such an access is almost always a bug).
+    #[default]
+    Fatal,
+    /// Reads return all-ones, writes are dropped; both are counted, like port I/O.
+    Ignore,
+}
+
+/// A VM to run.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Kernel or raw image.
+    pub image: PathBuf,
+    /// Image format; detected from the file when `None`.
+    pub format: Option<ImageFormat>,
+    /// Guest RAM in bytes.
+    pub mem_size: u64,
+    /// Start mode of raw images; real mode when `None`.
+    pub mode: Option<CpuMode>,
+    /// Where a raw image is loaded; the mode's default when `None`.
+    pub load_addr: Option<u64>,
+    /// Entry point of a raw image; its load address when `None`.
+    pub entry: Option<u64>,
+    /// Serial output.
+    pub serial: SerialOutput,
+    /// Stop the VM when the guest writes more than this many bytes to the serial port.
+    pub serial_limit: Option<u64>,
+    /// Stop the VM after this long.
+    pub timeout: Option<Duration>,
+    /// Meaning of accesses to unclaimed guest-physical addresses.
+    pub unclaimed_mmio: UnclaimedMmio,
+}
+
+impl VmConfig {
+    /// A configuration for `image` with every default.
+    pub fn new(image: impl Into<PathBuf>) -> Self {
+        VmConfig {
+            image: image.into(),
+            format: None,
+            mem_size: DEFAULT_MEM_SIZE,
+            mode: None,
+            load_addr: None,
+            entry: None,
+            serial: SerialOutput::default(),
+            serial_limit: None,
+            timeout: None,
+            unclaimed_mmio: UnclaimedMmio::default(),
+        }
+    }
+
+    /// Checks what can be checked before touching the host.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_mem_size(self.mem_size, host_memory())?;
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::ZeroTimeout);
+        }
+        Ok(())
+    }
+}
+
+/// Configuration errors.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Too little memory.
+    #[error("guest memory of {} is too small; kvmini needs at least {}", human_size(*.0), human_size(MIN_MEM_SIZE))]
+    MemTooSmall(u64),
+    /// More memory than the host has.
+    #[error("guest memory of {} is more than this host's {} of RAM; lower --mem", human_size(*.requested), human_size(*.host))]
+    MemTooLarge {
+        /// Asked for.
+        requested: u64,
+        /// Host RAM.
+        host: u64,
+    },
+    /// Not whole pages.
+    #[error("guest memory of {0} bytes is not a multiple of 4 KiB")]
+    MemNotAligned(u64),
+    /// A size that does not parse.
+    #[error(
+        "'{0}' is not a size; write a number with an optional K, M, G or T suffix (e.g. 16M, 1G)"
+    )]
+    BadSize(String),
+    /// A number that does not parse.
+    #[error("'{0}' is not a number; write it in decimal or with a 0x prefix")]
+    BadNumber(String),
+    /// A zero timeout.
+    #[error("--timeout must be more than 0 seconds")]
+    ZeroTimeout,
+}
+
+fn validate_mem_size(size: u64, host: Option<u64>) -> Result<(), Error> {
+    if size < MIN_MEM_SIZE {
+        return Err(Error::MemTooSmall(size));
+    }
+    if size % 4096 != 0 {
+        return Err(Error::MemNotAligned(size));
+    }
+    if let Some(host) = host {
+        if size > host {
+            return Err(Error::MemTooLarge {
+                requested: size,
+                host,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Total RAM of the host, from `/proc/meminfo`.
+pub fn host_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Parses a size: a number with an optional binary suffix (`K`, `M`, `G`, `T`, optionally
+/// followed by `iB` or `B`). A plain number counts MiB, as QEMU's `-m` does.
+pub fn parse_size(s: &str) -> Result<u64, Error> {
+    let bad = || Error::BadSize(s.to_string());
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits_end);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mib" => 20,
+        "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+/// Parses an address or count: decimal, or hexadecimal with `0x`.
+pub fn parse_u64(s: &str) -> Result<u64, Error> {
+    let t = s.trim().replace('_', "");
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| Error::BadNumber(s.to_string()))
+}
+
+/// `16 MiB`, `1.5 GiB`, `4096 bytes`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (name, unit) in UNITS {
+        if bytes >= unit {
+            let whole = bytes / unit;
+            let tenth = (bytes % unit) * 10 / unit;
+            return if tenth == 0 {
+                format!("{whole} {name}")
+            } else {
+                format!("{whole}.{tenth} {name}")
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("16"), Ok(16 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("4096b"), Ok(4096));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in ["", "M", "16X", "1.5G", "-1", "99999999999T"] {
+            assert_eq!(parse_size(bad), Err(Error::BadSize(bad.into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_parse_in_decimal_and_hex() {
+        assert_eq!(parse_u64("0x100000"), Ok(0x10_0000));
+        assert_eq!(parse_u64("0x10_0000"), Ok(0x10_0000));
+        assert_eq!(parse_u64("4096"), Ok(4096));
+        assert!(parse_u64("0xg").is_err());
+        assert!(parse_u64("ten").is_err());
+    }
+
+    #[test]
+    fn memory_sizes_are_bounded() {
+        assert_eq!(validate_mem_size(0, None), Err(Error::MemTooSmall(0)));
+        assert_eq!(
+            validate_mem_size(1 << 19, None),
+            Err(Error::MemTooSmall(1 << 19))
+        );
+        assert_eq!(
+            validate_mem_size((1 << 20) + 1, None),
+            Err(Error::MemNotAligned((1 << 20) + 1))
+        );
+        assert!(matches!(
+            validate_mem_size(1 << 40, Some(24 << 30)),
+            Err(Error::MemTooLarge { .. })
+        ));
+        assert_eq!(validate_mem_size(16 << 20, Some(24 << 30)), Ok(()));
+    }
+
+    #[test]
+    fn errors_tell_the_user_what_to_do() {
+        let e = Error::MemTooLarge {
+            requested: 1 << 40,
+            host: 24 << 30,
+        };
+        assert_eq!(
+            e.to_string(),
+            "guest memory of 1 TiB is more than this host's 24 GiB of RAM; lower --mem"
+        );
+        assert_eq!(human_size(1536 << 20), "1.5 GiB");
+        assert_eq!(human_size(100), "100 bytes");
+    }
+}

@@ -1,0 +1,224 @@
+//! A range map from port or MMIO addresses to devices. Overlapping ranges are refused when a
+//! device is added; a read hands the device a zero-filled buffer; an access no device claims is
+//! reported to the caller, which counts it and decides what it means.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::DeviceRequest;
+
+/// A device on a bus. `offset` is relative to the device's base address.
+pub trait BusDevice: Send {
+    /// Fills `data` for a read at `offset`.
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    /// Handles a write at `offset`; may ask for the VM to stop.
+    fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceRequest>;
+}
+
+/// A device shared between the bus and its owner.
+pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
+
+/// Errors when adding a device.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The new range overlaps one already on the bus.
+    #[error("bus range {base:#x}+{len:#x} overlaps the device at {other:#x}+{other_len:#x}")]
+    Overlap {
+        /// New range start.
+        base: u64,
+        /// New range length.
+        len: u64,
+        /// Existing range start.
+        other: u64,
+        /// Existing range length.
+        other_len: u64,
+    },
+    /// Zero-length or wrapping range.
+    #[error("invalid bus range {base:#x}+{len:#x}")]
+    InvalidRange {
+        /// Range start.
+        base: u64,
+        /// Range length.
+        len: u64,
+    },
+}
+
+struct Entry {
+    len: u64,
+    /// Address that the device sees as offset 0 (a device may sit on several ranges).
+    origin: u64,
+    device: SharedDevice,
+}
+
+/// A port-I/O or MMIO bus.
+#[derive(Default)]
+pub struct Bus {
+    ranges: BTreeMap<u64, Entry>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.ranges.iter().map(|(b, e)| (*b, e.len)))
+            .finish()
+    }
+}
+
+impl Bus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts `device` at `[base, base + len)`, seeing offsets from `base`.
+    pub fn insert(&mut self, base: u64, len: u64, device: SharedDevice) -> Result<(), Error> {
+        self.insert_with_origin(base, len, base, device)
+    }
+
+    /// Puts `device` at `[base, base + len)`, seeing offsets from `origin`: for devices whose
+    /// registers are not contiguous (the i8042 at 0x60 and 0x64).
+    pub fn insert_with_origin(
+        &mut self,
+        base: u64,
+        len: u64,
+        origin: u64,
+        device: SharedDevice,
+    ) -> Result<(), Error> {
+        let end = match base.checked_add(len) {
+            Some(end) if len > 0 && origin <= base => end,
+            _ => return Err(Error::InvalidRange { base, len }),
+        };
+        let before = self.ranges.range(..end).next_back();
+        if let Some((&other, e)) = before {
+            if other + e.len > base {
+                return Err(Error::Overlap {
+                    base,
+                    len,
+                    other,
+                    other_len: e.len,
+                });
+            }
+        }
+        self.ranges.insert(
+            base,
+            Entry {
+                len,
+                origin,
+                device,
+            },
+        );
+        Ok(())
+    }
+
+    fn find(&self, addr: u64) -> Option<(u64, &SharedDevice)> {
+        let (&base, e) = self.ranges.range(..=addr).next_back()?;
+        (addr - base < e.len).then(|| (addr - e.origin, &e.device))
+    }
+
+    /// Reads from the device at `addr`. `data` is zeroed first. Returns false when no device
+    /// claims the address (and leaves `data` alone).
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        let Some((offset, device)) = self.find(addr) else {
+            return false;
+        };
+        data.fill(0);
+        lock(device).read(offset, data);
+        true
+    }
+
+    /// Writes to the device at `addr`. `None` when no device claims the address.
+    pub fn write(&self, addr: u64, data: &[u8]) -> Option<Option<DeviceRequest>> {
+        let (offset, device) = self.find(addr)?;
+        Some(lock(device).write(offset, data))
+    }
+}
+
+/// Locks a device. A panic while holding the lock aborts the process (release profile), so a
+/// poisoned lock can only be seen in tests; the device state is still usable there.
+pub fn lock(device: &SharedDevice) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
+    device
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        last_write: Option<(u64, Vec<u8>)>,
+    }
+
+    impl BusDevice for Recorder {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            data[0] = offset as u8;
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceRequest> {
+            self.last_write = Some((offset, data.to_vec()));
+            None
+        }
+    }
+
+    fn dev() -> Arc<Mutex<Recorder>> {
+        Arc::new(Mutex::new(Recorder::default()))
+    }
+
+    #[test]
+    fn refuses_overlapping_and_empty_ranges() {
+        let mut bus = Bus::new();
+        bus.insert(0x3f8, 8, dev()).unwrap();
+        assert!(matches!(
+            bus.insert(0x3ff, 1, dev()),
+            Err(Error::Overlap { other: 0x3f8, .. })
+        ));
+        assert!(matches!(
+            bus.insert(0x3f0, 9, dev()),
+            Err(Error::Overlap { .. })
+        ));
+        assert!(matches!(
+            bus.insert(0x3f0, 0, dev()),
+            Err(Error::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            bus.insert(u64::MAX, 2, dev()),
+            Err(Error::InvalidRange { .. })
+        ));
+        // Adjacent ranges are fine on both sides.
+        bus.insert(0x3f0, 8, dev()).unwrap();
+        bus.insert(0x400, 1, dev()).unwrap();
+    }
+
+    #[test]
+    fn routes_accesses_with_offsets_and_zero_fills_reads() {
+        let mut bus = Bus::new();
+        let d = dev();
+        bus.insert(0x3f8, 8, d.clone()).unwrap();
+        let mut buf = [0xaa; 2];
+        assert!(bus.read(0x3fd, &mut buf));
+        assert_eq!(buf, [5, 0]);
+        assert_eq!(bus.write(0x3f8, b"x"), Some(None));
+        assert_eq!(d.lock().unwrap().last_write, Some((0, b"x".to_vec())));
+    }
+
+    #[test]
+    fn reports_unclaimed_addresses() {
+        let mut bus = Bus::new();
+        bus.insert(0x60, 1, dev()).unwrap();
+        let mut buf = [0xff];
+        assert!(!bus.read(0x61, &mut buf));
+        assert_eq!(buf, [0xff]);
+        assert_eq!(bus.write(0x5f, b"x"), None);
+    }
+
+    #[test]
+    fn a_device_can_sit_on_two_ranges_with_one_origin() {
+        let mut bus = Bus::new();
+        let d = dev();
+        bus.insert_with_origin(0x60, 1, 0x60, d.clone()).unwrap();
+        bus.insert_with_origin(0x64, 1, 0x60, d.clone()).unwrap();
+        bus.write(0x64, &[0xfe]).unwrap();
+        assert_eq!(d.lock().unwrap().last_write, Some((4, vec![0xfe])));
+        assert!(!bus.read(0x62, &mut [0]));
+    }
+}

@@ -1,0 +1,19 @@
+//! Emulated devices and the buses that route port I/O and MMIO to them.
+
+pub mod bus;
+pub mod exit_port;
+pub mod i8042;
+pub mod serial;
+
+pub use bus::{Bus, BusDevice};
+
+/// What a device asks of the VM after a guest access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// Stop the VM; the guest asked for this exit status (exit port).
+    Exit(u8),
+    /// Stop the VM; the guest asked for a reset (i8042 command 0xFE).
+    Reset,
+    /// Stop the VM; the guest wrote more serial output than allowed.
+    OutputLimit(u64),
+}

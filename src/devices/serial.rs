@@ -1,0 +1,251 @@
+//! The 8250/16550 UART at port 0x3f8 (COM1): `vm_superio::Serial` on the port bus, writing
+//! to a [`SerialSink`] that counts bytes, enforces the output limit and notes when the first
+//! byte arrived. Register map: the National Semiconductor PC16550D datasheet.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{BusDevice, DeviceRequest};
+
+/// Base port of COM1.
+pub const COM1_PORT: u64 = 0x3f8;
+/// Number of UART registers.
+pub const COM1_LEN: u64 = 8;
+
+/// A byte buffer shared between the VM and whoever reads the output (tests, benchmarks).
+#[derive(Clone, Debug, Default)]
+pub struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    /// A new, empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of everything written so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Everything written so far, as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.contents()).into_owned()
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Raises the UART's interrupt line: an eventfd wired to the in-kernel irqchip, or nothing
+/// for guests that run without interrupts.
+#[derive(Debug, Default)]
+pub struct IrqTrigger(Option<EventFd>);
+
+impl IrqTrigger {
+    /// A trigger that signals `fd`.
+    pub fn new(fd: EventFd) -> Self {
+        IrqTrigger(Some(fd))
+    }
+}
+
+impl Trigger for IrqTrigger {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        match &self.0 {
+            Some(fd) => fd.write(1),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where serial output ends up, with accounting.
+pub struct SerialSink {
+    out: Box<dyn Write + Send>,
+    written: u64,
+    limit: Option<u64>,
+    first_byte_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for SerialSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SerialSink")
+            .field("written", &self.written)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl SerialSink {
+    /// Output to `out`, refused beyond `limit` bytes.
+    pub fn new(out: Box<dyn Write + Send>, limit: Option<u64>) -> Self {
+        SerialSink {
+            out,
+            written: 0,
+            limit,
+            first_byte_at: None,
+        }
+    }
+
+    /// Output to standard output.
+    pub fn stdout(limit: Option<u64>) -> Self {
+        Self::new(Box::new(io::stdout()), limit)
+    }
+
+    /// Output to a new or truncated file.
+    pub fn file(path: &std::path::Path, limit: Option<u64>) -> io::Result<Self> {
+        Ok(Self::new(Box::new(File::create(path)?), limit))
+    }
+
+    /// Output discarded (but counted).
+    pub fn null(limit: Option<u64>) -> Self {
+        Self::new(Box::new(io::sink()), limit)
+    }
+
+    fn over_limit(&self) -> bool {
+        self.limit.is_some_and(|l| self.written > l)
+    }
+}
+
+impl Write for SerialSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.first_byte_at.is_none() && !buf.is_empty() {
+            self.first_byte_at = Some(Instant::now());
+        }
+        let room = match self.limit {
+            Some(l) => l.saturating_sub(self.written).min(buf.len() as u64) as usize,
+            None => buf.len(),
+        };
+        // Count what the guest sent even past the limit, so the device can tell.
+        self.written += buf.len() as u64;
+        if room < buf.len() {
+            self.out.write_all(&buf[..room])?;
+            return Err(io::Error::other("serial output limit reached"));
+        }
+        self.out.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The UART on the port bus.
+pub struct SerialDevice {
+    uart: Serial<IrqTrigger, NoEvents, SerialSink>,
+}
+
+impl SerialDevice {
+    /// A UART writing to `sink`, interrupting through `irq`.
+    pub fn new(irq: IrqTrigger, sink: SerialSink) -> Self {
+        SerialDevice {
+            uart: Serial::new(irq, sink),
+        }
+    }
+
+    /// When the guest wrote its first byte.
+    pub fn first_byte_at(&self) -> Option<Instant> {
+        self.uart.writer().first_byte_at
+    }
+
+    /// Bytes the guest has written.
+    pub fn bytes_written(&self) -> u64 {
+        self.uart.writer().written
+    }
+
+    /// Queues host input for the guest to read; returns how many bytes fit in the FIFO.
+    pub fn enqueue_input(&mut self, input: &[u8]) -> usize {
+        self.uart.enqueue_raw_bytes(input).unwrap_or(0)
+    }
+
+    /// Free room in the receive FIFO.
+    pub fn input_room(&self) -> usize {
+        self.uart.fifo_capacity()
+    }
+}
+
+impl BusDevice for SerialDevice {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if let Some(b) = data.first_mut() {
+            *b = self.uart.read(offset as u8);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceRequest> {
+        let &value = data.first()?;
+        // A failed host write (a closed pipe, a full disk) loses the byte but must not stop
+        // the guest; the output limit is the one write error that does.
+        let _ = self.uart.write(offset as u8, value);
+        let sink = self.uart.writer();
+        sink.over_limit()
+            .then(|| DeviceRequest::OutputLimit(sink.limit.unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(limit: Option<u64>) -> (SerialDevice, SharedBuffer) {
+        let buf = SharedBuffer::new();
+        let sink = SerialSink::new(Box::new(buf.clone()), limit);
+        (SerialDevice::new(IrqTrigger::default(), sink), buf)
+    }
+
+    #[test]
+    fn bytes_written_to_thr_reach_the_sink() {
+        let (mut d, buf) = device(None);
+        assert!(d.first_byte_at().is_none());
+        for &b in b"hi\n" {
+            assert_eq!(d.write(0, &[b]), None);
+        }
+        assert_eq!(buf.text(), "hi\n");
+        assert_eq!(d.bytes_written(), 3);
+        assert!(d.first_byte_at().is_some());
+    }
+
+    #[test]
+    fn lsr_reports_the_transmitter_empty() {
+        let (mut d, _) = device(None);
+        let mut lsr = [0];
+        d.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 0x20, 0x20);
+    }
+
+    #[test]
+    fn output_beyond_the_limit_is_cut_and_reported() {
+        let (mut d, buf) = device(Some(4));
+        for &b in b"abcd" {
+            assert_eq!(d.write(0, &[b]), None);
+        }
+        assert_eq!(d.write(0, b"e"), Some(DeviceRequest::OutputLimit(4)));
+        assert_eq!(buf.text(), "abcd");
+    }
+
+    #[test]
+    fn host_input_is_read_from_the_receive_buffer() {
+        let (mut d, _) = device(None);
+        assert_eq!(d.enqueue_input(b"ok"), 2);
+        let mut b = [0];
+        d.read(0, &mut b);
+        assert_eq!(b[0], b'o');
+    }
+}

@@ -1,0 +1,167 @@
+//! The host's KVM: opening it with errors a user can act on, and telling what kind of KVM it
+//! is (hardware VMX/SVM, nested, or the software `kvm_pvm`).
+
+use std::path::Path;
+
+use kvm_ioctls::{Cap, Kvm};
+
+/// The KVM API version every KVM since Linux 2.6.22 reports.
+pub const KVM_API_VERSION: i32 = 12;
+
+/// Capabilities kvmini cannot run without, with what it uses them for.
+pub const REQUIRED_CAPS: [(Cap, &str); 2] = [
+    (Cap::UserMemory, "guest memory from the VMM's own mappings"),
+    (
+        Cap::ImmediateExit,
+        "stopping a running vCPU without races (--timeout)",
+    ),
+];
+
+/// Why KVM is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No device node.
+    #[error("/dev/kvm does not exist: this host has no KVM. On a machine with VT-x or AMD-V, load the module (modprobe kvm_intel or kvm_amd); in a VM, enable nested virtualization")]
+    NoDevice,
+    /// Not permitted.
+    #[error("/dev/kvm is not readable and writable by this user: add the user to the kvm group (sudo usermod -aG kvm $USER, then log in again) or run as root")]
+    NoPermission,
+    /// Some other failure opening it.
+    #[error("cannot open /dev/kvm: {0}")]
+    Open(kvm_ioctls::Error),
+    /// A KVM that speaks another API.
+    #[error("/dev/kvm reports KVM API version {0}, kvmini needs {KVM_API_VERSION}")]
+    ApiVersion(i32),
+    /// A capability is missing.
+    #[error("this KVM lacks {name} ({why}); a newer host kernel has it")]
+    MissingCap {
+        /// Capability.
+        name: String,
+        /// What kvmini needs it for.
+        why: &'static str,
+    },
+    /// `KVM_CREATE_VM` failed.
+    #[error("KVM refused to create a VM: {0} (is another hypervisor holding VT-x/AMD-V?)")]
+    CreateVm(kvm_ioctls::Error),
+}
+
+/// Opens `/dev/kvm` and checks the API version and the capabilities kvmini needs.
+pub fn open_kvm() -> Result<Kvm, Error> {
+    let kvm = Kvm::new().map_err(|e| match e.errno() {
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => Error::NoDevice,
+        libc::EACCES | libc::EPERM => Error::NoPermission,
+        _ => Error::Open(e),
+    })?;
+    let version = kvm.get_api_version();
+    if version != KVM_API_VERSION {
+        return Err(Error::ApiVersion(version));
+    }
+    for (cap, why) in REQUIRED_CAPS {
+        if !kvm.check_extension(cap) {
+            return Err(Error::MissingCap {
+                name: format!("{cap:?}"),
+                why,
+            });
+        }
+    }
+    Ok(kvm)
+}
+
+/// What kind of KVM this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    /// `kvm_pvm`: software, pagetable-based virtualization; guest ring 0 is emulated.
+    Pvm,
+    /// Hardware virtualization (`kvm_intel` / `kvm_amd`) on bare metal.
+    Hardware(&'static str),
+    /// Hardware virtualization inside another hypervisor.
+    Nested(&'static str),
+    /// No KVM module seen.
+    Unknown,
+}
+
+impl std::fmt::Display for HostKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostKind::Pvm => write!(f, "kvm_pvm: software virtualization (pagetable-based, no VMX/SVM); guest ring-0 code runs in KVM's instruction emulator, ring-3 code natively"),
+            HostKind::Hardware(vendor) => write!(f, "hardware {vendor} on bare metal"),
+            HostKind::Nested(vendor) => write!(f, "nested: hardware {vendor} inside another hypervisor"),
+            HostKind::Unknown => write!(f, "unknown (no kvm_intel, kvm_amd or kvm_pvm module loaded)"),
+        }
+    }
+}
+
+impl HostKind {
+    /// A short name for reports: `pvm`, `hardware`, `nested`, `unknown`.
+    pub fn short(&self) -> &'static str {
+        match self {
+            HostKind::Pvm => "pvm",
+            HostKind::Hardware(_) => "hardware",
+            HostKind::Nested(_) => "nested",
+            HostKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// Whether this CPU runs under a hypervisor (CPUID.1:ECX bit 31).
+pub fn under_hypervisor() -> bool {
+    let leaf1 = std::arch::x86_64::__cpuid(1);
+    leaf1.ecx & (1 << 31) != 0
+}
+
+/// Tells the kind of KVM from the loaded modules (and CPUID for nesting).
+pub fn kind() -> HostKind {
+    kind_from(Path::new("/sys/module"), under_hypervisor())
+}
+
+fn kind_from(modules: &Path, hypervisor: bool) -> HostKind {
+    if modules.join("kvm_pvm").exists() {
+        return HostKind::Pvm;
+    }
+    let vendor = if modules.join("kvm_intel").exists() {
+        "VMX (kvm_intel)"
+    } else if modules.join("kvm_amd").exists() {
+        "SVM (kvm_amd)"
+    } else {
+        return HostKind::Unknown;
+    };
+    if hypervisor {
+        HostKind::Nested(vendor)
+    } else {
+        HostKind::Hardware(vendor)
+    }
+}
+
+/// A line for crash reports of emulation failures when this host's emulator is the reason.
+pub fn emulator_note() -> Option<String> {
+    (kind() == HostKind::Pvm).then(|| {
+        "this host's KVM is kvm_pvm, which runs guest ring-0 code in KVM's instruction emulator; that emulator cannot run some instructions (int3, popcnt, xrstor, fwait, cmpxchg16b, ...) that hardware runs. `kvmini check` describes the host".to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_is_read_from_the_module_directory() {
+        let dir = std::env::temp_dir().join(format!("kvmini-modules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(kind_from(&dir, false), HostKind::Unknown);
+        std::fs::create_dir_all(dir.join("kvm_intel")).unwrap();
+        assert_eq!(
+            kind_from(&dir, false),
+            HostKind::Hardware("VMX (kvm_intel)")
+        );
+        assert_eq!(kind_from(&dir, true), HostKind::Nested("VMX (kvm_intel)"));
+        std::fs::create_dir_all(dir.join("kvm_pvm")).unwrap();
+        assert_eq!(kind_from(&dir, true), HostKind::Pvm);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        assert!(Error::NoPermission.to_string().contains("usermod -aG kvm"));
+        assert!(Error::NoDevice.to_string().contains("modprobe"));
+    }
+}

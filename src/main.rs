@@ -1,0 +1,237 @@
+//! The `kvmini` command: parses arguments with clap, builds a `VmConfig`, calls the library
+//! and maps the result to a documented exit status.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use kvmini::config::{self, CpuMode, ImageFormat, SerialOutput, UnclaimedMmio, VmConfig};
+use kvmini::{check, status, StopReason, Vmm};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kvmini",
+    version,
+    about = "A tiny KVM virtual machine monitor: boots raw x86 code and ELF kernels, and says what kind of KVM host it runs on",
+    after_help = status::TABLE
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot IMAGE in a new VM and run it until the guest stops.
+    #[command(after_help = status::TABLE)]
+    Run(RunArgs),
+    /// Tell whether KVM is usable here and what kind of host this is; exits 0 when kvmini
+    /// can run guests, 121 when it cannot.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Kernel or raw image: an ELF64 kernel (PVH note or 64-bit entry) or flat machine code.
+    image: PathBuf,
+
+    /// Image format [default: detected from the file: ELF magic, Linux "HdrS" header, else raw].
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+
+    /// Guest memory: a number with K, M, G or T (binary units); a plain number is MiB.
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
+    mem: u64,
+
+    /// CPU mode a raw image starts in [default: real]. real: loaded at 0x10000, entered at
+    /// CS:IP = 0x1000:0000 (kvmtool's convention); protected: 32-bit flat, paging off, loaded at
+    /// 1 MiB; long: 64-bit, first 4 GiB identity-mapped, loaded at 1 MiB.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+
+    /// Guest-physical load address of a raw image (decimal or 0x hex) [default: by mode].
+    #[arg(long, value_parser = parse_u64)]
+    load_addr: Option<u64>,
+
+    /// Entry point of a raw image [default: its load address].
+    #[arg(long, value_parser = parse_u64)]
+    entry: Option<u64>,
+
+    /// Where serial (COM1) output goes: stdio, none, or file:PATH.
+    #[arg(long, default_value = "stdio", value_parser = parse_serial)]
+    serial: SerialOutput,
+
+    /// Stop the VM (status 123) once the guest has written more than SIZE bytes to the serial
+    /// port [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_byte_size)]
+    serial_limit: Option<u64>,
+
+    /// Stop the VM (status 124) after SECONDS (fractions allowed).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+
+    /// What a guest access to guest-physical memory that is neither RAM nor a device means:
+    /// fatal stops the VM as a crash; ignore reads all-ones, drops writes and counts both.
+    #[arg(long, value_enum, default_value = "fatal")]
+    unclaimed_mmio: MmioArg,
+
+    /// At exit, print to stderr the count of each exit reason, unclaimed accesses, time in the
+    /// guest and in kvmini, total wall time and boot milestones; --stats=json prints one JSON
+    /// object instead.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "text", value_name = "FORMAT")]
+    stats: Option<StatsArg>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FormatArg {
+    Raw,
+    Elf,
+    Bzimage,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    Real,
+    Protected,
+    Long,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum MmioArg {
+    Fatal,
+    Ignore,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StatsArg {
+    Text,
+    Json,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    config::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// Sizes of output default to bytes, unlike memory sizes.
+fn parse_byte_size(s: &str) -> Result<u64, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| format!("'{s}' is too large"));
+    }
+    parse_size(s)
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    config::parse_u64(s).map_err(|e| e.to_string())
+}
+
+fn parse_serial(s: &str) -> Result<SerialOutput, String> {
+    match s {
+        "stdio" => Ok(SerialOutput::Stdout),
+        "none" => Ok(SerialOutput::Null),
+        _ => match s.strip_prefix("file:") {
+            Some(path) if !path.is_empty() => Ok(SerialOutput::File(path.into())),
+            _ => Err(format!("'{s}' is not stdio, none or file:PATH")),
+        },
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 1e9) {
+        return Err(format!("'{s}' must be more than 0 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl RunArgs {
+    fn to_config(&self) -> VmConfig {
+        VmConfig {
+            image: self.image.clone(),
+            format: self.format.map(|f| match f {
+                FormatArg::Raw => ImageFormat::Raw,
+                FormatArg::Elf => ImageFormat::Elf,
+                FormatArg::Bzimage => ImageFormat::BzImage,
+            }),
+            mem_size: self.mem,
+            mode: self.mode.map(|m| match m {
+                ModeArg::Real => CpuMode::Real,
+                ModeArg::Protected => CpuMode::Protected,
+                ModeArg::Long => CpuMode::Long,
+            }),
+            load_addr: self.load_addr,
+            entry: self.entry,
+            serial: self.serial.clone(),
+            serial_limit: self.serial_limit,
+            timeout: self.timeout,
+            unclaimed_mmio: match self.unclaimed_mmio {
+                MmioArg::Fatal => UnclaimedMmio::Fatal,
+                MmioArg::Ignore => UnclaimedMmio::Ignore,
+            },
+        }
+    }
+}
+
+fn run(args: &RunArgs, start: Instant) -> i32 {
+    let config = args.to_config();
+    let outcome = match Vmm::new_at(&config, start).and_then(Vmm::run) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("kvmini: error: {e}");
+            return e.exit_status();
+        }
+    };
+    // Serial output may still sit in stdout's buffer; it belongs before anything on stderr.
+    let _ = std::io::stdout().flush();
+    match &outcome.reason {
+        StopReason::Crash(report) => eprint!("kvmini: {report}"),
+        StopReason::Timeout => eprintln!(
+            "kvmini: timed out after {} s (--timeout); the guest was still running",
+            args.timeout.unwrap_or_default().as_secs_f64()
+        ),
+        StopReason::OutputLimit(limit) => eprintln!(
+            "kvmini: stopped: the guest wrote more than {limit} bytes to the serial port (--serial-limit)"
+        ),
+        StopReason::GuestExit(v) if i32::from(*v) >= status::FIRST_RESERVED => eprintln!(
+            "kvmini: note: the guest's exit code {v} is in the range kvmini reserves for its own statuses"
+        ),
+        _ => {}
+    }
+    match args.stats {
+        Some(StatsArg::Text) => eprint!("{}", outcome.stats),
+        Some(StatsArg::Json) => eprintln!("{}", outcome.stats.to_json()),
+        None => {}
+    }
+    outcome.exit_status
+}
+
+fn main() -> ExitCode {
+    let start = Instant::now();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                status::BAD_INPUT as u8
+            } else {
+                0
+            });
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => run(&args, start),
+        Command::Check(args) => check::main(args.json),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

@@ -1,0 +1,285 @@
+//! What `--stats` prints: counts of each exit reason, unclaimed accesses, where the time went
+//! (in the guest, in kvmini), and when the boot milestones happened.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Per-vCPU exit counters, one per `KVM_EXIT_*` reason kvmini sees.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExitCounts {
+    /// Port reads (`in`).
+    pub io_in: u64,
+    /// Port writes (`out`).
+    pub io_out: u64,
+    /// MMIO reads.
+    pub mmio_read: u64,
+    /// MMIO writes.
+    pub mmio_write: u64,
+    /// `hlt`.
+    pub hlt: u64,
+    /// Triple faults.
+    pub shutdown: u64,
+    /// Failed VM entries.
+    pub fail_entry: u64,
+    /// KVM internal errors (emulation failures among them).
+    pub internal_error: u64,
+    /// `KVM_RUN` interrupted by a signal (timeouts, kicks).
+    pub interrupted: u64,
+    /// System events (guest-requested shutdown or reset).
+    pub system_event: u64,
+    /// Any other exit.
+    pub other: u64,
+}
+
+impl ExitCounts {
+    /// All exits.
+    pub fn total(&self) -> u64 {
+        self.io_in
+            + self.io_out
+            + self.mmio_read
+            + self.mmio_write
+            + self.hlt
+            + self.shutdown
+            + self.fail_entry
+            + self.internal_error
+            + self.interrupted
+            + self.system_event
+            + self.other
+    }
+
+    fn named(&self) -> [(&'static str, u64); 11] {
+        [
+            ("io-out", self.io_out),
+            ("io-in", self.io_in),
+            ("mmio-write", self.mmio_write),
+            ("mmio-read", self.mmio_read),
+            ("hlt", self.hlt),
+            ("shutdown", self.shutdown),
+            ("fail-entry", self.fail_entry),
+            ("internal-error", self.internal_error),
+            ("interrupted", self.interrupted),
+            ("system-event", self.system_event),
+            ("other", self.other),
+        ]
+    }
+}
+
+/// Accesses no device claimed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Unclaimed {
+    /// Port reads (answered with all-ones).
+    pub port_reads: u64,
+    /// Port writes (dropped).
+    pub port_writes: u64,
+    /// MMIO reads (answered with all-ones under `--unclaimed-mmio ignore`).
+    pub mmio_reads: u64,
+    /// MMIO writes (dropped under `--unclaimed-mmio ignore`).
+    pub mmio_writes: u64,
+}
+
+/// What one vCPU measured about itself.
+#[derive(Clone, Debug, Default)]
+pub struct VcpuStats {
+    /// Exits by reason.
+    pub exits: ExitCounts,
+    /// Accesses no device claimed.
+    pub unclaimed: Unclaimed,
+    /// Time spent inside `KVM_RUN`.
+    pub guest_time: Duration,
+    /// Time spent in the run loop outside `KVM_RUN`.
+    pub vmm_time: Duration,
+    /// When `KVM_RUN` was first entered.
+    pub first_run: Option<Instant>,
+}
+
+/// Milliseconds, for reports.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    /// Why the VM stopped, in words.
+    pub stop_reason: String,
+    /// The process exit status kvmini uses for it.
+    pub exit_status: i32,
+    /// What was booted.
+    pub image: String,
+    /// Exits by reason.
+    pub exits: ExitCounts,
+    /// Sum of exits.
+    pub exits_total: u64,
+    /// Accesses no device claimed.
+    pub unclaimed: Unclaimed,
+    /// Bytes the guest wrote to the serial port.
+    pub serial_bytes: u64,
+    /// Milliseconds from start to the VM being ready to run (memory, image, vCPU, devices).
+    pub setup_ms: f64,
+    /// Milliseconds inside `KVM_RUN`.
+    pub guest_ms: f64,
+    /// Milliseconds in kvmini's run loop outside `KVM_RUN`.
+    pub vmm_ms: f64,
+    /// Milliseconds from start to the end of the run.
+    pub total_ms: f64,
+    /// Milliseconds from start to the first `KVM_RUN`.
+    pub first_run_ms: Option<f64>,
+    /// Milliseconds from start to the first serial byte.
+    pub first_serial_byte_ms: Option<f64>,
+}
+
+/// When things happened, relative to `start`.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeline {
+    /// Start of the run (kvmini's `main`, or `Vmm::new`).
+    pub start: Instant,
+    /// VM ready to run.
+    pub ready: Instant,
+    /// First `KVM_RUN`.
+    pub first_run: Option<Instant>,
+    /// First serial byte.
+    pub first_serial_byte: Option<Instant>,
+    /// End of the run.
+    pub end: Instant,
+}
+
+impl Stats {
+    /// Assembles the report.
+    pub fn new(
+        stop_reason: String,
+        exit_status: i32,
+        image: String,
+        vcpu: &VcpuStats,
+        serial_bytes: u64,
+        t: &Timeline,
+    ) -> Self {
+        let since = |i: Instant| ms(i.saturating_duration_since(t.start));
+        Stats {
+            stop_reason,
+            exit_status,
+            image,
+            exits_total: vcpu.exits.total(),
+            exits: vcpu.exits.clone(),
+            unclaimed: vcpu.unclaimed.clone(),
+            serial_bytes,
+            setup_ms: since(t.ready),
+            guest_ms: ms(vcpu.guest_time),
+            vmm_ms: ms(vcpu.vmm_time),
+            total_ms: since(t.end),
+            first_run_ms: t.first_run.map(since),
+            first_serial_byte_ms: t.first_serial_byte.map(since),
+        }
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "kvmini stats")?;
+        writeln!(
+            f,
+            "  stopped:   {} (exit status {})",
+            self.stop_reason, self.exit_status
+        )?;
+        writeln!(f, "  image:     {}", self.image)?;
+        let exits: Vec<String> = self
+            .exits
+            .named()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        writeln!(
+            f,
+            "  exits:     {} total: {}",
+            self.exits_total,
+            exits.join(", ")
+        )?;
+        let u = &self.unclaimed;
+        writeln!(
+            f,
+            "  unclaimed: port reads {}, port writes {}, mmio reads {}, mmio writes {}",
+            u.port_reads, u.port_writes, u.mmio_reads, u.mmio_writes
+        )?;
+        writeln!(f, "  serial:    {} bytes", self.serial_bytes)?;
+        writeln!(
+            f,
+            "  time:      setup {:.3} ms, in guest {:.3} ms, in kvmini {:.3} ms, total wall {:.3} ms",
+            self.setup_ms, self.guest_ms, self.vmm_ms, self.total_ms
+        )?;
+        let at = |t: Option<f64>| t.map_or("never".to_string(), |t| format!("{t:.3} ms"));
+        writeln!(
+            f,
+            "  milestones: first vCPU run at {}, first serial byte at {}",
+            at(self.first_run_ms),
+            at(self.first_serial_byte_ms)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Stats {
+        let start = Instant::now();
+        let vcpu = VcpuStats {
+            exits: ExitCounts {
+                io_out: 21,
+                io_in: 20,
+                ..Default::default()
+            },
+            unclaimed: Unclaimed {
+                port_writes: 2,
+                ..Default::default()
+            },
+            guest_time: Duration::from_micros(300),
+            vmm_time: Duration::from_micros(100),
+            first_run: None,
+        };
+        let t = Timeline {
+            start,
+            ready: start + Duration::from_millis(1),
+            first_run: Some(start + Duration::from_millis(1)),
+            first_serial_byte: None,
+            end: start + Duration::from_millis(2),
+        };
+        Stats::new(
+            "guest exit 64".into(),
+            64,
+            "raw image, long mode".into(),
+            &vcpu,
+            21,
+            &t,
+        )
+    }
+
+    #[test]
+    fn text_report_lists_exits_time_and_milestones() {
+        let text = sample().to_string();
+        assert!(
+            text.contains("exits:     41 total: io-out 21, io-in 20\n"),
+            "{text}"
+        );
+        assert!(text.contains("port writes 2"));
+        assert!(text.contains("in guest 0.300 ms, in kvmini 0.100 ms, total wall 2.000 ms"));
+        assert!(text.contains("first serial byte at never"));
+    }
+
+    #[test]
+    fn json_report_has_every_field() {
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert_eq!(v["exit_status"], 64);
+        assert_eq!(v["exits"]["io_out"], 21);
+        assert_eq!(v["exits_total"], 41);
+        assert_eq!(v["unclaimed"]["port_writes"], 2);
+        assert!(v["first_serial_byte_ms"].is_null());
+        assert!(v["total_ms"].as_f64().unwrap() >= 2.0);
+    }
+}

@@ -1,0 +1,79 @@
+//! The process exit statuses of `kvmini run`: the guest's own status when it asks for one,
+//! and a small reserved block for everything kvmini decides itself.
+
+use crate::vcpu::StopReason;
+
+/// The guest stopped cleanly: `hlt` with nothing to wake it, an i8042 reset, power-off (or it
+/// wrote 0 to the exit port).
+pub const CLEAN: i32 = 0;
+/// Bad input or usage: options, an image that is missing, corrupt, truncated or does not fit.
+pub const BAD_INPUT: i32 = 120;
+/// The host has no usable KVM.
+pub const NO_KVM: i32 = 121;
+/// The guest crashed: triple fault, emulation failure, failed entry, unclaimed MMIO.
+pub const GUEST_CRASH: i32 = 122;
+/// The guest wrote more serial output than `--serial-limit` allows.
+pub const OUTPUT_LIMIT: i32 = 123;
+/// `--timeout` expired.
+pub const TIMEOUT: i32 = 124;
+/// kvmini itself failed (a KVM call that should not fail did).
+pub const INTERNAL: i32 = 125;
+
+/// Guest exit codes at or above this collide with kvmini's own statuses.
+pub const FIRST_RESERVED: i32 = BAD_INPUT;
+
+/// The table, as printed by `--help` and in the README.
+pub const TABLE: &str = "\
+Exit status:
+  0        the guest stopped cleanly (hlt with interrupts off, i8042 reset, power-off)
+           or wrote 0 to the exit port
+  V        the guest wrote byte V to I/O port 0xf4 (guests should use 1-119)
+  120      bad input or usage (options, a missing, corrupt or truncated image, an
+           image that does not fit in guest memory)
+  121      no usable KVM on this host (/dev/kvm missing, not accessible, too old)
+  122      the guest crashed (triple fault, emulation failure, failed VM entry,
+           access to unclaimed guest-physical memory, unexpected exit)
+  123      the guest wrote more than --serial-limit bytes to the serial port
+  124      --timeout expired
+  125      internal error in kvmini";
+
+/// The exit status for a stopped VM.
+pub fn for_stop(reason: &StopReason) -> i32 {
+    match reason {
+        StopReason::GuestExit(v) => i32::from(*v),
+        StopReason::Halted | StopReason::Reset | StopReason::PowerOff => CLEAN,
+        StopReason::Crash(_) => GUEST_CRASH,
+        StopReason::Timeout => TIMEOUT,
+        StopReason::OutputLimit(_) => OUTPUT_LIMIT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_distinct_and_reserved_above_guest_codes() {
+        let ours = [
+            BAD_INPUT,
+            NO_KVM,
+            GUEST_CRASH,
+            OUTPUT_LIMIT,
+            TIMEOUT,
+            INTERNAL,
+        ];
+        for (i, a) in ours.iter().enumerate() {
+            assert!(
+                *a >= FIRST_RESERVED && *a < 126,
+                "{a} must stay clear of shell statuses 126+"
+            );
+            assert!(ours[i + 1..].iter().all(|b| a != b));
+        }
+        assert_eq!(for_stop(&StopReason::GuestExit(64)), 64);
+        assert_eq!(for_stop(&StopReason::Halted), CLEAN);
+        assert_eq!(for_stop(&StopReason::Timeout), TIMEOUT);
+        for line in ours.iter().map(|s| s.to_string()) {
+            assert!(TABLE.contains(&format!("  {line} ")), "table lists {line}");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Helpers shared by the integration tests: where the guests are, whether KVM is there, and
+//! running a VM through the library or the `kvmini` binary.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use kvmini::config::{SerialOutput, SharedBuffer, VmConfig};
+use kvmini::RunOutcome;
+
+/// Path of a built guest; fails with the command to build it when it is missing.
+pub fn guest(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("guest/build")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make guests` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// Whether KVM tests can run. Without `/dev/kvm` a test skips with a message, unless
+/// `KVMINI_REQUIRE_KVM=1`, in which case it fails.
+pub fn kvm_or_skip() -> bool {
+    let why = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => return true,
+        Err(e) => format!("cannot open /dev/kvm: {e}"),
+    };
+    if std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1") {
+        panic!("KVMINI_REQUIRE_KVM=1 but {why}");
+    }
+    eprintln!("skipping KVM test: {why} (set KVMINI_REQUIRE_KVM=1 to make this fail)");
+    false
+}
+
+/// A configuration that captures serial output, with a timeout so no test can hang.
+pub fn config(image: PathBuf) -> (VmConfig, SharedBuffer) {
+    let buf = SharedBuffer::new();
+    let mut c = VmConfig::new(image);
+    c.serial = SerialOutput::Buffer(buf.clone());
+    c.timeout = Some(std::time::Duration::from_secs(30));
+    (c, buf)
+}
+
+/// Runs a VM through the library; returns the outcome and the serial output.
+pub fn run(config: &VmConfig, buf: &SharedBuffer) -> (RunOutcome, String) {
+    let outcome = kvmini::run(config).unwrap_or_else(|e| panic!("VM failed to run: {e}"));
+    (outcome, buf.text())
+}
+
+/// Runs the `kvmini` binary.
+pub fn kvmini(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvmini"))
+        .args(args)
+        .output()
+        .expect("kvmini binary runs")
+}
+
+/// The process exit status, panicking on death by signal.
+pub fn status(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("kvmini died by a signal: {:?}", out.status))
+}
+
+/// Standard output and error as text.
+pub fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A scratch file path unique to this test process.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kvmini-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
