@@ -177,7 +177,7 @@ impl Probe {
         let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(step("KVM_GET_SUPPORTED_CPUID"))?;
-        cpuid::filter_entries(cpuid.as_mut_slice(), 0);
+        cpuid::filter_entries(cpuid.as_mut_slice(), 0, 1, &[]);
         vcpu.set_cpuid2(&cpuid).map_err(step("KVM_SET_CPUID2"))?;
         Ok(Probe {
             vcpu,

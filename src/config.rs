@@ -68,6 +68,33 @@ pub enum UnclaimedMmio {
     Ignore,
 }
 
+/// Whether kvmini adds what a software-virtualized host (`kvm_pvm`) needs to Linux guests:
+/// the kernel parameters in [`crate::boot::linux::PVM_CMDLINE`] and `cx16` hidden in CPUID.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostWorkarounds {
+    /// Only when `kvmini check` would call this host `kvm_pvm`.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// Where the guest's serial input comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SerialInput {
+    /// Nowhere.
+    #[default]
+    None,
+    /// kvmini's standard input, when it is a terminal (put in raw mode; Ctrl-A x quits) or a
+    /// pipe; only for guests with interrupts (Linux).
+    Stdin,
+}
+
+/// Most vCPUs kvmini runs (the MP table must fit in the last KiB of base memory).
+pub const MAX_CPUS: u8 = 32;
+
 /// A VM to run.
 #[derive(Clone, Debug)]
 pub struct VmConfig {
@@ -91,6 +118,20 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// Meaning of accesses to unclaimed guest-physical addresses.
     pub unclaimed_mmio: UnclaimedMmio,
+    /// Kernel command line; kvmini's default for Linux when `None`.
+    pub cmdline: Option<String>,
+    /// Arguments for the guest's init, after ` -- ` on the command line.
+    pub init_args: Vec<String>,
+    /// Initial ramdisk.
+    pub initrd: Option<PathBuf>,
+    /// Number of vCPUs.
+    pub cpus: u8,
+    /// CPUID features to hide from the guest, by name (`cx16`, `avx2`, ...).
+    pub hide_cpu_features: Vec<String>,
+    /// Host-specific additions for Linux guests.
+    pub host_workarounds: HostWorkarounds,
+    /// Serial input.
+    pub serial_input: SerialInput,
 }
 
 impl VmConfig {
@@ -107,6 +148,13 @@ impl VmConfig {
             serial_limit: None,
             timeout: None,
             unclaimed_mmio: UnclaimedMmio::default(),
+            cmdline: None,
+            init_args: Vec::new(),
+            initrd: None,
+            cpus: 1,
+            hide_cpu_features: Vec::new(),
+            host_workarounds: HostWorkarounds::default(),
+            serial_input: SerialInput::default(),
         }
     }
 
@@ -115,6 +163,14 @@ impl VmConfig {
         validate_mem_size(self.mem_size, host_memory())?;
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::ZeroTimeout);
+        }
+        if self.cpus == 0 || self.cpus > MAX_CPUS {
+            return Err(Error::BadCpus(self.cpus));
+        }
+        for name in &self.hide_cpu_features {
+            if crate::arch::x86_64::cpuid::feature(name).is_none() {
+                return Err(Error::UnknownCpuFeature(name.clone()));
+            }
         }
         Ok(())
     }
@@ -148,6 +204,15 @@ pub enum Error {
     /// A zero timeout.
     #[error("--timeout must be more than 0 seconds")]
     ZeroTimeout,
+    /// Too few or too many vCPUs.
+    #[error("--cpus {0} is out of range; kvmini runs 1 to {MAX_CPUS} vCPUs")]
+    BadCpus(u8),
+    /// Several vCPUs for a guest that cannot start them.
+    #[error("--cpus {0} needs a Linux kernel: other vCPUs are started by the guest through the in-kernel local APICs, which kvmini sets up for Linux only")]
+    CpusNeedLinux(u8),
+    /// A CPUID feature name kvmini does not know.
+    #[error("unknown CPU feature '{0}'; known: {known}", known = crate::arch::x86_64::cpuid::feature_names().join(", "))]
+    UnknownCpuFeature(String),
 }
 
 fn validate_mem_size(size: u64, host: Option<u64>) -> Result<(), Error> {

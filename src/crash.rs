@@ -41,6 +41,8 @@ pub enum CrashKind {
     },
     /// An exit kvmini has no use for.
     UnexpectedExit(String),
+    /// The Linux guest panicked (its panic line, seen on the console) and reset itself.
+    KernelPanic(String),
 }
 
 impl fmt::Display for CrashKind {
@@ -71,6 +73,7 @@ impl fmt::Display for CrashKind {
                 if *write { "; RIP is already past the writing instruction" } else { "" }
             ),
             CrashKind::UnexpectedExit(name) => write!(f, "unexpected exit {name}"),
+            CrashKind::KernelPanic(line) => write!(f, "kernel panic: \"{line}\" (the kernel then reset the VM, as panic=-1 asks)"),
         }
     }
 }
@@ -185,6 +188,10 @@ impl fmt::Display for CrashReport {
         writeln!(f, "guest crashed: {}", self.kind)?;
         if let Some(note) = &self.host_note {
             writeln!(f, "  note: {note}")?;
+        }
+        if let CrashKind::KernelPanic(_) = self.kind {
+            // The guest reset itself after the panic: its registers say nothing; its log does.
+            return writeln!(f, "  the guest's console output above says why");
         }
         match &self.code {
             Ok((linear, bytes)) => {

@@ -29,6 +29,7 @@ pub mod arch;
 pub mod boot;
 pub mod check;
 pub mod config;
+pub mod console;
 pub mod crash;
 pub mod devices;
 pub mod host;

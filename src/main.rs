@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use kvmini::config::{self, CpuMode, ImageFormat, SerialOutput, UnclaimedMmio, VmConfig};
+use kvmini::config::{
+    self, CpuMode, HostWorkarounds, ImageFormat, SerialInput, SerialOutput, UnclaimedMmio, VmConfig,
+};
 use kvmini::{check, status, StopReason, Vmm};
 
 #[derive(Parser, Debug)]
@@ -27,7 +29,7 @@ struct Cli {
 enum Command {
     /// Boot IMAGE in a new VM and run it until the guest stops.
     #[command(after_help = status::TABLE)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Tell whether KVM is usable here and what kind of host this is; exits 0 when kvmini
     /// can run guests, 121 when it cannot.
     Check(CheckArgs),
@@ -78,6 +80,34 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "fatal")]
     unclaimed_mmio: MmioArg,
 
+    /// Kernel command line [default for Linux: "console=ttyS0 reboot=k panic=-1"; on a
+    /// kvm_pvm host kvmini adds what Linux needs there, see --host-workarounds].
+    #[arg(long)]
+    cmdline: Option<String>,
+
+    /// Initial ramdisk for the kernel (loaded high; PVH passes it as a module).
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+
+    /// Number of vCPUs (Linux kernels; an MP table describes them).
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+
+    /// CPUID features to hide from the guest, comma-separated, each with a leading '-'
+    /// (e.g. -avx2,-cx16). Names as in /proc/cpuinfo.
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_features)]
+    cpu_features: Option<Vec<String>>,
+
+    /// For Linux kernels on a software-virtualized host (kvm_pvm), add the kernel parameters
+    /// "noxsave clearcpuid=popcnt,smap pvm_workarounds" and hide cx16 from CPUID: auto does so
+    /// only on such a host.
+    #[arg(long, value_enum, default_value = "auto")]
+    host_workarounds: WorkaroundsArg,
+
+    /// Arguments for the guest's init, after "--" (kvmini's initramfs runs them as a command).
+    #[arg(last = true, value_name = "INIT_ARGS")]
+    init_args: Vec<String>,
+
     /// At exit, print to stderr the count of each exit reason, unclaimed accesses, time in the
     /// guest and in kvmini, total wall time and boot milestones; --stats=json prints one JSON
     /// object instead.
@@ -113,6 +143,13 @@ enum MmioArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum WorkaroundsArg {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum StatsArg {
     Text,
     Json,
@@ -143,6 +180,16 @@ fn parse_serial(s: &str) -> Result<SerialOutput, String> {
             _ => Err(format!("'{s}' is not stdio, none or file:PATH")),
         },
     }
+}
+
+fn parse_cpu_features(s: &str) -> Result<Vec<String>, String> {
+    s.split(',')
+        .filter(|f| !f.is_empty())
+        .map(|f| match f.strip_prefix('-') {
+            Some(name) => Ok(name.to_string()),
+            None => Err(format!("'{f}': features can only be hidden; write -{f}")),
+        })
+        .collect()
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -179,6 +226,17 @@ impl RunArgs {
                 MmioArg::Fatal => UnclaimedMmio::Fatal,
                 MmioArg::Ignore => UnclaimedMmio::Ignore,
             },
+            cmdline: self.cmdline.clone(),
+            init_args: self.init_args.clone(),
+            initrd: self.initrd.clone(),
+            cpus: self.cpus,
+            hide_cpu_features: self.cpu_features.clone().unwrap_or_default(),
+            host_workarounds: match self.host_workarounds {
+                WorkaroundsArg::Auto => HostWorkarounds::Auto,
+                WorkaroundsArg::On => HostWorkarounds::On,
+                WorkaroundsArg::Off => HostWorkarounds::Off,
+            },
+            serial_input: SerialInput::Stdin,
         }
     }
 }
@@ -203,6 +261,7 @@ fn run(args: &RunArgs, start: Instant) -> i32 {
         StopReason::OutputLimit(limit) => eprintln!(
             "kvmini: stopped: the guest wrote more than {limit} bytes to the serial port (--serial-limit)"
         ),
+        StopReason::UserQuit => eprintln!("kvmini: quit (Ctrl-A x)"),
         StopReason::GuestExit(v) if i32::from(*v) >= status::FIRST_RESERVED => eprintln!(
             "kvmini: note: the guest's exit code {v} is in the range kvmini reserves for its own statuses"
         ),

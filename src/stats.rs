@@ -94,6 +94,35 @@ pub struct VcpuStats {
     pub first_run: Option<Instant>,
 }
 
+impl VcpuStats {
+    /// Adds another vCPU's figures to these.
+    pub fn merge(&mut self, o: &VcpuStats) {
+        let (e, oe) = (&mut self.exits, &o.exits);
+        e.io_in += oe.io_in;
+        e.io_out += oe.io_out;
+        e.mmio_read += oe.mmio_read;
+        e.mmio_write += oe.mmio_write;
+        e.hlt += oe.hlt;
+        e.shutdown += oe.shutdown;
+        e.fail_entry += oe.fail_entry;
+        e.internal_error += oe.internal_error;
+        e.interrupted += oe.interrupted;
+        e.system_event += oe.system_event;
+        e.other += oe.other;
+        let (u, ou) = (&mut self.unclaimed, &o.unclaimed);
+        u.port_reads += ou.port_reads;
+        u.port_writes += ou.port_writes;
+        u.mmio_reads += ou.mmio_reads;
+        u.mmio_writes += ou.mmio_writes;
+        self.guest_time += o.guest_time;
+        self.vmm_time += o.vmm_time;
+        self.first_run = match (self.first_run, o.first_run) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// Milliseconds, for reports.
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -128,6 +157,14 @@ pub struct Stats {
     pub first_run_ms: Option<f64>,
     /// Milliseconds from start to the first serial byte.
     pub first_serial_byte_ms: Option<f64>,
+    /// Milliseconds from start to the guest's "user space is up" marker (0x60 on port 0x80).
+    pub userspace_ms: Option<f64>,
+    /// Number of vCPUs (exit counts and times are summed over them).
+    pub vcpus: usize,
+    /// The kernel command line, if any.
+    pub cmdline: Option<String>,
+    /// CPUID features hidden from the guest.
+    pub hidden_cpu_features: Vec<String>,
 }
 
 /// When things happened, relative to `start`.
@@ -141,6 +178,8 @@ pub struct Timeline {
     pub first_run: Option<Instant>,
     /// First serial byte.
     pub first_serial_byte: Option<Instant>,
+    /// The guest's user-space marker.
+    pub userspace: Option<Instant>,
     /// End of the run.
     pub end: Instant,
 }
@@ -170,6 +209,10 @@ impl Stats {
             total_ms: since(t.end),
             first_run_ms: t.first_run.map(since),
             first_serial_byte_ms: t.first_serial_byte.map(since),
+            userspace_ms: t.userspace.map(since),
+            vcpus: 1,
+            cmdline: None,
+            hidden_cpu_features: Vec::new(),
         }
     }
 
@@ -188,6 +231,23 @@ impl fmt::Display for Stats {
             self.stop_reason, self.exit_status
         )?;
         writeln!(f, "  image:     {}", self.image)?;
+        if let Some(c) = &self.cmdline {
+            writeln!(f, "  cmdline:   {c}")?;
+        }
+        if !self.hidden_cpu_features.is_empty() {
+            writeln!(
+                f,
+                "  hidden:    CPUID {}",
+                self.hidden_cpu_features.join(", ")
+            )?;
+        }
+        if self.vcpus > 1 {
+            writeln!(
+                f,
+                "  vcpus:     {} (counts and times summed over them)",
+                self.vcpus
+            )?;
+        }
         let exits: Vec<String> = self
             .exits
             .named()
@@ -214,12 +274,16 @@ impl fmt::Display for Stats {
             self.setup_ms, self.guest_ms, self.vmm_ms, self.total_ms
         )?;
         let at = |t: Option<f64>| t.map_or("never".to_string(), |t| format!("{t:.3} ms"));
-        writeln!(
+        write!(
             f,
             "  milestones: first vCPU run at {}, first serial byte at {}",
             at(self.first_run_ms),
             at(self.first_serial_byte_ms)
-        )
+        )?;
+        match self.userspace_ms {
+            Some(t) => writeln!(f, ", user space up at {t:.3} ms"),
+            None => writeln!(f),
+        }
     }
 }
 
@@ -248,6 +312,7 @@ mod tests {
             ready: start + Duration::from_millis(1),
             first_run: Some(start + Duration::from_millis(1)),
             first_serial_byte: None,
+            userspace: None,
             end: start + Duration::from_millis(2),
         };
         Stats::new(

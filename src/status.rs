@@ -26,13 +26,13 @@ pub const FIRST_RESERVED: i32 = BAD_INPUT;
 pub const TABLE: &str = "\
 Exit status:
   0        the guest stopped cleanly (hlt with interrupts off, i8042 reset, power-off)
-           or wrote 0 to the exit port
+           or wrote 0 to the exit port, or the user quit with Ctrl-A x
   V        the guest wrote byte V to I/O port 0xf4 (guests should use 1-119)
   120      bad input or usage (options, a missing, corrupt or truncated image, an
            image that does not fit in guest memory)
   121      no usable KVM on this host (/dev/kvm missing, not accessible, too old)
   122      the guest crashed (triple fault, emulation failure, failed VM entry,
-           access to unclaimed guest-physical memory, unexpected exit)
+           access to unclaimed guest-physical memory, kernel panic, unexpected exit)
   123      the guest wrote more than --serial-limit bytes to the serial port
   124      --timeout expired
   125      internal error in kvmini";
@@ -41,7 +41,9 @@ Exit status:
 pub fn for_stop(reason: &StopReason) -> i32 {
     match reason {
         StopReason::GuestExit(v) => i32::from(*v),
-        StopReason::Halted | StopReason::Reset | StopReason::PowerOff => CLEAN,
+        StopReason::Halted | StopReason::Reset | StopReason::PowerOff | StopReason::UserQuit => {
+            CLEAN
+        }
         StopReason::Crash(_) => GUEST_CRASH,
         StopReason::Timeout => TIMEOUT,
         StopReason::OutputLimit(_) => OUTPUT_LIMIT,

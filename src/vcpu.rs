@@ -2,8 +2,11 @@
 //! [`VcpuEmulation`] outcome; the loop only loops. Port I/O and MMIO go to the buses, and
 //! the loop knows no port numbers.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vmm_sys_util::eventfd::EventFd;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
@@ -27,6 +30,9 @@ pub enum Error {
     /// `KVM_RUN` failed in a way that says nothing about the guest.
     #[error("KVM_RUN failed: {0}")]
     Run(kvm_ioctls::Error),
+    /// The kick handler or the timeout timer could not be set up.
+    #[error("cannot set up the vCPU's signal or timer: {0}")]
+    Setup(std::io::Error),
 }
 
 /// Why the VM stopped.
@@ -46,6 +52,8 @@ pub enum StopReason {
     Timeout,
     /// The guest wrote more serial output than `--serial-limit` allows.
     OutputLimit(u64),
+    /// The user pressed Ctrl-A x on the console.
+    UserQuit,
 }
 
 impl std::fmt::Display for StopReason {
@@ -60,6 +68,7 @@ impl std::fmt::Display for StopReason {
             StopReason::OutputLimit(l) => {
                 write!(f, "guest wrote more than {l} bytes to the serial port")
             }
+            StopReason::UserQuit => write!(f, "quit from the console (Ctrl-A x)"),
         }
     }
 }
@@ -71,6 +80,77 @@ impl From<DeviceRequest> for StopReason {
             DeviceRequest::Reset => StopReason::Reset,
             DeviceRequest::OutputLimit(l) => StopReason::OutputLimit(l),
         }
+    }
+}
+
+/// The VM-wide stop: the first reason wins, and every registered vCPU thread is kicked out
+/// of `KVM_RUN` so that all of them stop with the VM.
+#[derive(Debug)]
+pub struct StopLatch {
+    stopped: AtomicBool,
+    reason: Mutex<Option<StopReason>>,
+    threads: Mutex<Vec<libc::pthread_t>>,
+    notify: Option<EventFd>,
+}
+
+impl Default for StopLatch {
+    fn default() -> Self {
+        StopLatch {
+            stopped: AtomicBool::new(false),
+            reason: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            notify: EventFd::new(libc::EFD_NONBLOCK).ok(),
+        }
+    }
+}
+
+impl StopLatch {
+    /// Whether the VM has been asked to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stops the VM for `reason` unless it is already stopping.
+    pub fn stop(&self, reason: StopReason) {
+        let mut slot = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        *slot = Some(reason);
+        self.stopped.store(true, Ordering::SeqCst);
+        drop(slot);
+        if let Some(n) = &self.notify {
+            let _ = n.write(1);
+        }
+        // Only the first stop kicks, while every registered thread is still in its loop.
+        for &t in self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            // SAFETY: `t` is a vCPU thread that registered itself and cannot leave its loop
+            // before `stopped` is set, which happened just now, above.
+            unsafe { libc::pthread_kill(t, kick::kick_signal()) };
+        }
+    }
+
+    /// Registers the calling thread to be kicked when the VM stops.
+    pub fn register_current_thread(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(me);
+    }
+
+    /// The reason, once stopped.
+    pub fn reason(&self) -> Option<StopReason> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -136,23 +216,44 @@ impl Vcpu {
         &self.fd
     }
 
-    /// Runs the guest until the VM stops. A kick that arrives after `deadline` ends the run
-    /// as a timeout.
-    pub fn run(&mut self, deadline: Option<Instant>) -> Result<StopReason, Error> {
-        self.deadline = deadline;
+    /// Runs the guest until the VM stops, for whatever reason and on whichever vCPU; the
+    /// reason ends up in `latch`. With `timeout`, this thread arms a timer that kicks it, and
+    /// a kick after the deadline stops the VM as a timeout.
+    pub fn run(&mut self, latch: &StopLatch, timeout: Option<Duration>) -> Result<(), Error> {
+        kick::install_handler()
+            .map_err(|e| Error::Setup(std::io::Error::from_raw_os_error(e.errno())))?;
         kick::register_vcpu(self.fd.get_kvm_run());
+        latch.register_current_thread();
+        let mut _timer = None;
+        if let Some(t) = timeout {
+            // The deadline is taken before the timer is armed, so the kick never comes early.
+            self.deadline = Some(Instant::now() + t);
+            _timer = Some(kick::KickTimer::arm(kick::current_tid(), t).map_err(Error::Setup)?);
+        }
         let result = loop {
+            if latch.is_stopped() {
+                break Ok(());
+            }
             match self.run_once() {
                 Ok(VcpuEmulation::Handled) => {}
                 Ok(VcpuEmulation::Interrupted) => {
-                    // Clear first, then look at the clock: a kick landing in between is not lost.
+                    // Clear first, then look: a kick landing in between is not lost.
                     self.fd.set_kvm_immediate_exit(0);
                     if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                        break Ok(StopReason::Timeout);
+                        latch.stop(StopReason::Timeout);
                     }
                 }
-                Ok(VcpuEmulation::Stopped(reason)) => break Ok(reason),
-                Err(e) => break Err(e),
+                Ok(VcpuEmulation::Stopped(reason)) => latch.stop(reason),
+                Err(e) => {
+                    latch.stop(StopReason::Crash(Box::new(CrashReport::new(
+                        CrashKind::UnexpectedExit(e.to_string()),
+                        &self.mem,
+                        None,
+                        None,
+                        None,
+                    ))));
+                    break Err(e);
+                }
             }
         };
         kick::unregister_vcpu();

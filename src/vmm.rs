@@ -4,20 +4,25 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::x86_64::cpuid;
-use crate::boot::{self, layout, BootImage};
-use crate::config::{self, SerialOutput, VmConfig};
+use crate::arch::x86_64::{cpuid, mptable, regs};
+use crate::boot::{self, layout, linux, BootImage};
+use crate::config::{self, HostWorkarounds, SerialInput, SerialOutput, VmConfig};
+use crate::console::Console;
+use crate::crash::{CrashKind, CrashReport};
+use crate::devices::debug_port::{DebugPort, DEBUG_PORT, USERSPACE_UP};
 use crate::devices::exit_port::{ExitPort, EXIT_PORT};
 use crate::devices::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
 use crate::devices::serial::{IrqTrigger, SerialDevice, SerialSink, COM1_LEN, COM1_PORT};
 use crate::devices::{bus, Bus};
 use crate::memory::{self, GuestMem};
 use crate::stats::{Stats, Timeline};
-use crate::vcpu::{self, StopReason, Vcpu};
-use crate::{host, kick, status};
+use crate::vcpu::{self, StopLatch, StopReason, Vcpu};
+use crate::{host, status};
 
 /// Everything that can stop a VM from being built or run.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +58,12 @@ pub enum Error {
         /// Why.
         source: kvm_ioctls::Error,
     },
-    /// The timeout timer could not be armed.
-    #[error("cannot arm the --timeout timer: {0}")]
-    Timer(std::io::Error),
+    /// The console thread could not start.
+    #[error("cannot set up the console on standard input: {0}")]
+    Console(std::io::Error),
+    /// A vCPU thread could not start or failed.
+    #[error("vCPU thread: {0}")]
+    Thread(std::io::Error),
     /// The run loop failed.
     #[error(transparent)]
     Vcpu(#[from] vcpu::Error),
@@ -71,7 +79,8 @@ impl Error {
             Error::Memory(_)
             | Error::Bus(_)
             | Error::Kvm { .. }
-            | Error::Timer(_)
+            | Error::Console(_)
+            | Error::Thread(_)
             | Error::Vcpu(_) => status::INTERNAL,
         }
     }
@@ -92,16 +101,22 @@ pub struct RunOutcome {
     pub stats: Stats,
 }
 
+/// The serial line's interrupt: ISA IRQ 4, COM1's.
+const COM1_GSI: u32 = 4;
+
 /// A VM ready to run.
 pub struct Vmm {
-    // Field order is drop order: the vCPU and the VM go before the memory KVM maps.
-    vcpu: Vcpu,
+    // Field order is drop order: the vCPUs and the VM go before the memory KVM maps.
+    vcpus: Vec<Vcpu>,
     _vm: VmFd,
     _kvm: Kvm,
-    _mem: GuestMem,
+    mem: GuestMem,
     serial: Arc<Mutex<SerialDevice>>,
+    debug_port: Arc<Mutex<DebugPort>>,
     boot: BootImage,
     timeout: Option<Duration>,
+    serial_input: SerialInput,
+    hidden: Vec<String>,
     start: Instant,
     ready: Instant,
 }
@@ -118,54 +133,113 @@ impl Vmm {
         let kvm = host::open_kvm()?;
         let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
         let mem = memory::create(config.mem_size)?;
-        let boot = boot::load(config, &mem)?;
+        // Only a kernel needs to know the host kind, so raw images never pay for the look.
+        let workarounds = std::cell::OnceCell::new();
+        let host_needs = || {
+            *workarounds.get_or_init(|| match config.host_workarounds {
+                HostWorkarounds::On => true,
+                HostWorkarounds::Off => false,
+                HostWorkarounds::Auto => host::kind() == host::HostKind::Pvm,
+            })
+        };
+        let boot = boot::load(config, &mem, &|| host_needs().then_some(linux::PVM_CMDLINE))?;
+        if config.cpus > 1 && !boot.linux {
+            return Err(config::Error::CpusNeedLinux(config.cpus).into());
+        }
         memory::register(&vm, &mem)?;
         // Intel CPUs without "unrestricted guest" need these pages to run real mode.
         vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
 
+        // Linux gets the PC it expects: in-kernel PIC, IO-APIC, local APICs and PIT, the UART
+        // on IRQ 4, and an MP table. Raw guests and other kernels run without interrupts.
+        let serial_irq = if boot.linux {
+            vm.create_irq_chip()
+                .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+            let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| kvm_err("eventfd")(e.into()))?;
+            vm.register_irqfd(&evt, COM1_GSI)
+                .map_err(kvm_err("KVM_IRQFD"))?;
+            let table = mptable::build(layout::MPTABLE_START as u32, config.cpus);
+            mem.write_slice(&table, GuestAddress(layout::MPTABLE_START))
+                .map_err(|source| boot::Error::Memory {
+                    what: "the MP table",
+                    source,
+                })?;
+            IrqTrigger::new(evt)
+        } else {
+            IrqTrigger::default()
+        };
+
         let serial = Arc::new(Mutex::new(SerialDevice::new(
-            IrqTrigger::default(),
+            serial_irq,
             serial_sink(&config.serial, config.serial_limit)?,
         )));
+        let debug_port = Arc::new(Mutex::new(DebugPort::default()));
         let i8042: bus::SharedDevice = Arc::new(Mutex::new(I8042::default()));
         let mut io_bus = Bus::new();
         io_bus.insert(COM1_PORT, COM1_LEN, serial.clone())?;
         io_bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitPort)))?;
+        io_bus.insert(DEBUG_PORT, 1, debug_port.clone())?;
         io_bus.insert_with_origin(I8042_DATA_PORT, 1, I8042_DATA_PORT, i8042.clone())?;
         io_bus.insert_with_origin(I8042_COMMAND_PORT, 1, I8042_DATA_PORT, i8042)?;
-        let mmio_bus = Bus::new();
+        let io_bus = Arc::new(io_bus);
+        let mmio_bus = Arc::new(Bus::new());
 
-        let vcpu_fd = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        let mut cpuid = kvm
+        let mut hidden: Vec<String> = config.hide_cpu_features.clone();
+        if boot.linux && host_needs() && !hidden.iter().any(|h| h == "cx16") {
+            // SLUB's cmpxchg_double would use CMPXCHG16B, which this host cannot emulate.
+            hidden.push("cx16".into());
+        }
+        let hide: Vec<_> = hidden.iter().filter_map(|n| cpuid::feature(n)).collect();
+        let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        cpuid::filter_entries(cpuid.as_mut_slice(), 0);
-        vcpu_fd
-            .set_cpuid2(&cpuid)
-            .map_err(kvm_err("KVM_SET_CPUID2"))?;
-        let mut sregs = vcpu_fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-        let regs = boot::setup_entry(&mem, &boot.entry, &mut sregs)?;
-        vcpu_fd
-            .set_sregs(&sregs)
-            .map_err(kvm_err("KVM_SET_SREGS"))?;
-        vcpu_fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
+        for id in 0..config.cpus {
+            let fd = vm
+                .create_vcpu(u64::from(id))
+                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+            let mut cpuid = supported.clone();
+            cpuid::filter_entries(cpuid.as_mut_slice(), id, config.cpus, &hide);
+            fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+            if boot.linux {
+                let mut lapic = fd.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+                regs::set_lint_modes(&mut lapic.regs);
+                fd.set_lapic(&lapic).map_err(kvm_err("KVM_SET_LAPIC"))?;
+            }
+            // Only the boot processor gets an entry state; the others wait, in the in-kernel
+            // local APIC, for the guest to start them (INIT, SIPI).
+            if id == 0 {
+                let mut sregs = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+                let regs = boot::setup_entry(&mem, &boot.entry, &mut sregs)?;
+                fd.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+                fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+            }
+            vcpus.push(Vcpu::new(
+                fd,
+                io_bus.clone(),
+                mmio_bus.clone(),
+                mem.clone(),
+                config.unclaimed_mmio,
+            ));
+        }
 
-        let vcpu = Vcpu::new(
-            vcpu_fd,
-            Arc::new(io_bus),
-            Arc::new(mmio_bus),
-            mem.clone(),
-            config.unclaimed_mmio,
-        );
         Ok(Vmm {
-            vcpu,
+            vcpus,
             _vm: vm,
             _kvm: kvm,
-            _mem: mem,
+            mem,
             serial,
+            debug_port,
             boot,
             timeout: config.timeout,
+            serial_input: config.serial_input,
+            hidden,
             start,
             ready: Instant::now(),
         })
@@ -176,42 +250,92 @@ impl Vmm {
         &self.boot
     }
 
-    /// Runs the guest until it stops.
+    /// Runs the guest until it stops: the boot vCPU on this thread, every other vCPU on a
+    /// thread of its own; the first vCPU (or the console) to stop the VM stops them all.
     pub fn run(mut self) -> Result<RunOutcome, Error> {
-        let mut deadline = None;
-        let mut _timer = None;
-        if let Some(timeout) = self.timeout {
-            kick::install_handler()
-                .map_err(|e| Error::Timer(std::io::Error::from_raw_os_error(e.errno())))?;
-            // The deadline is taken before the timer is armed, so the kick never comes early.
-            deadline = Some(Instant::now() + timeout);
-            _timer =
-                Some(kick::KickTimer::arm(kick::current_tid(), timeout).map_err(Error::Timer)?);
+        let latch = Arc::new(StopLatch::default());
+        let console = match self.serial_input {
+            SerialInput::Stdin if self.boot.linux => {
+                Console::start(self.serial.clone(), latch.clone()).map_err(Error::Console)?
+            }
+            _ => None,
+        };
+        let mut vcpus = std::mem::take(&mut self.vcpus).into_iter();
+        let mut boot_vcpu = vcpus.next().expect("a VM has at least one vCPU");
+        let others: Vec<_> = vcpus
+            .map(|mut vcpu| {
+                let latch = latch.clone();
+                std::thread::Builder::new()
+                    .name("kvmini-vcpu".into())
+                    .spawn(move || {
+                        let result = vcpu.run(&latch, None);
+                        (vcpu, result)
+                    })
+                    .map_err(Error::Thread)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut result = boot_vcpu.run(&latch, self.timeout).map_err(Error::from);
+        let mut stats = boot_vcpu.stats.clone();
+        let vcpu_count = 1 + others.len();
+        for handle in others {
+            match handle.join() {
+                Ok((vcpu, r)) => {
+                    stats.merge(&vcpu.stats);
+                    if result.is_ok() {
+                        result = r.map_err(Error::from);
+                    }
+                }
+                Err(_) => {
+                    result = Err(Error::Thread(std::io::Error::other(
+                        "a vCPU thread panicked",
+                    )))
+                }
+            }
         }
-        let reason = self.vcpu.run(deadline)?;
+        drop(console);
+        result?;
         let end = Instant::now();
-        let exit_status = status::for_stop(&reason);
+
         let serial = bus_lock(&self.serial);
+        let mut reason = latch.reason().unwrap_or(StopReason::Halted);
+        if let (StopReason::Reset, Some(line)) = (&reason, serial.panic_line()) {
+            reason = StopReason::Crash(Box::new(CrashReport::new(
+                CrashKind::KernelPanic(line),
+                &self.mem,
+                None,
+                None,
+                None,
+            )));
+        }
+        let exit_status = status::for_stop(&reason);
         let timeline = Timeline {
             start: self.start,
             ready: self.ready,
-            first_run: self.vcpu.stats.first_run,
+            first_run: stats.first_run,
             first_serial_byte: serial.first_byte_at(),
+            userspace: self
+                .debug_port
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first_write(USERSPACE_UP),
             end,
         };
-        let stats = Stats::new(
+        let mut report = Stats::new(
             reason.to_string(),
             exit_status,
             self.boot.summary.clone(),
-            &self.vcpu.stats,
+            &stats,
             serial.bytes_written(),
             &timeline,
         );
+        report.vcpus = vcpu_count;
+        report.cmdline = self.boot.cmdline.clone();
+        report.hidden_cpu_features = std::mem::take(&mut self.hidden);
         drop(serial);
         Ok(RunOutcome {
             reason,
             exit_status,
-            stats,
+            stats: report,
         })
     }
 }

@@ -13,17 +13,23 @@ use std::path::Path;
 
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::elf::{Elf64_Ehdr, Elf64_Phdr, EI_CLASS, ELFCLASS64, EM_X86_64, PT_LOAD};
-use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_start_info};
+use linux_loader::elf::{
+    Elf64_Ehdr, Elf64_Phdr, EI_CLASS, ELFCLASS64, EM_X86_64, PT_LOAD, PT_NOTE,
+};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{Elf, KernelLoader};
 use vm_memory::{ByteValued, GuestAddress};
 
 use super::layout::{
     BOOT_STRUCTURES_END, GDT_START, IDENTITY_MAP_SIZE, PVH_INFO_START, PVH_MEMMAP_START,
+    PVH_MODLIST_START, ZERO_PAGE_START,
 };
-use super::{memory_map, BootImage, Entry, Error};
-use crate::config::ImageFormat;
+use super::linux::{self, Initrd, KernelArgs};
+use super::{memory_map, Entry, Error};
+use crate::config::human_size;
 use crate::memory::{contains_range, GuestMem};
 
 /// `hvm_start_info.magic`.
@@ -174,8 +180,42 @@ fn check_entry(mem: &GuestMem, entry: u64, how: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes `hvm_start_info` and the memory map for a PVH entry.
-pub fn write_pvh_start_info(mem: &GuestMem, cmdline_addr: Option<u64>) -> Result<(), Error> {
+/// Whether the ELF file carries a note named "Linux" (every vmlinux does): such a kernel
+/// gets the machine and the command line Linux expects.
+pub fn has_linux_note(file: &mut File, h: &Headers) -> bool {
+    h.phdrs
+        .iter()
+        .filter(|p| p.p_type == PT_NOTE && p.p_filesz <= 1 << 20)
+        .any(|p| {
+            let mut notes = vec![0u8; p.p_filesz as usize];
+            file.seek(SeekFrom::Start(p.p_offset)).is_ok()
+                && file.read_exact(&mut notes).is_ok()
+                && note_names(&notes).any(|name| name == b"Linux")
+        })
+}
+
+/// The names of the notes in a PT_NOTE segment (4-byte aligned name and descriptor).
+fn note_names(mut notes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let word = |b: &[u8], i: usize| -> Option<usize> {
+            Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+        };
+        let namesz = word(notes, 0)?;
+        let descsz = word(notes, 4)?;
+        let align = |n: usize| n.checked_add(3).map(|n| n & !3);
+        let name = notes.get(12..12 + namesz)?;
+        let next = 12 + align(namesz)? + align(descsz)?;
+        notes = notes.get(next..).unwrap_or(&[]);
+        Some(name.strip_suffix(&[0]).unwrap_or(name))
+    })
+}
+
+/// Writes `hvm_start_info`, the memory map and the module list (the initrd) for a PVH entry.
+pub fn write_pvh_start_info(
+    mem: &GuestMem,
+    cmdline_addr: Option<u64>,
+    initrd: Option<Initrd>,
+) -> Result<(), Error> {
     let memmap: Vec<hvm_memmap_table_entry> = memory_map(mem)
         .into_iter()
         .map(|(addr, size, type_)| hvm_memmap_table_entry {
@@ -185,55 +225,86 @@ pub fn write_pvh_start_info(mem: &GuestMem, cmdline_addr: Option<u64>) -> Result
             reserved: 0,
         })
         .collect();
+    let modules: Vec<hvm_modlist_entry> = initrd
+        .iter()
+        .map(|i| hvm_modlist_entry {
+            paddr: i.addr,
+            size: i.size,
+            ..Default::default()
+        })
+        .collect();
     let info = hvm_start_info {
         magic: XEN_HVM_START_MAGIC,
         version: 1,
         cmdline_paddr: cmdline_addr.unwrap_or(0),
         memmap_paddr: PVH_MEMMAP_START,
         memmap_entries: memmap.len() as u32,
+        nr_modules: modules.len() as u32,
+        modlist_paddr: if modules.is_empty() {
+            0
+        } else {
+            PVH_MODLIST_START
+        },
         ..Default::default()
     };
     let mut params = BootParams::new(&info, GuestAddress(PVH_INFO_START));
     params.set_sections(&memmap, GuestAddress(PVH_MEMMAP_START));
+    if !modules.is_empty() {
+        params.set_modules(&modules, GuestAddress(PVH_MODLIST_START));
+    }
     PvhBootConfigurator::write_bootparams(&params, mem).map_err(|e| Error::Memory {
         what: "the PVH start info",
         source: vm_memory::GuestMemoryError::IOError(std::io::Error::other(e.to_string())),
     })
 }
 
-/// Loads an ELF kernel into `mem`.
-pub fn load(mem: &GuestMem, file: &mut File, path: &Path, len: u64) -> Result<BootImage, Error> {
-    let headers = read_headers(file, path, len)?;
-    check_segments(&headers, path, len, mem)?;
+/// Loads an ELF kernel whose headers were checked into `mem`, with its command line and
+/// initrd. Entered at the PVH note if there is one, else at `e_entry` in long mode with a
+/// zero page in RSI (the 64-bit Linux boot protocol; harmless to other kernels).
+pub fn load(
+    mem: &GuestMem,
+    file: &mut File,
+    path: &Path,
+    headers: &Headers,
+    args: &KernelArgs<'_>,
+) -> Result<(Entry, String), Error> {
     let loaded = Elf::load(mem, None, file, None).map_err(|source| Error::Loader {
         path: path.to_path_buf(),
         source,
     })?;
-    let (entry, summary) = match loaded.pvh_boot_cap {
+    let cmdline = args
+        .cmdline
+        .map(|c| linux::write_cmdline(mem, c))
+        .transpose()?;
+    let initrd = args
+        .initrd
+        .map(|p| linux::load_initrd(mem, p, loaded.kernel_end, IDENTITY_MAP_SIZE))
+        .transpose()?;
+    let initrd_note = initrd.map_or(String::new(), |i| {
+        format!(", initrd {} at {:#x}", human_size(i.size), i.addr)
+    });
+    match loaded.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => {
             let eip = addr.0;
             check_entry(mem, eip, "PVH note")?;
-            write_pvh_start_info(mem, None)?;
+            write_pvh_start_info(mem, cmdline.map(|(a, _)| a), initrd)?;
             let entry = Entry::Protected {
                 eip: eip as u32,
                 ebx: PVH_INFO_START as u32,
             };
-            (entry, format!("ELF, PVH entry at {eip:#x}"))
+            Ok((entry, format!("ELF, PVH entry at {eip:#x}{initrd_note}")))
         }
         PvhBootCapability::PvhEntryNotPresent | PvhBootCapability::PvhEntryIgnored => {
             let rip = headers.ehdr.e_entry;
             check_entry(mem, rip, "e_entry")?;
-            (
-                Entry::Long { rip, rsi: 0 },
-                format!("ELF, 64-bit entry at {rip:#x}"),
-            )
+            linux::write_boot_params(mem, None, cmdline, initrd)?;
+            let entry = Entry::Long {
+                rip,
+                rsi: ZERO_PAGE_START,
+            };
+            Ok((entry, format!("ELF, 64-bit entry at {rip:#x}{initrd_note}")))
         }
-    };
-    Ok(BootImage {
-        format: ImageFormat::Elf,
-        entry,
-        summary,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -328,14 +399,45 @@ mod tests {
     }
 
     #[test]
+    fn note_names_are_walked_with_alignment() {
+        let mut notes = Vec::new();
+        for (name, desc) in [
+            (&b"Xen\0"[..], &[0u8; 4][..]),
+            (b"Linux\0", &[1, 2, 3]),
+            (b"GNU\0", &[0; 20]),
+        ] {
+            notes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            notes.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+            notes.extend_from_slice(&1u32.to_le_bytes());
+            notes.extend_from_slice(name);
+            notes.resize(notes.len().next_multiple_of(4), 0);
+            notes.extend_from_slice(desc);
+            notes.resize(notes.len().next_multiple_of(4), 0);
+        }
+        let names: Vec<&[u8]> = note_names(&notes).collect();
+        assert_eq!(names, [&b"Xen"[..], b"Linux", b"GNU"]);
+        assert_eq!(note_names(&notes[..10]).count(), 0);
+    }
+
+    #[test]
     fn pvh_start_info_describes_memory() {
         use vm_memory::Bytes;
         let mem = crate::memory::create(16 << 20).unwrap();
-        write_pvh_start_info(&mem, Some(0x20000)).unwrap();
+        let initrd = Initrd {
+            addr: 0x80_0000,
+            size: 0x1000,
+        };
+        write_pvh_start_info(&mem, Some(0x20000), Some(initrd)).unwrap();
         let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!(info.magic, XEN_HVM_START_MAGIC);
         assert_eq!(info.memmap_entries, 2);
         assert_eq!(info.cmdline_paddr, 0x20000);
+        assert_eq!(
+            (info.nr_modules, info.modlist_paddr),
+            (1, PVH_MODLIST_START)
+        );
+        let module: hvm_modlist_entry = mem.read_obj(GuestAddress(PVH_MODLIST_START)).unwrap();
+        assert_eq!((module.paddr, module.size), (0x80_0000, 0x1000));
         let second: [u64; 2] = mem.read_obj(GuestAddress(info.memmap_paddr + 24)).unwrap();
         assert_eq!(second, [0x10_0000, (16 << 20) - 0x10_0000]);
     }

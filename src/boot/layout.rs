@@ -13,6 +13,8 @@ pub const BOOT_STRUCTURES_END: u64 = 0xf000;
 pub const PVH_INFO_START: u64 = 0x6000;
 /// PVH memory map (`hvm_memmap_table_entry` array), right after the start info.
 pub const PVH_MEMMAP_START: u64 = 0x6040;
+/// PVH module list (`hvm_modlist_entry`: the initrd), after the memory map.
+pub const PVH_MODLIST_START: u64 = 0x6100;
 /// Linux `boot_params` ("zero page").
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer for protected- and long-mode entry; the stack grows down
@@ -49,6 +51,9 @@ pub const MMIO_GAP_END: u64 = 1 << 32;
 /// without "unrestricted guest" (`KVM_SET_TSS_ADDR`); inside the MMIO hole.
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 
+/// The MP floating pointer and configuration table (SMP guests): the last KiB of base
+/// memory, where Linux looks for them.
+pub const MPTABLE_START: u64 = 0x9fc00;
 /// Start of the extended BIOS data area: the guest's memory map reports RAM below it, then
 /// a hole up to 1 MiB, as on a PC.
 pub const EBDA_START: u64 = 0x9fc00;

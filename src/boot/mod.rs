@@ -3,6 +3,7 @@
 
 pub mod elf;
 pub mod layout;
+pub mod linux;
 pub mod raw;
 
 use std::fs::File;
@@ -97,6 +98,28 @@ pub enum Error {
         /// Why.
         source: linux_loader::loader::Error,
     },
+    /// The kernel command line cannot be built or placed.
+    #[error("kernel command line: {why}")]
+    BadCmdline {
+        /// What is wrong.
+        why: String,
+    },
+    /// A Linux kernel image the boot protocol refuses.
+    #[error("{} is not a bootable Linux kernel: {why}", .path.display())]
+    BadKernel {
+        /// Image path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A kernel option given for a raw image.
+    #[error("{option} applies to kernels (ELF or bzImage) only, and {} is a raw image", .path.display())]
+    KernelOnlyOption {
+        /// The option.
+        option: &'static str,
+        /// Image path.
+        path: PathBuf,
+    },
     /// An option does not apply to this image format.
     #[error("{option} applies to raw images only, and {} is {format:?}", .path.display())]
     RawOnlyOption {
@@ -160,6 +183,11 @@ pub struct BootImage {
     pub entry: Entry,
     /// One line for logs and `--stats`: "ELF, PVH entry at 0x100000".
     pub summary: String,
+    /// A Linux kernel (a bzImage, or an ELF with a "Linux" note): it gets the PC machine
+    /// Linux expects (interrupt controllers, timer, MP table).
+    pub linux: bool,
+    /// The kernel command line passed, if any.
+    pub cmdline: Option<String>,
 }
 
 /// Tells an image format from the first bytes of the file: ELF magic, the Linux setup
@@ -181,8 +209,13 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Loads the image `config` names into `mem`.
-pub fn load(config: &VmConfig, mem: &GuestMem) -> Result<BootImage, Error> {
+/// Loads the image `config` names into `mem`. `host_params` are the kernel parameters this
+/// host needs on top (software-virtualized KVM), added for Linux kernels only.
+pub fn load(
+    config: &VmConfig,
+    mem: &GuestMem,
+    host_params: &dyn Fn() -> Option<&'static str>,
+) -> Result<BootImage, Error> {
     let path = config.image.as_path();
     let mut file = File::open(path).map_err(read_err(path))?;
     let len = file.metadata().map_err(read_err(path))?.len();
@@ -200,36 +233,101 @@ pub fn load(config: &VmConfig, mem: &GuestMem) -> Result<BootImage, Error> {
             detect_format(&head)
         }
     };
-    if format != ImageFormat::Raw {
-        let raw_only = [
-            ("--mode", config.mode.is_some()),
-            ("--load-addr", config.load_addr.is_some()),
-            ("--entry", config.entry.is_some()),
+    if format == ImageFormat::Raw {
+        let kernel_only = [
+            ("--cmdline", config.cmdline.is_some()),
+            ("--initrd", config.initrd.is_some()),
+            ("init arguments after --", !config.init_args.is_empty()),
         ];
-        if let Some((option, _)) = raw_only.iter().find(|(_, set)| *set) {
-            return Err(Error::RawOnlyOption {
+        if let Some((option, _)) = kernel_only.iter().find(|(_, set)| *set) {
+            return Err(Error::KernelOnlyOption {
                 option,
                 path: path.to_path_buf(),
-                format,
             });
         }
+        let mode = config.mode.unwrap_or_default();
+        let entry = raw::load(mem, &mut file, len, mode, config.load_addr, config.entry)?;
+        return Ok(BootImage {
+            format,
+            entry,
+            summary: format!("raw image, {mode} mode"),
+            linux: false,
+            cmdline: None,
+        });
+    }
+    let raw_only = [
+        ("--mode", config.mode.is_some()),
+        ("--load-addr", config.load_addr.is_some()),
+        ("--entry", config.entry.is_some()),
+    ];
+    if let Some((option, _)) = raw_only.iter().find(|(_, set)| *set) {
+        return Err(Error::RawOnlyOption {
+            option,
+            path: path.to_path_buf(),
+            format,
+        });
     }
     match format {
-        ImageFormat::Raw => {
-            let mode = config.mode.unwrap_or_default();
-            let entry = raw::load(mem, &mut file, len, mode, config.load_addr, config.entry)?;
+        ImageFormat::Elf => {
+            let headers = elf::read_headers(&mut file, path, len)?;
+            elf::check_segments(&headers, path, len, mem)?;
+            let linux = elf::has_linux_note(&mut file, &headers);
+            let cmdline = kernel_cmdline(config, linux, host_params, linux::ELF_CMDLINE_CAPACITY)?;
+            let args = linux::KernelArgs {
+                cmdline: cmdline.as_ref(),
+                initrd: config.initrd.as_deref(),
+            };
+            let (entry, summary) = elf::load(mem, &mut file, path, &headers, &args)?;
             Ok(BootImage {
                 format,
                 entry,
-                summary: format!("raw image, {mode} mode"),
+                summary,
+                linux,
+                cmdline: cmdline_text(&cmdline),
             })
         }
-        ImageFormat::Elf => elf::load(mem, &mut file, path, len),
-        ImageFormat::BzImage => Err(Error::Unsupported {
-            path: path.to_path_buf(),
-            format,
-        }),
+        ImageFormat::BzImage => {
+            let cmdline = kernel_cmdline(config, true, host_params, layout::CMDLINE_MAX_SIZE)?;
+            let args = linux::KernelArgs {
+                cmdline: cmdline.as_ref(),
+                initrd: config.initrd.as_deref(),
+            };
+            let (entry, summary) = linux::load_bzimage(mem, &mut file, path, len, &args)?;
+            Ok(BootImage {
+                format,
+                entry,
+                summary,
+                linux: true,
+                cmdline: cmdline_text(&cmdline),
+            })
+        }
+        ImageFormat::Raw => unreachable!("raw images returned above"),
     }
+}
+
+/// The command line for a kernel: for Linux, the user's or kvmini's default plus the host
+/// parameters; for other kernels, only what the user gave.
+fn kernel_cmdline(
+    config: &VmConfig,
+    linux: bool,
+    host_params: &dyn Fn() -> Option<&'static str>,
+    capacity: usize,
+) -> Result<Option<linux_loader::cmdline::Cmdline>, Error> {
+    if linux {
+        let base = config.cmdline.as_deref().unwrap_or(linux::DEFAULT_CMDLINE);
+        linux::build_cmdline(Some(base), host_params(), &config.init_args, capacity).map(Some)
+    } else if config.cmdline.is_some() || !config.init_args.is_empty() {
+        linux::build_cmdline(config.cmdline.as_deref(), None, &config.init_args, capacity).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn cmdline_text(cmdline: &Option<linux_loader::cmdline::Cmdline>) -> Option<String> {
+    cmdline
+        .as_ref()
+        .and_then(|c| c.as_cstring().ok())
+        .map(|c| c.to_string_lossy().into_owned())
 }
 
 /// Writes what the entry mode needs into guest memory (GDT, page tables) and returns the

@@ -1,6 +1,7 @@
 //! Emulated devices and the buses that route port I/O and MMIO to them.
 
 pub mod bus;
+pub mod debug_port;
 pub mod exit_port;
 pub mod i8042;
 pub mod serial;

@@ -76,12 +76,53 @@ impl Trigger for IrqTrigger {
     }
 }
 
+/// The line Linux prints when it panics: with `panic=-1` the kernel then resets the machine,
+/// which alone would look like a clean reboot.
+pub const PANIC_BANNER: &[u8] = b"Kernel panic - not syncing";
+/// How much of the panic message to keep.
+const PANIC_LINE_MAX: usize = 200;
+
+/// Watches an output stream for [`PANIC_BANNER`] and keeps the rest of that line.
+#[derive(Debug, Default)]
+struct PanicWatch {
+    matched: usize,
+    line: Option<Vec<u8>>,
+    line_done: bool,
+}
+
+impl PanicWatch {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if let Some(line) = &mut self.line {
+                if !self.line_done {
+                    if b == b'\n' || b == b'\r' || line.len() >= PANIC_LINE_MAX {
+                        self.line_done = true;
+                    } else {
+                        line.push(b);
+                    }
+                }
+                continue;
+            }
+            if b == PANIC_BANNER[self.matched] {
+                self.matched += 1;
+                if self.matched == PANIC_BANNER.len() {
+                    self.line = Some(PANIC_BANNER.to_vec());
+                }
+            } else {
+                // The banner has no repeated prefix, so a mismatch restarts the match here.
+                self.matched = usize::from(b == PANIC_BANNER[0]);
+            }
+        }
+    }
+}
+
 /// Where serial output ends up, with accounting.
 pub struct SerialSink {
     out: Box<dyn Write + Send>,
     written: u64,
     limit: Option<u64>,
     first_byte_at: Option<Instant>,
+    panic: PanicWatch,
 }
 
 impl std::fmt::Debug for SerialSink {
@@ -101,6 +142,7 @@ impl SerialSink {
             written: 0,
             limit,
             first_byte_at: None,
+            panic: PanicWatch::default(),
         }
     }
 
@@ -135,6 +177,7 @@ impl Write for SerialSink {
         };
         // Count what the guest sent even past the limit, so the device can tell.
         self.written += buf.len() as u64;
+        self.panic.feed(buf);
         if room < buf.len() {
             self.out.write_all(&buf[..room])?;
             return Err(io::Error::other("serial output limit reached"));
@@ -169,6 +212,12 @@ impl SerialDevice {
     /// Bytes the guest has written.
     pub fn bytes_written(&self) -> u64 {
         self.uart.writer().written
+    }
+
+    /// The kernel panic line, if the guest printed one.
+    pub fn panic_line(&self) -> Option<String> {
+        let line = self.uart.writer().panic.line.as_ref()?;
+        Some(String::from_utf8_lossy(line).trim_end().to_string())
     }
 
     /// Queues host input for the guest to read; returns how many bytes fit in the FIFO.
@@ -238,6 +287,25 @@ mod tests {
         }
         assert_eq!(d.write(0, b"e"), Some(DeviceRequest::OutputLimit(4)));
         assert_eq!(buf.text(), "abcd");
+    }
+
+    #[test]
+    fn a_kernel_panic_line_is_recognised_across_writes() {
+        let (mut d, _) = device(None);
+        let text =
+            b"[ 1.0] Kernel Kernel panic - not syncing: No working init found.\r\n[ 1.1] more\n";
+        for &b in text.iter() {
+            d.write(0, &[b]);
+        }
+        assert_eq!(
+            d.panic_line().as_deref(),
+            Some("Kernel panic - not syncing: No working init found.")
+        );
+        let (mut quiet, _) = device(None);
+        for &b in b"Kernel panic - not sync\n".iter() {
+            quiet.write(0, &[b]);
+        }
+        assert_eq!(quiet.panic_line(), None);
     }
 
     #[test]

@@ -92,9 +92,50 @@ pub fn entry_regs(rip: u64, rsp: u64, user: bool) -> kvm_regs {
     }
 }
 
+/// Offset of LVT LINT0 in the local APIC register page.
+const APIC_LVT_LINT0: usize = 0x350;
+/// Offset of LVT LINT1.
+const APIC_LVT_LINT1: usize = 0x360;
+/// LVT delivery mode ExtINT (bits 10:8).
+const APIC_MODE_EXTINT: u32 = 0x7 << 8;
+/// LVT delivery mode NMI.
+const APIC_MODE_NMI: u32 = 0x4 << 8;
+const APIC_MODE_MASK: u32 = 0x7 << 8;
+
+/// Wires the local APIC the way a PC's firmware leaves it: the 8259's output on LINT0 as
+/// ExtINT, NMI on LINT1 ("virtual wire" mode, MP specification 3.6.2.2).
+pub fn set_lint_modes(regs: &mut [std::os::raw::c_char; 1024]) {
+    for (offset, mode) in [
+        (APIC_LVT_LINT0, APIC_MODE_EXTINT),
+        (APIC_LVT_LINT1, APIC_MODE_NMI),
+    ] {
+        let bytes: [u8; 4] = std::array::from_fn(|i| regs[offset + i] as u8);
+        let value = (u32::from_le_bytes(bytes) & !APIC_MODE_MASK) | mode;
+        for (i, b) in value.to_le_bytes().iter().enumerate() {
+            regs[offset + i] = *b as std::os::raw::c_char;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lint0_is_extint_and_lint1_is_nmi() {
+        let mut regs = [0 as std::os::raw::c_char; 1024];
+        regs[APIC_LVT_LINT0 + 1] = 0x05; // some other delivery mode
+        regs[APIC_LVT_LINT1 + 2] = 0x01; // bit 16: masked, kept
+        set_lint_modes(&mut regs);
+        assert_eq!(regs[APIC_LVT_LINT0 + 1] as u8, 0x07);
+        assert_eq!(
+            (
+                regs[APIC_LVT_LINT1 + 1] as u8,
+                regs[APIC_LVT_LINT1 + 2] as u8
+            ),
+            (0x04, 0x01)
+        );
+    }
 
     #[test]
     fn real_mode_sets_selector_and_base_and_keeps_access_rights() {
