@@ -233,12 +233,15 @@ fn validate_mem_size(size: u64, host: Option<u64>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Total RAM of the host, from `/proc/meminfo`.
+/// Total RAM of the host (`sysinfo(2)`: one system call, where `/proc/meminfo` takes several).
 pub fn host_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    // SAFETY: an all-zero sysinfo is a valid buffer for the call to fill.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable sysinfo buffer.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return None;
+    }
+    info.totalram.checked_mul(u64::from(info.mem_unit))
 }
 
 /// Parses a size: a number with an optional binary suffix (`K`, `M`, `G`, `T`, optionally

@@ -213,12 +213,17 @@ fn feed(serial: Arc<Mutex<SerialDevice>>, latch: Arc<StopLatch>, stop: &EventFd,
         };
         let mut rest = bytes.as_slice();
         while !rest.is_empty() {
-            let taken = serial
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .enqueue_input(rest);
+            let taken = {
+                let mut uart = serial.lock().unwrap_or_else(|p| p.into_inner());
+                if uart.input_ready() {
+                    uart.enqueue_input(rest)
+                } else {
+                    0
+                }
+            };
             rest = &rest[taken..];
-            // The guest has not drained its FIFO yet: give it a moment (or stop).
+            // No driver listening yet, or the guest has not drained its FIFO: give it a
+            // moment (or stop).
             if !rest.is_empty() && !wait_readable(-1, stop, 5) {
                 return;
             }

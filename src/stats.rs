@@ -77,6 +77,24 @@ pub struct Unclaimed {
     pub mmio_reads: u64,
     /// MMIO writes (dropped under `--unclaimed-mmio ignore`).
     pub mmio_writes: u64,
+    /// The first few distinct unclaimed addresses ("r 0x70", "w 0xd0000000"), so that the
+    /// counts above say where the guest looked.
+    pub addresses: Vec<String>,
+}
+
+/// How many distinct unclaimed addresses are kept.
+const UNCLAIMED_ADDRESSES_KEPT: usize = 8;
+
+impl Unclaimed {
+    /// Notes an unclaimed access (the counter is the caller's).
+    pub fn note(&mut self, write: bool, addr: u64) {
+        if self.addresses.len() < UNCLAIMED_ADDRESSES_KEPT {
+            let a = format!("{} {addr:#x}", if write { "w" } else { "r" });
+            if !self.addresses.contains(&a) {
+                self.addresses.push(a);
+            }
+        }
+    }
 }
 
 /// What one vCPU measured about itself.
@@ -114,6 +132,11 @@ impl VcpuStats {
         u.port_writes += ou.port_writes;
         u.mmio_reads += ou.mmio_reads;
         u.mmio_writes += ou.mmio_writes;
+        for a in &ou.addresses {
+            if u.addresses.len() < UNCLAIMED_ADDRESSES_KEPT && !u.addresses.contains(a) {
+                u.addresses.push(a.clone());
+            }
+        }
         self.guest_time += o.guest_time;
         self.vmm_time += o.vmm_time;
         self.first_run = match (self.first_run, o.first_run) {
@@ -264,8 +287,16 @@ impl fmt::Display for Stats {
         let u = &self.unclaimed;
         writeln!(
             f,
-            "  unclaimed: port reads {}, port writes {}, mmio reads {}, mmio writes {}",
-            u.port_reads, u.port_writes, u.mmio_reads, u.mmio_writes
+            "  unclaimed: port reads {}, port writes {}, mmio reads {}, mmio writes {}{}",
+            u.port_reads,
+            u.port_writes,
+            u.mmio_reads,
+            u.mmio_writes,
+            if u.addresses.is_empty() {
+                String::new()
+            } else {
+                format!(" (at {})", u.addresses.join(", "))
+            }
         )?;
         writeln!(f, "  serial:    {} bytes", self.serial_bytes)?;
         writeln!(
@@ -301,6 +332,7 @@ mod tests {
             },
             unclaimed: Unclaimed {
                 port_writes: 2,
+                addresses: vec!["w 0x70".into()],
                 ..Default::default()
             },
             guest_time: Duration::from_micros(300),
@@ -332,7 +364,10 @@ mod tests {
             text.contains("exits:     41 total: io-out 21, io-in 20\n"),
             "{text}"
         );
-        assert!(text.contains("port writes 2"));
+        assert!(
+            text.contains("port writes 2, mmio reads 0, mmio writes 0 (at w 0x70)"),
+            "{text}"
+        );
         assert!(text.contains("in guest 0.300 ms, in kvmini 0.100 ms, total wall 2.000 ms"));
         assert!(text.contains("first serial byte at never"));
     }

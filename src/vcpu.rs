@@ -370,6 +370,7 @@ fn handle_exit(
                 Some(None) => Pending::Done(VcpuEmulation::Handled),
                 None if unclaimed == UnclaimedMmio::Ignore => {
                     stats.unclaimed.mmio_writes += 1;
+                    stats.unclaimed.note(true, addr);
                     Pending::Done(VcpuEmulation::Handled)
                 }
                 None => Pending::Crash(CrashKind::UnclaimedMmio {
@@ -385,6 +386,7 @@ fn handle_exit(
                 Pending::Done(VcpuEmulation::Handled)
             } else if unclaimed == UnclaimedMmio::Ignore {
                 stats.unclaimed.mmio_reads += 1;
+                stats.unclaimed.note(false, addr);
                 data.fill(0xff);
                 Pending::Done(VcpuEmulation::Handled)
             } else {
@@ -452,11 +454,15 @@ fn port_io(
             match bus.write(port, element) {
                 Some(Some(request)) => return VcpuEmulation::Stopped(request.into()),
                 Some(None) => {}
-                None => stats.unclaimed.port_writes += 1,
+                None => {
+                    stats.unclaimed.port_writes += 1;
+                    stats.unclaimed.note(true, port);
+                }
             }
         } else if !bus.read(port, element) {
             element.fill(0xff);
             stats.unclaimed.port_reads += 1;
+            stats.unclaimed.note(false, port);
         }
     }
     VcpuEmulation::Handled

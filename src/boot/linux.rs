@@ -74,8 +74,22 @@ pub fn build_cmdline(
             // Linux needs at least one kernel argument before the `--`.
             cmdline.insert_str("--").map_err(|e| bad(e.to_string()))?;
         }
+        let mut words = Vec::with_capacity(init_args.len());
+        for arg in init_args {
+            // The kernel splits init arguments at spaces but keeps "double-quoted" words whole.
+            if arg.contains('"') {
+                return Err(bad(format!(
+                    "init argument {arg:?} contains a double quote, which the kernel cannot pass"
+                )));
+            }
+            words.push(if arg.is_empty() || arg.contains(char::is_whitespace) {
+                format!("\"{arg}\"")
+            } else {
+                arg.clone()
+            });
+        }
         cmdline
-            .insert_init_args(init_args.join(" "))
+            .insert_init_args(words.join(" "))
             .map_err(|e| bad(format!("init arguments: {e}")))?;
     }
     Ok(cmdline)
@@ -416,6 +430,18 @@ mod tests {
         .unwrap();
         let s = c.as_cstring().unwrap().into_string().unwrap();
         assert_eq!(s, format!("{DEFAULT_CMDLINE} {PVM_CMDLINE} -- uname -r"));
+        let c = build_cmdline(
+            Some("x"),
+            None,
+            &["sh".into(), "-c".into(), "exit 7".into()],
+            512,
+        )
+        .unwrap();
+        assert_eq!(
+            c.as_cstring().unwrap().into_string().unwrap(),
+            "x -- sh -c \"exit 7\""
+        );
+        assert!(build_cmdline(Some("x"), None, &["a\"b".into()], 512).is_err());
         let c = build_cmdline(None, None, &["sh".into()], 512).unwrap();
         assert_eq!(c.as_cstring().unwrap().into_string().unwrap(), "-- -- sh");
         assert!(matches!(

@@ -191,9 +191,16 @@ impl Write for SerialSink {
     }
 }
 
+/// Interrupt enable register offset.
+const IER_OFFSET: u64 = 1;
+/// IER bit 0: interrupt when received data is available.
+const IER_RDA: u8 = 0x01;
+
 /// The UART on the port bus.
 pub struct SerialDevice {
     uart: Serial<IrqTrigger, NoEvents, SerialSink>,
+    /// The guest has enabled the receive interrupt at least once: a driver is listening.
+    input_ready: bool,
 }
 
 impl SerialDevice {
@@ -201,6 +208,7 @@ impl SerialDevice {
     pub fn new(irq: IrqTrigger, sink: SerialSink) -> Self {
         SerialDevice {
             uart: Serial::new(irq, sink),
+            input_ready: false,
         }
     }
 
@@ -218,6 +226,13 @@ impl SerialDevice {
     pub fn panic_line(&self) -> Option<String> {
         let line = self.uart.writer().panic.line.as_ref()?;
         Some(String::from_utf8_lossy(line).trim_end().to_string())
+    }
+
+    /// Whether a guest driver has enabled the receive interrupt. Input queued before that
+    /// would be thrown away: drivers clear the receive buffer when they start (Linux's 8250
+    /// reads RBR a few times), exactly as a real UART's typed-ahead bytes would be lost.
+    pub fn input_ready(&self) -> bool {
+        self.input_ready
     }
 
     /// Queues host input for the guest to read; returns how many bytes fit in the FIFO.
@@ -243,6 +258,11 @@ impl BusDevice for SerialDevice {
         // A failed host write (a closed pipe, a full disk) loses the byte but must not stop
         // the guest; the output limit is the one write error that does.
         let _ = self.uart.write(offset as u8, value);
+        if offset == IER_OFFSET && !self.input_ready {
+            // The same offset is the divisor latch's high byte while DLAB is set: ask the
+            // UART what IER really holds now (rare: drivers write IER a few times).
+            self.input_ready = self.uart.state().interrupt_enable & IER_RDA != 0;
+        }
         let sink = self.uart.writer();
         sink.over_limit()
             .then(|| DeviceRequest::OutputLimit(sink.limit.unwrap_or_default()))
@@ -306,6 +326,22 @@ mod tests {
             quiet.write(0, &[b]);
         }
         assert_eq!(quiet.panic_line(), None);
+    }
+
+    #[test]
+    fn input_is_ready_once_the_guest_enables_the_receive_interrupt() {
+        let (mut d, _) = device(None);
+        assert!(!d.input_ready());
+        // DLAB set: offset 1 is the divisor's high byte, not IER.
+        d.write(3, &[0x80]);
+        d.write(1, &[0x01]);
+        assert!(!d.input_ready());
+        d.write(3, &[0x03]);
+        d.write(1, &[0x01]);
+        assert!(d.input_ready());
+        // Masking it again later (the Linux console does, around each write) changes nothing.
+        d.write(1, &[0x00]);
+        assert!(d.input_ready());
     }
 
     #[test]

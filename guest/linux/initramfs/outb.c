@@ -1,0 +1,100 @@
+/*
+ * outb PORT VALUE — write one byte to an x86 I/O port from user space.
+ *
+ * The kvmini guest's /init uses it for the boot-time marker (port 0x80) and
+ * to end the VM with a status (port 0xf4).  It asks the kernel for access to
+ * that one port with ioperm(PORT, 1, 1) (needs CAP_SYS_RAWIO: init is root)
+ * and then executes OUT; on hardware or a VMM that enforces the I/O
+ * permission bitmap this is what makes the OUT legal.
+ *
+ * Freestanding: no C library, raw system calls, a few hundred bytes.
+ * PORT and VALUE are decimal or 0x-prefixed hexadecimal.
+ * Exit status: 0 on success, 1 if ioperm() fails, 2 on bad arguments.
+ */
+
+#define SYS_write  1
+#define SYS_ioperm 173
+#define SYS_exit   60
+
+static long syscall3(long nr, long a, long b, long c)
+{
+	long ret;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static void __attribute__((noreturn)) sys_exit(int status)
+{
+	for (;;)
+		syscall3(SYS_exit, status, 0, 0);
+}
+
+static void say(const char *s)
+{
+	long n = 0;
+
+	while (s[n])
+		n++;
+	syscall3(SYS_write, 2, (long)s, n);
+}
+
+/* Parses decimal or 0x-hex; returns -1 unless the whole string is a number. */
+static long parse(const char *s)
+{
+	unsigned long v = 0, base = 10;
+	int digits = 0;
+
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+	}
+	for (; *s; s++, digits++) {
+		unsigned long d;
+
+		if (*s >= '0' && *s <= '9')
+			d = *s - '0';
+		else if (base == 16 && *s >= 'a' && *s <= 'f')
+			d = *s - 'a' + 10;
+		else if (base == 16 && *s >= 'A' && *s <= 'F')
+			d = *s - 'A' + 10;
+		else
+			return -1;
+		v = v * base + d;
+		if (v > 0xffff)
+			return -1;
+	}
+	return digits ? (long)v : -1;
+}
+
+__attribute__((used)) static void __attribute__((noreturn)) outb_main(long *sp)
+{
+	long argc = sp[0];
+	char **argv = (char **)(sp + 1);
+	long port, value;
+
+	if (argc != 3 || (port = parse(argv[1])) < 0 ||
+	    (value = parse(argv[2])) < 0 || value > 0xff) {
+		say("usage: outb PORT VALUE   (PORT 0-0xffff, VALUE 0-0xff)\n");
+		sys_exit(2);
+	}
+	if (syscall3(SYS_ioperm, port, 1, 1) != 0) {
+		say("outb: ioperm failed\n");
+		sys_exit(1);
+	}
+	__asm__ volatile("outb %b0, %w1" : : "a"(value), "Nd"(port));
+	sys_exit(0);
+}
+
+/* The kernel starts us with argc, argv[] and envp[] on the stack. */
+__asm__(".text\n"
+	".global _start\n"
+	"_start:\n"
+	"	xor %ebp, %ebp\n"
+	"	mov %rsp, %rdi\n"
+	"	and $-16, %rsp\n"
+	"	call outb_main\n"
+	"	hlt\n");

@@ -1,0 +1,274 @@
+//! Booting the Linux guest built by `make linux` (guest/build/vmlinux, bzImage and
+//! initramfs.cpio): through the PVH entry and the bzImage boot protocol, with a command from
+//! the kernel command line, two vCPUs, the shell on the serial console fed from stdin, and a
+//! kernel panic. These boots are slow on a host that emulates guest ring 0 (tens of seconds),
+//! so they are few and have generous timeouts.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{guest, kvm_or_skip, scratch, status, texts};
+use kvmini::status::{BAD_INPUT, GUEST_CRASH};
+
+/// Seconds a Linux boot may take here before the test gives up on it.
+const BOOT_TIMEOUT: &str = "600";
+
+fn boot(kernel: &str, extra: &[&str], init_args: &[&str]) -> (i32, String, String) {
+    let kernel = guest(kernel);
+    let initrd = guest("initramfs.cpio");
+    let mut args = vec![
+        "run".to_string(),
+        kernel.display().to_string(),
+        "--initrd".into(),
+        initrd.display().to_string(),
+        "--mem".into(),
+        "128M".into(),
+        "--timeout".into(),
+        BOOT_TIMEOUT.into(),
+        "--stats".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    if !init_args.is_empty() {
+        args.push("--".into());
+        args.extend(init_args.iter().map(|s| s.to_string()));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmini"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kvmini runs");
+    let (stdout, stderr) = texts(&out);
+    (status(&out), stdout, stderr)
+}
+
+#[test]
+fn vmlinux_boots_through_pvh_and_runs_the_command_line_command() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let (code, out, err) = boot("vmlinux", &[], &["sh", "-c", "uname -r; exit 7"]);
+    assert!(out.contains("kvmini-init: user space up"), "{out}\n{err}");
+    assert!(
+        out.lines().any(|l| l.trim().starts_with("6.1.")),
+        "uname -r: {out}"
+    );
+    assert!(out.contains("kvmini-init: exit status 7"), "{out}");
+    // The command's status comes back as kvmini's.
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("image:     ELF, PVH entry at"), "{err}");
+    assert!(err.contains("user space up at"), "boot marker: {err}");
+}
+
+#[test]
+fn bzimage_boots_through_the_64bit_entry() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let (code, out, err) = boot("bzImage", &[], &["cat", "/proc/cmdline"]);
+    assert!(out.contains("kvmini-init: user space up"), "{out}\n{err}");
+    // The command line the guest saw is the one kvmini built.
+    assert!(out.contains("console=ttyS0 reboot=k panic=-1"), "{out}");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("image:     bzImage (boot protocol 2."),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_vcpus_are_seen_by_the_guest() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let (code, out, err) = boot(
+        "vmlinux",
+        &["--cpus", "2"],
+        &["grep", "-c", "^processor", "/proc/cpuinfo"],
+    );
+    assert!(out.lines().any(|l| l.trim() == "2"), "{out}\n{err}");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("vcpus:     2"), "{err}");
+}
+
+/// Collects a child's stdout on a thread; `wait_for` blocks until a string shows up.
+struct Transcript {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Transcript {
+    fn start(mut out: impl std::io::Read + Send + 'static) -> Self {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Transcript { text }
+    }
+
+    fn wait_for(&self, needle: &str, after: usize) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            if let Some(i) = self.text.lock().unwrap()[after..].find(needle) {
+                return after + i + needle.len();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in:\n{}",
+                self.text.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn the_shell_reads_stdin_and_poweroff_ends_the_vm_cleanly() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvmini"))
+        .args([
+            "run",
+            guest("vmlinux").to_str().unwrap(),
+            "--initrd",
+            guest("initramfs.cpio").to_str().unwrap(),
+        ])
+        .args(["--mem", "128M", "--timeout", BOOT_TIMEOUT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kvmini runs");
+    let transcript = Transcript::start(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    // Type at the prompt, as a user would: the answer must come from the guest's shell.
+    let at = transcript.wait_for("# ", 0);
+    stdin
+        .write_all(b"echo $((6 * 7))-from-the-guest-shell\n")
+        .unwrap();
+    let at = transcript.wait_for("42-from-the-guest-shell", at);
+    transcript.wait_for("# ", at);
+    stdin.write_all(b"poweroff\n").unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{stderr}\n{}",
+        transcript.text.lock().unwrap()
+    );
+}
+
+#[test]
+fn a_kernel_panic_ends_the_run_as_a_crash() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // An init that does not exist: the kernel panics, then resets itself (panic=-1).
+    let (code, out, err) = boot(
+        "vmlinux",
+        &[
+            "--cmdline",
+            "console=ttyS0 reboot=k panic=-1 rdinit=/nonexistent init=/nonexistent",
+        ],
+        &[],
+    );
+    assert!(out.contains("Kernel panic - not syncing"), "{out}");
+    assert_eq!(code, GUEST_CRASH, "{err}");
+    assert!(
+        err.contains("guest crashed: kernel panic: \"Kernel panic - not syncing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_bzimage_header_is_bad_input() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let mut image = std::fs::read(guest("bzImage")).unwrap();
+    image[0x1fe] ^= 0xff; // boot_flag 0xaa55
+    let bad = scratch("corrupt-bzImage");
+    std::fs::write(&bad, &image).unwrap();
+    let (code, _, err) = boot_plain(&bad);
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(
+        err.contains("not a bootable Linux kernel") && err.contains("boot_flag"),
+        "{err}"
+    );
+
+    // Old boot protocol: 2.10 has no 64-bit entry point.
+    let mut image = std::fs::read(guest("bzImage")).unwrap();
+    image[0x206..0x208].copy_from_slice(&0x020au16.to_le_bytes());
+    std::fs::write(&bad, &image).unwrap();
+    let (code, _, err) = boot_plain(&bad);
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(err.contains("2.10 is too old"), "{err}");
+}
+
+fn boot_plain(kernel: &std::path::Path) -> (i32, String, String) {
+    let out = common::kvmini(&["run", kernel.to_str().unwrap(), "--timeout", "60"]);
+    let (o, e) = texts(&out);
+    (status(&out), o, e)
+}
+
+#[test]
+fn truncated_vmlinux_is_bad_input() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let image = std::fs::read(guest("vmlinux")).unwrap();
+    let cut = scratch("truncated-vmlinux");
+    std::fs::write(&cut, &image[..image.len() / 2]).unwrap();
+    let (code, _, err) = boot_plain(&cut);
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(err.contains("is truncated"), "{err}");
+}
+
+#[test]
+fn initrd_larger_than_memory_is_bad_input() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let big = scratch("big-initrd");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let out = common::kvmini(&[
+        "run",
+        guest("vmlinux").to_str().unwrap(),
+        "--initrd",
+        big.to_str().unwrap(),
+        "--mem",
+        "48M",
+    ]);
+    let (_, err) = texts(&out);
+    assert_eq!(status(&out), BAD_INPUT, "{err}");
+    assert!(
+        err.contains("the initrd") && err.contains("does not fit") && err.contains("raise --mem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kernel_options_are_refused_for_raw_images() {
+    let out = common::kvmini(&[
+        "run",
+        guest("hello16.bin").to_str().unwrap(),
+        "--initrd",
+        "/etc/hostname",
+    ]);
+    let (_, err) = texts(&out);
+    assert_eq!(status(&out), BAD_INPUT, "{err}");
+    assert!(err.contains("--initrd applies to kernels"), "{err}");
+}
