@@ -9,7 +9,7 @@ GUESTS := guest/build
 # Debian packages the build needs, by the command that shows they are there.
 DEB_TOOLS := as:binutils ld:binutils objcopy:binutils gcc:gcc make:make
 
-.PHONY: all deps build guests run test lint bench clean
+.PHONY: all deps build guests run test lint bench clean linux linux-qemu
 
 all: build guests
 
@@ -45,8 +45,74 @@ run: build guests
 	  echo "[exit status $$?]"; echo; \
 	done
 
+# The Linux guest (guest/linux/): a 6.1 kernel built from Debian's
+# linux-source-6.1 and a busybox initramfs, into guest/build/vmlinux,
+# bzImage and initramfs.cpio.  The first build takes minutes; later ones only
+# redo what changed.  See docs/linux-guest.md.
+linux:
+	$(MAKE) -C guest/linux
+
+# Boots the Linux guest under QEMU: CMD="uname -r", SMP=2, KERNEL=../build/bzImage.
+linux-qemu:
+	$(MAKE) -C guest/linux qemu
+
 test: guests
 	$(CARGO) test --all-targets
+	$(MAKE) --no-print-directory bench-smoke
+
+# kvmini compare's container side, and its test: an OCI runtime (runc) and Debian's static
+# busybox (the containers' root file system). Installed when missing and root; otherwise
+# the compare tests skip with a message.
+.PHONY: deps-compare
+test: deps-compare
+deps-compare:
+	@missing=""; \
+	command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing="runc"; \
+	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
+	      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
+	  else \
+	    echo "kvmini compare needs:$$missing (sudo apt-get install$$missing); its tests skip without them"; \
+	  fi; \
+	fi
+
+# The benchmark (benches/vmm/, bench/): start-up of kvmini, of QEMU's microvm
+# and of bench/floor.c (the least any VMM must do), exit cost, memory overhead
+# and density.  Prints a table and writes bench/results.json; numbers never
+# fail it, a broken run does.  FIRECRACKER=/path/to/firecracker adds
+# Firecracker; BENCH_ARGS="--runs 10" passes options (--help lists them).
+BENCH_FLOOR := bench/build/floor
+BENCH_ARGS  ?=
+
+.PHONY: bench-smoke bench-peers
+
+bench: build guests $(BENCH_FLOOR) bench-peers
+	$(CARGO) bench --bench vmm -- $(BENCH_ARGS)
+
+# A short run of the whole benchmark, part of `make test` so that it cannot
+# rot.  Peers that are absent are reported as not installed.
+bench-smoke: build guests $(BENCH_FLOOR)
+	$(CARGO) bench --bench vmm -- --runs 2 --warmup 0 --density 5 --settle-ms 300 \
+	  --json bench/build/smoke.json
+
+$(BENCH_FLOOR): bench/floor.c | deps
+	@mkdir -p $(@D)
+	gcc -O2 -Wall -Wextra -o $@ $<
+
+# QEMU for the comparison: installed when missing (as root), else reported.
+bench-peers:
+	@command -v qemu-system-x86_64 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: qemu-system-x86"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86 \
+	      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86; } \
+	      || echo "could not install qemu-system-x86: QEMU will be reported as not installed"; \
+	  else \
+	    echo "qemu-system-x86_64 not found: QEMU will be reported as not installed (sudo apt-get install qemu-system-x86)"; \
+	  fi; }
 
 lint:
 	$(CARGO) fmt --check

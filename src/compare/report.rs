@@ -1,0 +1,453 @@
+//! What a comparison found: plain data that serializes to the `--json` report (everything,
+//! raw samples included) and renders as the terminal tables.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::measure::Sample;
+use super::stats::Summary;
+use super::workload::Side;
+use crate::check;
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// kvmini's version.
+    pub kvmini_version: &'static str,
+    /// When the comparison started, UTC (ISO 8601).
+    pub date_utc: String,
+    /// The same, seconds since the Unix epoch.
+    pub unix_time: u64,
+    /// The machine.
+    pub host: Host,
+    /// The OCI runtime of the container side.
+    pub runtime: Runtime,
+    /// The kvmini binary of the VM side.
+    pub vmm: String,
+    /// Where the bundles are.
+    pub work_dir: String,
+    /// Timed runs per side asked for (some workloads use fewer, see each).
+    pub runs: usize,
+    /// Instances started at once for the density figures.
+    pub parallel: Vec<usize>,
+    /// How everything was measured, in words.
+    pub method: Vec<&'static str>,
+    /// One entry per workload.
+    pub workloads: Vec<WorkloadReport>,
+}
+
+/// The machine the comparison ran on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Host {
+    /// KVM host kind, in words (`kvmini check`).
+    pub kind: String,
+    /// `pvm`, `hardware`, `nested` or `unknown`.
+    pub kind_short: &'static str,
+    /// The host kernel's release.
+    pub kernel: String,
+    /// CPUs this process may use.
+    pub cpus: usize,
+    /// Everything `kvmini check` found.
+    pub check: check::Report,
+}
+
+/// The container runtime.
+#[derive(Clone, Debug, Serialize)]
+pub struct Runtime {
+    /// Its path.
+    pub path: String,
+    /// First line of `RUNTIME --version`.
+    pub version: String,
+}
+
+/// One workload on every side.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadReport {
+    /// Its name.
+    pub name: &'static str,
+    /// What each side runs.
+    pub description: &'static str,
+    /// Timed runs per side.
+    pub runs: usize,
+    /// Why it was not run, if it was not.
+    pub skipped: Option<String>,
+    /// Anything else worth knowing (fewer runs, skipped parallel levels).
+    pub notes: Vec<String>,
+    /// For `compute`: whether every run on every side printed the same checksum.
+    pub checksums_agree: Option<bool>,
+    /// Container, VM, baseline.
+    pub sides: Vec<SideReport>,
+}
+
+/// One side of one workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct SideReport {
+    /// Which side.
+    pub side: Side,
+    /// Its name in the tables, e.g. `container (runc)`.
+    pub label: String,
+    /// The command line of a timed run.
+    pub command: String,
+    /// For the container: what it runs inside (`process.args` of its `config.json`).
+    pub container_args: Option<Vec<String>>,
+    /// Launch to the workload's first line of output, ms.
+    pub first_output_ms: Summary,
+    /// Launch to the end of the process, ms.
+    pub total_ms: Summary,
+    /// CPU time, user plus system, of the process and what it waited for, ms.
+    pub cpu_ms: Summary,
+    /// The largest sum of RSS over the process tree seen in any sample of any memory run, KiB.
+    pub peak_rss_kib: u64,
+    /// The same for PSS, KiB.
+    pub peak_pss_kib: u64,
+    /// The largest `ru_maxrss` of any timed run, KiB: one process's peak RSS, which on Linux
+    /// includes the launcher's own image between `fork` and `exec`.
+    pub maxrss_kib: u64,
+    /// What the workload sees from inside.
+    pub isolation: Isolation,
+    /// For `compute`: the checksum and the cycles the loop took.
+    pub compute: Option<Compute>,
+    /// Instances started at once.
+    pub density: Vec<Density>,
+    /// Every timed run.
+    pub runs: Vec<Sample>,
+    /// Every run whose memory was sampled (not timed: the sampler takes CPU time).
+    pub memory_runs: Vec<Sample>,
+}
+
+/// Facts read from inside the workload by one extra, untimed run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Isolation {
+    /// Kernel release it sees; `None` when it is its own kernel.
+    pub kernel: Option<String>,
+    /// Its process ID; `None` when it is not a process.
+    pub pid: Option<String>,
+    /// CPUs it sees.
+    pub cpus: Option<String>,
+    /// Where the facts come from when not from a probe.
+    pub note: Option<String>,
+    /// The probe's command line.
+    pub probe_command: Option<String>,
+    /// The probe's output.
+    pub probe_output: Option<String>,
+}
+
+/// What the `compute` loop printed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Compute {
+    /// The checksum of the first run.
+    pub checksum: String,
+    /// Every distinct checksum seen (one, when all runs agree).
+    pub checksums_seen: Vec<String>,
+    /// TSC cycles the loop took (as the side's own RDTSC counts them).
+    pub cycles: Summary,
+}
+
+/// P instances started at once.
+#[derive(Clone, Debug, Serialize)]
+pub struct Density {
+    /// How many.
+    pub parallel: usize,
+    /// First launch to the end of the last instance, ms.
+    pub wall_ms: f64,
+    /// Each instance, launch to end, ms.
+    pub latency_ms: Summary,
+    /// Every instance.
+    pub instances: Vec<Sample>,
+}
+
+/// Milliseconds with precision that suits the size.
+pub fn fmt_ms(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2}")
+    } else if ms < 100.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.0}")
+    }
+}
+
+/// KiB as MiB.
+pub fn fmt_mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// A sampled peak: MiB, or "not seen" when no sample caught the process alive.
+pub fn fmt_peak(kib: u64) -> String {
+    if kib == 0 {
+        "not seen".into()
+    } else {
+        fmt_mib(kib)
+    }
+}
+
+/// Rows of cells, padded into aligned columns (the first `left` columns left-aligned, the
+/// rest right-aligned).
+pub fn table(header: &[&str], rows: &[Vec<String>], left: usize) -> String {
+    let right: Vec<bool> = (0..header.len()).map(|i| i >= left).collect();
+    table_mixed(header, rows, &right)
+}
+
+fn isolation_cells(i: &Isolation) -> [String; 3] {
+    [
+        i.kernel
+            .clone()
+            .unwrap_or_else(|| "none (the guest is the kernel)".into()),
+        i.pid.clone().unwrap_or_else(|| "none".into()),
+        i.cpus.clone().unwrap_or_else(|| "?".into()),
+    ]
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "kvmini compare, {}", self.date_utc)?;
+        writeln!(f, "host:      {}", self.host.kind)?;
+        writeln!(
+            f,
+            "           Linux {}, {} CPUs",
+            self.host.kernel, self.host.cpus
+        )?;
+        writeln!(
+            f,
+            "container: {} ({})",
+            self.runtime.path, self.runtime.version
+        )?;
+        writeln!(f, "vm:        {} run ...", self.vmm)?;
+        writeln!(
+            f,
+            "runs:      {} per side, interleaved container, vm, baseline",
+            self.runs
+        )?;
+        let done: Vec<&WorkloadReport> = self
+            .workloads
+            .iter()
+            .filter(|w| w.skipped.is_none())
+            .collect();
+        for w in self.workloads.iter().filter(|w| w.skipped.is_some()) {
+            writeln!(
+                f,
+                "skipped:   {}: {}",
+                w.name,
+                w.skipped.as_deref().unwrap_or("")
+            )?;
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+
+        writeln!(
+            f,
+            "\nLatency, ms: launch to the workload's first line / to the end of the process"
+        )?;
+        let mut rows = Vec::new();
+        for w in &done {
+            for (i, s) in w.sides.iter().enumerate() {
+                rows.push(vec![
+                    if i == 0 {
+                        format!("{} ({}x)", w.name, w.runs)
+                    } else {
+                        String::new()
+                    },
+                    s.label.clone(),
+                    fmt_ms(s.first_output_ms.p50),
+                    fmt_ms(s.first_output_ms.p90),
+                    fmt_ms(s.first_output_ms.p99),
+                    fmt_ms(s.total_ms.p50),
+                    fmt_ms(s.total_ms.p90),
+                    fmt_ms(s.total_ms.p99),
+                    fmt_ms(s.cpu_ms.p50),
+                ]);
+            }
+        }
+        f.write_str(&table(
+            &[
+                "workload",
+                "side",
+                "first p50",
+                "p90",
+                "p99",
+                "end p50",
+                "p90",
+                "p99",
+                "CPU p50",
+            ],
+            &rows,
+            2,
+        ))?;
+
+        writeln!(
+            f,
+            "\nMemory (peak sum over the whole process tree, sampled) and what the workload sees"
+        )?;
+        let mut rows = Vec::new();
+        for w in &done {
+            for (i, s) in w.sides.iter().enumerate() {
+                let [kernel, pid, cpus] = isolation_cells(&s.isolation);
+                rows.push(vec![
+                    if i == 0 {
+                        w.name.to_string()
+                    } else {
+                        String::new()
+                    },
+                    s.label.clone(),
+                    fmt_peak(s.peak_rss_kib),
+                    fmt_peak(s.peak_pss_kib),
+                    kernel,
+                    pid,
+                    cpus,
+                ]);
+            }
+        }
+        f.write_str(&table_mixed(
+            &[
+                "workload",
+                "side",
+                "RSS",
+                "PSS",
+                "kernel it sees",
+                "PID",
+                "CPUs",
+            ],
+            &rows,
+            &[false, false, true, true, false, true, true],
+        ))?;
+
+        for w in done.iter().filter(|w| w.checksums_agree.is_some()) {
+            let sums: Vec<String> = w
+                .sides
+                .iter()
+                .filter_map(|s| {
+                    s.compute.as_ref().map(|c| {
+                        format!(
+                            "{} {} ({:.0} M cycles)",
+                            s.side.name(),
+                            c.checksums_seen.join("/"),
+                            c.cycles.p50 / 1e6
+                        )
+                    })
+                })
+                .collect();
+            writeln!(
+                f,
+                "\n{}: checksums {}: {}",
+                w.name,
+                if w.checksums_agree == Some(true) {
+                    "agree"
+                } else {
+                    "DIFFER"
+                },
+                sums.join(", ")
+            )?;
+        }
+
+        if self.parallel.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            f,
+            "\nDensity: P instances started at once; ms until all ended / per-instance p50 / p90"
+        )?;
+        let mut header = vec!["workload".to_string(), "side".to_string()];
+        header.extend(self.parallel.iter().map(|p| format!("P={p}")));
+        let mut rows = Vec::new();
+        for w in &done {
+            for (i, s) in w.sides.iter().enumerate() {
+                let mut row = vec![
+                    if i == 0 {
+                        w.name.to_string()
+                    } else {
+                        String::new()
+                    },
+                    s.label.clone(),
+                ];
+                for p in &self.parallel {
+                    row.push(match s.density.iter().find(|d| d.parallel == *p) {
+                        Some(d) => format!(
+                            "{} / {} / {}",
+                            fmt_ms(d.wall_ms),
+                            fmt_ms(d.latency_ms.p50),
+                            fmt_ms(d.latency_ms.p90)
+                        ),
+                        None => "-".into(),
+                    });
+                }
+                rows.push(row);
+            }
+        }
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        f.write_str(&table(&header, &rows, 2))?;
+        for w in &done {
+            for note in &w.notes {
+                writeln!(f, "note: {}: {note}", w.name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Like [`table`], with the alignment of each column given (`true`: right).
+pub fn table_mixed(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+    let cols = header.len();
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(cols) {
+            width[i] = width[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let all = std::iter::once(header.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .chain(rows.iter().cloned());
+    for row in all {
+        let mut s = String::new();
+        for (i, cell) in row.iter().enumerate().take(cols) {
+            let pad = " ".repeat(width[i].saturating_sub(cell.chars().count()));
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if right.get(i).copied().unwrap_or(false) {
+                s.push_str(&pad);
+                s.push_str(cell);
+            } else {
+                s.push_str(cell);
+                s.push_str(&pad);
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["a", "num"],
+            &[
+                vec!["long name".into(), "1".into()],
+                vec!["x".into(), "12.5".into()],
+            ],
+            1,
+        );
+        assert_eq!(t, "a           num\nlong name     1\nx          12.5\n");
+        let t = table_mixed(
+            &["n", "k"],
+            &[vec!["10".into(), "abc".into()]],
+            &[true, false],
+        );
+        assert_eq!(t, " n  k\n10  abc\n");
+    }
+
+    #[test]
+    fn numbers_are_shown_with_sensible_precision() {
+        assert_eq!(fmt_ms(1.234), "1.23");
+        assert_eq!(fmt_ms(12.34), "12.3");
+        assert_eq!(fmt_ms(123.4), "123");
+        assert_eq!(fmt_mib(2048), "2.0 MiB");
+        assert_eq!(fmt_peak(0), "not seen");
+    }
+}

@@ -1,0 +1,223 @@
+//! The workloads: each a named pair of the same job done in a container and in a VM, plus the
+//! same program as a plain host process (the baseline, with no isolation at all).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::measure::Marker;
+
+/// Where a workload runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// In a container, through an OCI runtime's command line.
+    Container,
+    /// In a kvmini VM, through `kvmini run`.
+    Vm,
+    /// As a plain process on the host.
+    Baseline,
+}
+
+impl Side {
+    /// Every side, in the order each round runs them.
+    pub const ALL: [Side; 3] = [Side::Container, Side::Vm, Side::Baseline];
+
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Container => "container",
+            Side::Vm => "vm",
+            Side::Baseline => "baseline",
+        }
+    }
+}
+
+/// A workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Start, print one line, exit.
+    Hello,
+    /// The same CPU-bound loop on every side.
+    Compute,
+    /// A full Linux user space running one command.
+    Linux,
+}
+
+/// The command the `linux` workload runs (it prints `hello`). busybox by name, found on
+/// `PATH`, so it runs whichever applet links the initramfs has.
+pub const LINUX_COMMAND: [&str; 3] = ["busybox", "echo", "hello"];
+/// What the isolation probe runs through busybox `sh -c`: the kernel release, the PID and the
+/// number of CPUs the workload sees (`uname -r`, `$$`, `nproc`), each on a line of its own
+/// with a name, so that a kernel message on a VM's console cannot be taken for one. (No
+/// double quotes: the kernel cannot pass them to a VM's init.)
+pub const PROBE_SCRIPT: &str = "echo kernel=$(uname -r); echo pid=$$; echo cpus=$(nproc)";
+/// Guest memory of the `linux` VM.
+pub const LINUX_VM_MEM: &str = "128M";
+/// Most runs of `linux` per side: a boot is slow where guest ring 0 is emulated.
+pub const LINUX_MAX_RUNS: usize = 3;
+/// Most runs per side whose memory is sampled (separate from the timed runs).
+pub const MEMORY_RUNS: usize = 5;
+/// Most instances of `linux` started at once, for the same reason.
+pub const LINUX_MAX_PARALLEL: usize = 2;
+
+impl Workload {
+    /// Every workload, in the order they run and are reported.
+    pub const ALL: [Workload; 3] = [Workload::Hello, Workload::Compute, Workload::Linux];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Hello => "hello",
+            Workload::Compute => "compute",
+            Workload::Linux => "linux",
+        }
+    }
+
+    /// The workload called `name`.
+    pub fn parse(name: &str) -> Option<Workload> {
+        Self::ALL.into_iter().find(|w| w.name() == name)
+    }
+
+    /// What each side runs, in words.
+    pub fn description(self) -> &'static str {
+        match self {
+            Workload::Hello => {
+                "start, print one line, exit: busybox `echo hello` in a container (a rootfs of \
+                 Debian's static busybox) vs the tiny guest kernel hello.elf in a VM"
+            }
+            Workload::Compute => {
+                "the same checksum loop (one object file, guest/compute/checksum.c): a static \
+                 Linux program in a container vs a guest that runs it in ring 3 (compute.bin)"
+            }
+            Workload::Linux => {
+                "a full Linux user space running `busybox echo hello`: the busybox initramfs as \
+                 a container's rootfs vs kvmini booting guest/build/vmlinux with that initramfs"
+            }
+        }
+    }
+
+    /// The first line of the workload's own output on `side`.
+    pub fn marker(self, side: Side) -> Marker {
+        match (self, side) {
+            (Workload::Hello, Side::Vm) => Marker::Prefix("Hello from"),
+            (Workload::Hello | Workload::Linux, _) => Marker::Line("hello"),
+            (Workload::Compute, _) => Marker::Prefix("checksum="),
+        }
+    }
+
+    /// Timed runs per side when `runs` were asked for.
+    pub fn runs(self, runs: usize) -> usize {
+        match self {
+            Workload::Linux => runs.min(LINUX_MAX_RUNS),
+            _ => runs,
+        }
+    }
+
+    /// Runs of `side` whose memory is sampled when `runs` timed runs were asked for (one Linux
+    /// boot; more of everything else, since one run of a process that lives a millisecond may
+    /// end before the first sample).
+    pub fn memory_runs(self, side: Side, runs: usize) -> usize {
+        match (self, side) {
+            (Workload::Linux, Side::Vm) => 1,
+            _ => runs.min(MEMORY_RUNS),
+        }
+    }
+
+    /// The largest number of instances started at once, if limited.
+    pub fn max_parallel(self) -> Option<usize> {
+        (self == Workload::Linux).then_some(LINUX_MAX_PARALLEL)
+    }
+
+    /// Whether each side gets one untimed run before the timed ones.
+    pub fn warm_up(self) -> bool {
+        self != Workload::Linux
+    }
+
+    /// How long one run may take before it is killed.
+    pub fn timeout(self) -> Duration {
+        match self {
+            Workload::Linux => Duration::from_secs(600),
+            _ => Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the `compute` programs print: `checksum=<hex> cycles=<decimal>`.
+pub fn parse_compute(output: &str) -> Option<(String, u64)> {
+    output.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("checksum=")?;
+        let (sum, cycles) = rest.split_once(" cycles=")?;
+        let ok = !sum.is_empty() && sum.bytes().all(|b| b.is_ascii_hexdigit());
+        Some((sum.to_string(), cycles.trim().parse().ok()?)).filter(|_| ok)
+    })
+}
+
+/// The line kvmini's initramfs prints when user space is up: a VM's probe answers follow it.
+pub const USER_SPACE_UP: &str = "kvmini-init: user space up";
+
+/// The probe's three answers (kernel release, PID, CPUs) from its output: the values of the
+/// lines that start with `kernel=`, `pid=` and `cpus=`, after the line containing `after` if
+/// given (a VM's boot log echoes the kernel command line, probe script included).
+pub fn parse_probe(output: &str, after: Option<&str>) -> Option<(String, String, String)> {
+    let mut lines: Vec<&str> = output.lines().map(str::trim).collect();
+    if let Some(marker) = after {
+        let at = lines.iter().position(|l| l.contains(marker))?;
+        lines.drain(..=at);
+    }
+    let value = |key: &str| {
+        lines.iter().find_map(|l| {
+            let v = l.strip_prefix(key)?.split_whitespace().next()?;
+            Some(v.to_string())
+        })
+    };
+    Some((value("kernel=")?, value("pid=")?, value("cpus=")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for w in Workload::ALL {
+            assert_eq!(Workload::parse(w.name()), Some(w));
+        }
+        assert_eq!(Workload::parse("nope"), None);
+        assert_eq!(Workload::Linux.runs(20), LINUX_MAX_RUNS);
+        assert_eq!(Workload::Hello.runs(20), 20);
+    }
+
+    #[test]
+    fn compute_lines_parse() {
+        assert_eq!(
+            parse_compute("checksum=f990e536e445db6a cycles=456367570\n"),
+            Some(("f990e536e445db6a".into(), 456367570))
+        );
+        assert_eq!(parse_compute("checksum=zz cycles=1\n"), None);
+        assert_eq!(parse_compute("hello\n"), None);
+    }
+
+    #[test]
+    fn probe_answers_skip_the_boot_log() {
+        let vm =
+            "[    0.000000] Command line: console=ttyS0 -- busybox sh -c \"echo kernel=$(uname \
+                  -r); echo pid=$$; echo cpus=$(nproc)\"\r\nkvmini-init: user space up\r\n\
+                  [   73.674311] hrtimer: interrupt took 24752909 ns\r\nkernel=6.1.192\r\n\
+                  pid=26\r\ncpus=1\r\nkvmini-init: exit status 0\r\n";
+        assert_eq!(
+            parse_probe(vm, Some(USER_SPACE_UP)),
+            Some(("6.1.192".into(), "26".into(), "1".into()))
+        );
+        assert_eq!(
+            parse_probe("kernel=6.1.192\npid=1\ncpus=1\n", Some(USER_SPACE_UP)),
+            None
+        );
+        assert_eq!(
+            parse_probe("kernel=6.1.0-28-amd64\npid=1\ncpus=2\n", None),
+            Some(("6.1.0-28-amd64".into(), "1".into(), "2".into()))
+        );
+        assert_eq!(parse_probe("kernel=6.1\n", None), None);
+    }
+}
