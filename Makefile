@@ -3,7 +3,8 @@
 # everything they need first.
 
 CARGO  ?= cargo
-KVMINI := target/release/kvmini
+# Static release build (see .cargo/config.toml).
+KVMINI := target/x86_64-unknown-linux-gnu/release/kvmini
 GUESTS := guest/build
 
 # Debian packages the build needs, by the command that shows they are there.
@@ -13,21 +14,11 @@ DEB_TOOLS := as:binutils ld:binutils objcopy:binutils gcc:gcc make:make
 
 all: build guests
 
+include guest/packages.mk
+
 # Installs missing Debian packages; without root it says what to install instead.
 deps:
-	@missing=""; for pair in $(DEB_TOOLS); do \
-	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing:$$missing"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
-	      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
-	  else \
-	    echo "missing packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; \
-	  fi; \
-	fi
+	@$(call install-missing,$(DEB_TOOLS))
 	@command -v $(CARGO) >/dev/null 2>&1 || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
 
 build: deps
@@ -56,7 +47,10 @@ linux:
 linux-qemu:
 	$(MAKE) -C guest/linux qemu
 
-test: guests
+# The whole suite: unit tests, the guests booted through the library and the binary, the
+# Linux boots (the kernel is built first; minutes the first time), kvmini compare against
+# runc, and a short run of the benchmark so that it cannot rot.
+test: guests linux deps-compare
 	$(CARGO) test --all-targets
 	$(MAKE) --no-print-directory bench-smoke
 
@@ -64,23 +58,11 @@ test: guests
 # busybox (the containers' root file system). Installed when missing and root; otherwise
 # the compare tests skip with a message.
 .PHONY: deps-compare
-test: deps-compare
 deps-compare:
-	@missing=""; \
-	command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing="runc"; \
-	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing:$$missing"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
-	      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
-	  else \
-	    echo "kvmini compare needs:$$missing (sudo apt-get install$$missing); its tests skip without them"; \
-	  fi; \
-	fi
+	@$(call install-missing,runc:runc =busybox-static,kvmini compare's tests skip without them)
 
 # The benchmark (benches/vmm/, bench/): start-up of kvmini, of QEMU's microvm
-# and of bench/floor.c (the least any VMM must do), exit cost, memory overhead
+# and of benches/floor.c (the least any VMM must do), exit cost, memory overhead
 # and density.  Prints a table and writes bench/results.json; numbers never
 # fail it, a broken run does.  FIRECRACKER=/path/to/firecracker adds
 # Firecracker; BENCH_ARGS="--runs 10" passes options (--help lists them).
@@ -98,21 +80,13 @@ bench-smoke: build guests $(BENCH_FLOOR)
 	$(CARGO) bench --bench vmm -- --runs 2 --warmup 0 --density 5 --settle-ms 300 \
 	  --json bench/build/smoke.json
 
-$(BENCH_FLOOR): bench/floor.c | deps
+$(BENCH_FLOOR): benches/floor.c | deps
 	@mkdir -p $(@D)
 	gcc -O2 -Wall -Wextra -o $@ $<
 
 # QEMU for the comparison: installed when missing (as root), else reported.
 bench-peers:
-	@command -v qemu-system-x86_64 >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing: qemu-system-x86"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86 \
-	      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86; } \
-	      || echo "could not install qemu-system-x86: QEMU will be reported as not installed"; \
-	  else \
-	    echo "qemu-system-x86_64 not found: QEMU will be reported as not installed (sudo apt-get install qemu-system-x86)"; \
-	  fi; }
+	@$(call install-missing,qemu-system-x86_64:qemu-system-x86,QEMU will be reported as not installed)
 
 lint:
 	$(CARGO) fmt --check

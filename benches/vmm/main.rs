@@ -1,5 +1,5 @@
 //! The kvmini benchmark: what a VM costs to start, to exit to the VMM and to keep, measured
-//! against QEMU's microvm (and Firecracker, when named), and against `bench/floor.c`, the
+//! against QEMU's microvm (and Firecracker, when named), and against `benches/floor.c`, the
 //! least any VMM has to do.
 //!
 //! ```text
@@ -32,7 +32,8 @@ use serde_json::{json, Value};
 use measure::Status;
 use report::{Outcome, Row};
 
-const KVMINI: &str = "target/release/kvmini";
+/// The kvmini binary cargo built for this benchmark (release settings, statically linked).
+const KVMINI: &str = env!("CARGO_BIN_EXE_kvmini");
 const FLOOR: &str = "bench/build/floor";
 const GUESTS: &str = "guest/build";
 /// The greeting of hello.elf and of hello16.bin: the first byte counted as "first byte".
@@ -266,6 +267,11 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn command_line(program: &str, args: &[String]) -> String {
+    // Shown relative to the checkout, as a user would type it.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let program = Path::new(program)
+        .strip_prefix(&cwd)
+        .map_or(program, |p| p.to_str().unwrap_or(program));
     std::iter::once(program)
         .chain(args.iter().map(String::as_str))
         .map(|w| {
@@ -677,7 +683,7 @@ fn preflight() -> Result<(), String> {
     }
     if !Path::new(FLOOR).exists() {
         return Err(format!(
-            "{FLOOR} is missing: run make bench (it builds bench/floor.c with gcc)"
+            "{FLOOR} is missing: run make bench (it builds benches/floor.c with gcc)"
         ));
     }
     for g in ["hello.elf", "hello16.bin", "spin.bin"]

@@ -27,6 +27,25 @@ pub struct Run {
     pub stdout: Vec<u8>,
     /// Standard error, at most [`KEEP`] bytes.
     pub stderr: Vec<u8>,
+    /// When each chunk of standard output arrived: (its end offset in `stdout`, time since
+    /// launch).
+    pub arrivals: Vec<(usize, Duration)>,
+}
+
+impl Run {
+    /// Launch to the arrival of the first byte of `text` on standard output (`None` when it
+    /// never came).
+    pub fn arrival_of(&self, text: &str) -> Option<Duration> {
+        self.arrival_at(find(&self.stdout, text.as_bytes())?)
+    }
+
+    /// Launch to the arrival of the byte at offset `pos` of standard output.
+    pub fn arrival_at(&self, pos: usize) -> Option<Duration> {
+        self.arrivals
+            .iter()
+            .find(|(end, _)| *end > pos)
+            .map(|&(_, t)| t)
+    }
 }
 
 /// How a process ended.
@@ -238,20 +257,20 @@ pub fn run(
     let exit = since(launch);
     drop(child);
 
-    let start = match expect {
-        Some(text) => find(&stdout, text.as_bytes()),
-        None => (!stdout.is_empty()).then_some(0),
-    };
-    let first_byte =
-        start.and_then(|pos| arrivals.iter().find(|(end, _)| *end > pos).map(|&(_, t)| t));
-    Ok(Run {
-        first_byte,
+    let mut run = Run {
+        first_byte: None,
         exit,
         status: if timed_out { Status::TimedOut } else { status },
         maxrss_kib,
         stdout,
         stderr,
-    })
+        arrivals,
+    };
+    run.first_byte = match expect {
+        Some(text) => run.arrival_of(text),
+        None => run.arrival_at(0),
+    };
+    Ok(run)
 }
 
 /// Where `needle` first occurs in `hay`.

@@ -78,6 +78,7 @@ fn decimals(unit: &str) -> usize {
     match unit {
         "ns/exit" => 0,
         "VMs/s" => 1,
+        "s" => 3,
         _ => 2,
     }
 }
@@ -87,8 +88,23 @@ pub fn number(v: f64, unit: &str) -> String {
     format!("{v:.*}", decimals(unit))
 }
 
-/// The table: one line per row, numbers right-aligned.
+/// The table: one line per row, numbers right-aligned: p50, p90, min and max.
 pub fn table(rows: &[Row]) -> String {
+    render(rows, &["p50", "p90", "min", "max"], |_, s| {
+        vec![s.p50, s.p90, s.min, s.max]
+    })
+}
+
+/// The table for few samples: their number, the median, min and max.
+pub fn median_table(rows: &[Row]) -> String {
+    render(rows, &["n", "median", "min", "max"], |n, s| {
+        vec![n as f64, s.p50, s.min, s.max]
+    })
+}
+
+/// One line per row; `cells` gives the numbers of a measured row from its number of samples
+/// and their summary (a first column called "n" is shown as a whole number).
+fn render(rows: &[Row], headers: &[&str], cells: fn(usize, &Summary) -> Vec<f64>) -> String {
     let sw = rows
         .iter()
         .map(|r| r.subject.chars().count())
@@ -101,11 +117,12 @@ pub fn table(rows: &[Row]) -> String {
         .max()
         .unwrap_or(11)
         .max(11);
-    let mut out = format!(
-        "{:<sw$}  {:<mw$}  {:<7}  {:>9}  {:>9}  {:>9}  {:>9}\n",
-        "subject", "measurement", "unit", "p50", "p90", "min", "max"
-    );
-    out += &format!("{}\n", "-".repeat(sw + mw + 7 + 4 * 11 + 4));
+    let mut out = format!("{:<sw$}  {:<mw$}  {:<7}", "subject", "measurement", "unit");
+    for h in headers {
+        out += &format!("  {h:>9}");
+    }
+    out += "\n";
+    out += &format!("{}\n", "-".repeat(sw + mw + 11 + headers.len() * 11));
     let mut last_subject = "";
     for r in rows {
         let subject = if r.subject == last_subject {
@@ -115,9 +132,13 @@ pub fn table(rows: &[Row]) -> String {
         };
         last_subject = &r.subject;
         let cells = match (&r.outcome, r.summary()) {
-            (Outcome::Measured(_), Some(s)) => [s.p50, s.p90, s.min, s.max]
+            (Outcome::Measured(samples), Some(s)) => cells(samples.len(), &s)
                 .iter()
-                .map(|v| format!("{:>9}", number(*v, r.unit)))
+                .zip(headers)
+                .map(|(v, h)| match *h {
+                    "n" => format!("{v:>9}"),
+                    _ => format!("{:>9}", number(*v, r.unit)),
+                })
                 .collect::<Vec<_>>()
                 .join("  "),
             (Outcome::Measured(_), None) => "no samples".into(),

@@ -9,24 +9,7 @@
  */
 
 #include "checksum.h"
-
-#define UART_THR        0x3f8
-#define UART_LSR        0x3fd
-#define LSR_THRE        0x20
-#define EXIT_PORT       0xf4
-
-static inline void outb(uint16_t port, uint8_t value)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port));
-}
-
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t value;
-
-    __asm__ volatile("inb %1, %0" : "=a"(value) : "Nd"(port));
-    return value;
-}
+#include "uart.h"
 
 void vm_main(void) __attribute__((noreturn, used));
 
@@ -38,11 +21,7 @@ void vm_main(void)
     uint64_t cycles = compute_rdtsc() - start;
 
     compute_format(line, sum, cycles);
-    for (const char *s = line; *s; s++) {
-        while (!(inb(UART_LSR) & LSR_THRE))
-            ;
-        outb(UART_THR, (uint8_t)*s);
-    }
+    uart_puts(line);
     outb(EXIT_PORT, 0);
     for (;;)                            /* HLT would fault at CPL 3 */
         __asm__ volatile("pause");

@@ -21,14 +21,9 @@
 #include <stdint.h>
 
 #include "boot.h"
+#include "uart.h"
 
-/* 8250/16550 UART, COM1. */
-#define UART_THR        0x3f8   /* transmit holding register */
-#define UART_LSR        0x3fd   /* line status register */
-#define LSR_THRE        0x20    /* THR empty: ready for the next byte */
-
-/* The ways VMMs let a guest end the VM, tried in this order. */
-#define KVMINI_EXIT_PORT        0xf4        /* kvmini: outb V → exit status V */
+/* The ways VMMs let a guest end the VM, tried in this order after kvmini's EXIT_PORT. */
 #define I8042_COMMAND_PORT      0x64        /* PS/2 controller command register */
 #define I8042_CMD_RESET         0xfe        /* pulse the CPU reset line: ends Firecracker */
 #define MICROVM_GED_RESET_REG   0xfea00202u /* QEMU microvm ACPI GED reset register */
@@ -63,32 +58,6 @@ _Static_assert(sizeof(struct hvm_start_info) == 56, "start_info ABI");
 
 void kmain(uint32_t source, uint64_t start_info_paddr) __attribute__((noreturn));
 
-static inline void outb(uint16_t port, uint8_t value)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port));
-}
-
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t value;
-    __asm__ volatile("inb %1, %0" : "=a"(value) : "Nd"(port));
-    return value;
-}
-
-static void serial_putc(char c)
-{
-    /* A real 16550 drops bytes written while THR is still full. */
-    while (!(inb(UART_LSR) & LSR_THRE))
-        ;
-    outb(UART_THR, (uint8_t)c);
-}
-
-static void serial_puts(const char *s)
-{
-    while (*s)
-        serial_putc(*s++);
-}
-
 static void serial_put_dec(uint32_t n)
 {
     char digits[10];            /* 4294967295 has 10 digits */
@@ -99,14 +68,14 @@ static void serial_put_dec(uint32_t n)
         n /= 10;
     } while (n != 0);
     while (count > 0)
-        serial_putc(digits[--count]);
+        uart_putc(digits[--count]);
 }
 
 static void serial_put_hex32(uint32_t n)
 {
-    serial_puts("0x");
+    uart_puts("0x");
     for (int shift = 28; shift >= 0; shift -= 4)
-        serial_putc("0123456789abcdef"[(n >> shift) & 0xf]);
+        uart_putc("0123456789abcdef"[(n >> shift) & 0xf]);
 }
 
 /* PVH only: say how many memory-map entries the VMM handed over. */
@@ -116,19 +85,19 @@ static void report_start_info(uint64_t paddr)
     const struct hvm_start_info *si = (const struct hvm_start_info *)(uintptr_t)paddr;
 
     if (paddr == 0) {
-        serial_puts("hvm_start_info: none (EBX = 0)\n");
+        uart_puts("hvm_start_info: none (EBX = 0)\n");
         return;
     }
     if (si->magic != HVM_START_MAGIC_VALUE) {
-        serial_puts("hvm_start_info: bad magic ");
+        uart_puts("hvm_start_info: bad magic ");
         serial_put_hex32(si->magic);
-        serial_putc('\n');
+        uart_putc('\n');
         return;
     }
     if (si->version >= 1 && si->memmap_paddr != 0) {
-        serial_puts("memory map: ");
+        uart_puts("memory map: ");
         serial_put_dec(si->memmap_entries);
-        serial_puts(" entries\n");
+        uart_puts(" entries\n");
     }
 }
 
@@ -139,7 +108,7 @@ static void report_start_info(uint64_t paddr)
  */
 static void __attribute__((noreturn)) power_off(uint8_t code)
 {
-    outb(KVMINI_EXIT_PORT, code);
+    outb(EXIT_PORT, code);
 
     /* Firecracker emulates just enough of an i8042 to see this.  No wait
      * for the controller's input buffer: a VMM without an i8042 reads port
@@ -156,10 +125,10 @@ static void __attribute__((noreturn)) power_off(uint8_t code)
 void kmain(uint32_t source, uint64_t start_info_paddr)
 {
     if (source == BOOT_VIA_PVH) {
-        serial_puts("Hello from a 64-bit ELF kernel (entered via PVH)\n");
+        uart_puts("Hello from a 64-bit ELF kernel (entered via PVH)\n");
         report_start_info(start_info_paddr);
     } else {
-        serial_puts("Hello from a 64-bit ELF kernel (entered via 64-bit entry)\n");
+        uart_puts("Hello from a 64-bit ELF kernel (entered via 64-bit entry)\n");
     }
     power_off(EXIT_OK);
 }
