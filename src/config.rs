@@ -8,8 +8,10 @@ pub use crate::devices::serial::SharedBuffer;
 
 /// Smallest guest memory kvmini accepts.
 pub const MIN_MEM_SIZE: u64 = 1 << 20;
-/// Guest memory when none is given.
+/// Guest memory when none is given: enough for any small guest...
 pub const DEFAULT_MEM_SIZE: u64 = 16 << 20;
+/// ...and for a Linux kernel with an initramfs (QEMU's and Firecracker's default too).
+pub const DEFAULT_LINUX_MEM_SIZE: u64 = 128 << 20;
 
 /// How a kernel image is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,8 +104,9 @@ pub struct VmConfig {
     pub image: PathBuf,
     /// Image format; detected from the file when `None`.
     pub format: Option<ImageFormat>,
-    /// Guest RAM in bytes.
-    pub mem_size: u64,
+    /// Guest RAM in bytes; [`DEFAULT_MEM_SIZE`], or [`DEFAULT_LINUX_MEM_SIZE`] for Linux,
+    /// when `None`.
+    pub mem_size: Option<u64>,
     /// Start mode of raw images; real mode when `None`.
     pub mode: Option<CpuMode>,
     /// Where a raw image is loaded; the mode's default when `None`.
@@ -140,7 +143,7 @@ impl VmConfig {
         VmConfig {
             image: image.into(),
             format: None,
-            mem_size: DEFAULT_MEM_SIZE,
+            mem_size: None,
             mode: None,
             load_addr: None,
             entry: None,
@@ -160,7 +163,9 @@ impl VmConfig {
 
     /// Checks what can be checked before touching the host.
     pub fn validate(&self) -> Result<(), Error> {
-        validate_mem_size(self.mem_size, host_memory())?;
+        if let Some(size) = self.mem_size {
+            validate_mem_size(size, host_memory())?;
+        }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::ZeroTimeout);
         }
@@ -173,6 +178,13 @@ impl VmConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl VmConfig {
+    /// Guest memory for an image: what the user asked for, else the default for its kind.
+    pub fn mem_size_for(&self, linux: bool) -> u64 {
+        self.mem_size.unwrap_or(if linux { DEFAULT_LINUX_MEM_SIZE } else { DEFAULT_MEM_SIZE })
     }
 }
 

@@ -79,9 +79,10 @@ struct RunArgs {
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
 
-    /// Guest memory: a number with K, M, G or T (binary units); a plain number is MiB.
-    #[arg(long, default_value = "16M", value_parser = parse_size)]
-    mem: u64,
+    /// Guest memory: a number with K, M, G or T (binary units); a plain number is MiB
+    /// [default: 16M; 128M for Linux kernels].
+    #[arg(long, value_parser = parse_size)]
+    mem: Option<u64>,
 
     /// CPU mode a raw image starts in [default: real]. real: loaded at 0x10000, entered at
     /// CS:IP = 0x1000:0000 (kvmtool's convention); protected: 32-bit flat, paging off, loaded at

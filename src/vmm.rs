@@ -132,7 +132,8 @@ impl Vmm {
         config.validate()?;
         let kvm = host::open_kvm()?;
         let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
-        let mem = memory::create(config.mem_size)?;
+        let image = boot::open(config)?;
+        let mem = memory::create(config.mem_size_for(image.linux))?;
         // Only a kernel needs to know the host kind, so raw images never pay for the look.
         let workarounds = std::cell::OnceCell::new();
         let host_needs = || {
@@ -142,7 +143,7 @@ impl Vmm {
                 HostWorkarounds::Auto => host::kind() == host::HostKind::Pvm,
             })
         };
-        let boot = boot::load(config, &mem, &|| host_needs().then_some(linux::PVM_CMDLINE))?;
+        let boot = boot::load(config, image, &mem, &|| host_needs().then_some(linux::PVM_CMDLINE))?;
         if config.cpus > 1 && !boot.linux {
             return Err(config::Error::CpusNeedLinux(config.cpus).into());
         }

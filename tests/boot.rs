@@ -92,7 +92,7 @@ fn pvh_memory_map_follows_guest_memory_size() {
     }
     // 4 GiB of RAM is split around the 32-bit MMIO hole: a third entry above 4 GiB.
     let (mut c, buf) = config(guest("hello.elf"));
-    c.mem_size = 4 << 30;
+    c.mem_size = Some(4 << 30);
     let (_, text) = run(&c, &buf);
     assert!(text.contains("memory map: 3 entries"), "{text}");
 }

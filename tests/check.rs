@@ -49,3 +49,42 @@ fn check_json_has_positive_measurements_and_a_host_kind() {
     let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
     assert_eq!(kind == "pvm", pvm);
 }
+
+/// Runs the kvmini binary as the unprivileged user `nobody`, who cannot open a root-only
+/// `/dev/kvm`. None when this cannot be arranged (not root, or /dev/kvm open to everyone).
+fn kvmini_as_nobody(args: &[&str]) -> Option<std::process::Output> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mode = std::fs::metadata("/dev/kvm").ok()?.permissions().mode();
+    if !root || mode & 0o006 != 0 {
+        eprintln!("skipping: needs root and a /dev/kvm that others cannot open (mode {mode:o})");
+        return None;
+    }
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_kvmini"))
+        .args(args)
+        .output()
+        .expect("setpriv runs");
+    Some(out)
+}
+
+#[test]
+fn a_user_who_cannot_open_dev_kvm_is_told_how_to_fix_it() {
+    let Some(out) = kvmini_as_nobody(&["check"]) else {
+        return;
+    };
+    let (stdout, _) = texts(&out);
+    assert_eq!(status(&out), kvmini::status::NO_KVM, "{stdout}");
+    assert!(stdout.contains("FAIL /dev/kvm is not readable and writable by this user"), "{stdout}");
+    assert!(stdout.contains("usermod -aG kvm"), "{stdout}");
+    assert!(stdout.contains("kvmini cannot run guests here"), "{stdout}");
+
+    let hello = common::guest("hello16.bin");
+    let out = kvmini_as_nobody(&["run", hello.to_str().unwrap()]).unwrap();
+    let (_, stderr) = texts(&out);
+    assert_eq!(status(&out), kvmini::status::NO_KVM, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line a user can act on: {stderr}");
+    assert!(stderr.contains("/dev/kvm is not readable and writable by this user"), "{stderr}");
+}

@@ -272,3 +272,16 @@ fn kernel_options_are_refused_for_raw_images() {
     assert_eq!(status(&out), BAD_INPUT, "{err}");
     assert!(err.contains("--initrd applies to kernels"), "{err}");
 }
+
+#[test]
+fn a_command_line_longer_than_the_kernel_accepts_is_bad_input() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // The bzImage says how long a command line it takes (cmdline_size, 2047 bytes here).
+    let long = format!("console=ttyS0 {}", "x".repeat(4096));
+    let out = common::kvmini(&["run", guest("bzImage").to_str().unwrap(), "--cmdline", &long]);
+    let (_, err) = texts(&out);
+    assert_eq!(status(&out), BAD_INPUT, "{err}");
+    assert!(err.contains("kernel command line") && err.contains("accepts at most"), "{err}");
+}

@@ -5,6 +5,7 @@
 //! ```text
 //! make bench                                   # builds what it needs, 30 rounds
 //! cargo bench --bench vmm -- --runs 5 --warmup 1 --density 10
+//! make bench-linux                             # only the Linux boots: --linux 5
 //! ```
 //!
 //! Every measured command runs once per round and the rounds repeat (A B C A B C ...), so
@@ -14,11 +15,15 @@
 //! fail it: only a subject that breaks (wrong output, wrong exit status, a hang) does, and
 //! for peers (QEMU, Firecracker) not even that.
 //!
+//! `--linux N` runs the Linux boot section instead (see `linux.rs`): N boots of the guest
+//! kernel under kvmini and QEMU, with its own table and `bench/build/linux-results.json`.
+//!
 //! `cargo test` runs this binary without `--bench`; it then checks its own arithmetic and
 //! parsing and exits.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod linux;
 mod measure;
 mod report;
 
@@ -47,10 +52,15 @@ usage: cargo bench --bench vmm -- [OPTIONS]     (make bench runs it with the def
 
   --runs N          measured rounds (default 30)
   --warmup N        rounds run first and thrown away (default 3)
-  --json PATH       where the results go (default bench/results.json)
+  --json PATH       where the results go (default bench/results.json; with --linux,
+                    bench/build/linux-results.json)
   --density N       VMs started at once in the density test (default 50)
   --mem-sizes LIST  guest sizes of the memory test, comma-separated (default 16M,256M,2G)
   --settle-ms N     how long a memory-test VM runs before its memory is read (default 500)
+  --linux N         run only the Linux boot section: N interleaved boots each of kvmini and
+                    QEMU on guest/build/vmlinux (PVH) and bzImage with initramfs.cpio
+                    (make linux builds them); results in bench/build/linux-results.json
+  --linux-timeout S seconds after which a Linux boot counts as hung (default 600)
 
 Peers: QEMU (qemu-system-x86_64 on PATH, or QEMU=/path) and Firecracker
 (FIRECRACKER=/path/to/firecracker) are measured when present.";
@@ -59,10 +69,26 @@ Peers: QEMU (qemu-system-x86_64 on PATH, or QEMU=/path) and Firecracker
 struct Options {
     runs: usize,
     warmup: usize,
-    json: PathBuf,
+    /// `--json`; without it, the section's default.
+    json: Option<PathBuf>,
     density: usize,
     mem_sizes: Vec<String>,
     settle: Duration,
+    /// `--linux N`: boots per subject of the Linux section, the only section run then.
+    linux: Option<usize>,
+    linux_timeout: Duration,
+}
+
+impl Options {
+    fn json_path(&self) -> PathBuf {
+        self.json.clone().unwrap_or_else(|| {
+            PathBuf::from(if self.linux.is_some() {
+                "bench/build/linux-results.json"
+            } else {
+                "bench/results.json"
+            })
+        })
+    }
 }
 
 /// The options, or `None` when help was asked for.
@@ -70,10 +96,12 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
     let mut o = Options {
         runs: 30,
         warmup: 3,
-        json: PathBuf::from("bench/results.json"),
+        json: None,
         density: 50,
         mem_sizes: vec!["16M".into(), "256M".into(), "2G".into()],
         settle: Duration::from_millis(500),
+        linux: None,
+        linux_timeout: Duration::from_secs(600),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -87,13 +115,15 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
         if name == "--help" || name == "-h" {
             return Ok(None);
         }
-        const TAKES_VALUE: [&str; 6] = [
+        const TAKES_VALUE: [&str; 8] = [
             "--runs",
             "--warmup",
             "--json",
             "--density",
             "--settle-ms",
             "--mem-sizes",
+            "--linux",
+            "--linux-timeout",
         ];
         if !TAKES_VALUE.contains(&name) {
             return Err(format!("unknown option {name}"));
@@ -112,7 +142,7 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
         match name {
             "--runs" => o.runs = count(&value)?,
             "--warmup" => o.warmup = count(&value)?,
-            "--json" => o.json = PathBuf::from(value),
+            "--json" => o.json = Some(PathBuf::from(value)),
             "--density" => o.density = count(&value)?,
             "--settle-ms" => o.settle = Duration::from_millis(count(&value)? as u64),
             "--mem-sizes" => {
@@ -125,11 +155,19 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
                     parse_size(s).ok_or_else(|| format!("--mem-sizes: '{s}' is not a size"))?;
                 }
             }
+            "--linux" => o.linux = Some(count(&value)?),
+            "--linux-timeout" => o.linux_timeout = Duration::from_secs(count(&value)? as u64),
             _ => unreachable!("every option in TAKES_VALUE is handled"),
         }
     }
     if o.runs == 0 {
         return Err("--runs must be at least 1".into());
+    }
+    if o.linux == Some(0) {
+        return Err("--linux must be at least 1".into());
+    }
+    if o.linux_timeout.is_zero() {
+        return Err("--linux-timeout must be at least 1".into());
     }
     Ok(Some(o))
 }
@@ -302,9 +340,10 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// QEMU's microvm booting hello.elf: the command from the guest's README.
-fn qemu() -> Subject {
-    let (program, absent) = match std::env::var("QEMU") {
+/// QEMU's program (QEMU=/path, else qemu-system-x86_64 on PATH) and why it cannot run here,
+/// if it cannot.
+fn qemu_program() -> (String, Option<String>) {
+    match std::env::var("QEMU") {
         Ok(path) if is_executable(Path::new(&path)) => (path, None),
         Ok(path) => (
             path.clone(),
@@ -317,7 +356,12 @@ fn qemu() -> Subject {
                 Some("qemu-system-x86_64 not on PATH; apt-get install qemu-system-x86".into()),
             ),
         },
-    };
+    }
+}
+
+/// QEMU's microvm booting hello.elf: the command from the guest's README.
+fn qemu() -> Subject {
+    let (program, absent) = qemu_program();
     let hello = format!("{GUESTS}/hello.elf");
     Subject::new(
         "QEMU microvm hello.elf",
@@ -725,7 +769,11 @@ fn main() -> ExitCode {
         eprintln!("bench: cannot enter {}: {e}", root.display());
         return ExitCode::FAILURE;
     }
-    match bench(&options, &root) {
+    let result = match options.linux {
+        Some(boots) => bench_linux(&options, boots),
+        None => bench(&options, &root),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -735,20 +783,51 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the whole benchmark; `Ok(false)` when kvmini or the floor failed somewhere.
-fn bench(o: &Options, root: &Path) -> Result<bool, String> {
-    if let Err(e) = std::fs::OpenOptions::new()
+/// Whether /dev/kvm can be used; without it the benchmark is skipped (`Ok(false)`), unless
+/// KVMINI_REQUIRE_KVM=1 (the same rule as the test suite's).
+fn kvm_usable() -> Result<bool, String> {
+    match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
     {
-        // The same rule as the test suite's: skip without KVM, unless KVM is required.
-        if std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1") {
-            return Err(format!(
-                "KVMINI_REQUIRE_KVM=1 but cannot open /dev/kvm: {e}"
-            ));
+        Ok(_) => Ok(true),
+        Err(e) if std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1") => Err(format!(
+            "KVMINI_REQUIRE_KVM=1 but cannot open /dev/kvm: {e}"
+        )),
+        Err(e) => {
+            println!("skipping the benchmark: cannot open /dev/kvm: {e} (set KVMINI_REQUIRE_KVM=1 to make this fail)");
+            Ok(false)
         }
-        println!("skipping the benchmark: cannot open /dev/kvm: {e} (set KVMINI_REQUIRE_KVM=1 to make this fail)");
+    }
+}
+
+/// Runs only the Linux boot section (`--linux N`).
+fn bench_linux(o: &Options, boots: usize) -> Result<bool, String> {
+    if !kvm_usable()? {
+        return Ok(true);
+    }
+    if !Path::new(KVMINI).exists() {
+        return Err(format!("{KVMINI} is missing: run make build first"));
+    }
+    for p in linux::inputs() {
+        if !p.exists() {
+            return Err(format!("{} is missing: run make linux first", p.display()));
+        }
+    }
+    let host = host_check()?;
+    linux::bench(
+        boots,
+        o.linux_timeout,
+        &o.json_path(),
+        &host,
+        qemu_program(),
+    )
+}
+
+/// Runs the whole benchmark; `Ok(false)` when kvmini or the floor failed somewhere.
+fn bench(o: &Options, root: &Path) -> Result<bool, String> {
+    if !kvm_usable()? {
         return Ok(true);
     }
     preflight()?;
@@ -1152,16 +1231,17 @@ fn bench(o: &Options, root: &Path) -> Result<bool, String> {
         })).collect::<Vec<_>>(),
         "table": text,
     });
-    if let Some(dir) = o.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let json_path = o.json_path();
+    if let Some(dir) = json_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     std::fs::write(
-        &o.json,
+        &json_path,
         serde_json::to_string_pretty(&results).expect("JSON of plain values") + "\n",
     )
-    .map_err(|e| format!("cannot write {}: {e}", o.json.display()))?;
-    println!("\nresults: {}", o.json.display());
+    .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
+    println!("\nresults: {}", json_path.display());
     Ok(!fatal)
 }
 
@@ -1212,6 +1292,20 @@ Anonymous:             8 kB
     .expect("options parse")
     .expect("not help");
     assert_eq!((o.runs, o.warmup, o.density), (2, 3, 5));
+    assert_eq!(
+        (o.linux, o.json_path()),
+        (None, "bench/results.json".into())
+    );
+    let o = parse_options(&["--linux".into(), "5".into()])
+        .expect("options parse")
+        .expect("not help");
+    assert_eq!(o.linux, Some(5));
+    assert_eq!(
+        o.json_path(),
+        PathBuf::from("bench/build/linux-results.json")
+    );
+    assert!(parse_options(&["--linux=0".into()]).is_err());
     assert!(parse_options(&["--nope".into()]).is_err());
     assert!(parse_options(&["--help".into()]).expect("help").is_none());
+    linux::self_check();
 }

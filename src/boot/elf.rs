@@ -147,6 +147,7 @@ pub fn check_segments(h: &Headers, path: &Path, len: u64, mem: &GuestMem) -> Res
                 start: p.p_paddr,
                 size: p.p_memsz,
                 mem: mem_size,
+                hint: "raise --mem",
             });
         }
         let end = p.p_paddr + p.p_memsz;

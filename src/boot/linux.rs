@@ -142,6 +142,7 @@ pub fn place_initrd(
             start: kernel_end,
             size,
             mem: crate::memory::size(mem),
+            hint: "raise --mem",
         }),
     }
 }
@@ -317,6 +318,7 @@ pub fn load_bzimage(
             start: pref,
             size: init_size,
             mem: mem_size,
+            hint: "raise --mem",
         });
     }
     let loaded =

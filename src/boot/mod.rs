@@ -33,7 +33,7 @@ pub enum Error {
     #[error("{} is empty", .0.display())]
     Empty(PathBuf),
     /// Part of the image would land outside guest RAM.
-    #[error("{what} ({} at {start:#x}) does not fit in {} of guest memory; raise --mem or load it lower", human_size(*.size), human_size(*.mem))]
+    #[error("{what} ({} at {start:#x}) does not fit in {} of guest memory; {hint}", human_size(*.size), human_size(*.mem))]
     DoesNotFit {
         /// What part.
         what: String,
@@ -43,6 +43,8 @@ pub enum Error {
         size: u64,
         /// Guest RAM size.
         mem: u64,
+        /// What the user can do about it.
+        hint: &'static str,
     },
     /// Part of the image would overwrite the structures kvmini sets up for the entry mode.
     #[error("{what} at {start:#x}..{end:#x} overlaps kvmini's boot structures at {:#x}..{:#x}; load it at or above {:#x}", layout::GDT_START, layout::BOOT_STRUCTURES_END, layout::BOOT_STRUCTURES_END)]
@@ -209,13 +211,23 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Loads the image `config` names into `mem`. `host_params` are the kernel parameters this
-/// host needs on top (software-virtualized KVM), added for Linux kernels only.
-pub fn load(
-    config: &VmConfig,
-    mem: &GuestMem,
-    host_params: &dyn Fn() -> Option<&'static str>,
-) -> Result<BootImage, Error> {
+/// An image file, opened and looked at, not loaded yet.
+#[derive(Debug)]
+pub struct Image {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// Its format.
+    pub format: ImageFormat,
+    /// A Linux kernel: a bzImage, or an ELF with a "Linux" note.
+    pub linux: bool,
+    elf: Option<elf::Headers>,
+}
+
+/// Opens the image `config` names, tells its format and checks the options that only apply
+/// to some formats. Nothing is written anywhere yet: the caller sizes guest memory by what
+/// the image is (see [`crate::config::VmConfig::mem_size_for`]).
+pub fn open(config: &VmConfig) -> Result<Image, Error> {
     let path = config.image.as_path();
     let mut file = File::open(path).map_err(read_err(path))?;
     let len = file.metadata().map_err(read_err(path))?.len();
@@ -233,76 +245,68 @@ pub fn load(
             detect_format(&head)
         }
     };
-    if format == ImageFormat::Raw {
-        let kernel_only = [
+    let (kernel_only, raw_only) = (
+        [
             ("--cmdline", config.cmdline.is_some()),
             ("--initrd", config.initrd.is_some()),
             ("init arguments after --", !config.init_args.is_empty()),
-        ];
-        if let Some((option, _)) = kernel_only.iter().find(|(_, set)| *set) {
-            return Err(Error::KernelOnlyOption {
-                option,
-                path: path.to_path_buf(),
-            });
+        ],
+        [
+            ("--mode", config.mode.is_some()),
+            ("--load-addr", config.load_addr.is_some()),
+            ("--entry", config.entry.is_some()),
+        ],
+    );
+    let misplaced = |options: &[(&'static str, bool)]| options.iter().find(|(_, set)| *set).map(|(o, _)| *o);
+    if format == ImageFormat::Raw {
+        if let Some(option) = misplaced(&kernel_only) {
+            return Err(Error::KernelOnlyOption { option, path: path.to_path_buf() });
         }
-        let mode = config.mode.unwrap_or_default();
-        let entry = raw::load(mem, &mut file, len, mode, config.load_addr, config.entry)?;
-        return Ok(BootImage {
-            format,
-            entry,
-            summary: format!("raw image, {mode} mode"),
-            linux: false,
-            cmdline: None,
-        });
+    } else if let Some(option) = misplaced(&raw_only) {
+        return Err(Error::RawOnlyOption { option, path: path.to_path_buf(), format });
     }
-    let raw_only = [
-        ("--mode", config.mode.is_some()),
-        ("--load-addr", config.load_addr.is_some()),
-        ("--entry", config.entry.is_some()),
-    ];
-    if let Some((option, _)) = raw_only.iter().find(|(_, set)| *set) {
-        return Err(Error::RawOnlyOption {
-            option,
-            path: path.to_path_buf(),
-            format,
-        });
-    }
-    match format {
+    let (linux, elf) = match format {
+        ImageFormat::Raw => (false, None),
+        ImageFormat::BzImage => (true, None),
         ImageFormat::Elf => {
             let headers = elf::read_headers(&mut file, path, len)?;
-            elf::check_segments(&headers, path, len, mem)?;
-            let linux = elf::has_linux_note(&mut file, &headers);
+            (elf::has_linux_note(&mut file, &headers), Some(headers))
+        }
+    };
+    Ok(Image { path: path.to_path_buf(), file, len, format, linux, elf })
+}
+
+/// Loads an opened image into `mem`. `host_params` are the kernel parameters this host needs
+/// on top (software-virtualized KVM), added for Linux kernels only.
+pub fn load(
+    config: &VmConfig,
+    image: Image,
+    mem: &GuestMem,
+    host_params: &dyn Fn() -> Option<&'static str>,
+) -> Result<BootImage, Error> {
+    let Image { path, mut file, len, format, linux, elf } = image;
+    let initrd = config.initrd.as_deref();
+    let (entry, summary, cmdline) = match (format, elf) {
+        (ImageFormat::Raw, _) => {
+            let mode = config.mode.unwrap_or_default();
+            let entry = raw::load(mem, &mut file, len, mode, config.load_addr, config.entry)?;
+            (entry, format!("raw image, {mode} mode"), None)
+        }
+        (ImageFormat::Elf, Some(headers)) => {
+            elf::check_segments(&headers, &path, len, mem)?;
             let cmdline = kernel_cmdline(config, linux, host_params, linux::ELF_CMDLINE_CAPACITY)?;
-            let args = linux::KernelArgs {
-                cmdline: cmdline.as_ref(),
-                initrd: config.initrd.as_deref(),
-            };
-            let (entry, summary) = elf::load(mem, &mut file, path, &headers, &args)?;
-            Ok(BootImage {
-                format,
-                entry,
-                summary,
-                linux,
-                cmdline: cmdline_text(&cmdline),
-            })
+            let args = linux::KernelArgs { cmdline: cmdline.as_ref(), initrd };
+            let (entry, summary) = elf::load(mem, &mut file, &path, &headers, &args)?;
+            (entry, summary, cmdline)
         }
-        ImageFormat::BzImage => {
+        (ImageFormat::BzImage, _) | (ImageFormat::Elf, None) => {
             let cmdline = kernel_cmdline(config, true, host_params, layout::CMDLINE_MAX_SIZE)?;
-            let args = linux::KernelArgs {
-                cmdline: cmdline.as_ref(),
-                initrd: config.initrd.as_deref(),
-            };
-            let (entry, summary) = linux::load_bzimage(mem, &mut file, path, len, &args)?;
-            Ok(BootImage {
-                format,
-                entry,
-                summary,
-                linux: true,
-                cmdline: cmdline_text(&cmdline),
-            })
+            let args = linux::KernelArgs { cmdline: cmdline.as_ref(), initrd };
+            let (entry, summary) = linux::load_bzimage(mem, &mut file, &path, len, &args)?;
+            (entry, summary, cmdline)
         }
-        ImageFormat::Raw => unreachable!("raw images returned above"),
-    }
+    };
+    Ok(BootImage { format, entry, summary, linux, cmdline: cmdline_text(&cmdline) })
 }
 
 /// The command line for a kernel: for Linux, the user's or kvmini's default plus the host

@@ -43,6 +43,7 @@ pub fn plan(
             start: load,
             size: len,
             mem: mem_size,
+            hint: "raise --mem or choose a lower --load-addr",
         });
     }
     let end = load + len;
@@ -65,11 +66,9 @@ pub fn plan(
                 });
             }
             if end > REAL_MODE_LIMIT {
-                return Err(Error::DoesNotFit {
-                    what: "the real-mode image (everything must lie below 1 MiB)".into(),
-                    start: load,
-                    size: len,
-                    mem: REAL_MODE_LIMIT,
+                return Err(Error::BadLoadAddress {
+                    addr: load,
+                    why: format!("too high for real mode: the image would end at {end:#x}, and real mode reaches only the first 1 MiB"),
                 });
             }
             let ip = entry.checked_sub(load).filter(|ip| *ip <= 0xffff).ok_or_else(|| {
@@ -179,7 +178,7 @@ mod tests {
         ));
         assert!(matches!(
             plan(&m, CpuMode::Real, 2 << 20, None, None),
-            Err(Error::DoesNotFit { .. })
+            Err(Error::BadLoadAddress { addr: 0x10000, .. })
         ));
         assert!(matches!(
             plan(&m, CpuMode::Real, 0x20000, None, Some(0x20000)),
@@ -221,7 +220,7 @@ mod tests {
         let err = plan(&m, CpuMode::Long, 2 << 20, None, None).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "the raw image (2 MiB at 0x100000) does not fit in 2 MiB of guest memory; raise --mem or load it lower"
+            "the raw image (2 MiB at 0x100000) does not fit in 2 MiB of guest memory; raise --mem or choose a lower --load-addr"
         );
         assert!(matches!(
             plan(&m, CpuMode::Long, 0x100, Some(0x8000), None),
