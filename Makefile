@@ -88,6 +88,16 @@ $(BENCH_FLOOR): benches/floor.c | deps
 bench-peers:
 	@$(call install-missing,qemu-system-x86_64:qemu-system-x86,QEMU will be reported as not installed)
 
+# The Linux boot benchmark (benches/vmm/linux.rs), only that section: LINUX_BOOTS
+# boots each, interleaved, of guest/build/vmlinux (PVH) and bzImage with the
+# initramfs running `uname -r`, under kvmini and under QEMU's microvm given
+# kvmini's kernel command line.  ~15-25 minutes on a software-virtualized host.
+# Prints a table and writes bench/build/linux-results.json.
+LINUX_BOOTS ?= 5
+.PHONY: bench-linux
+bench-linux: build linux bench-peers
+	$(CARGO) bench --bench vmm -- --linux $(LINUX_BOOTS)
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings

@@ -38,14 +38,19 @@ const PROBE_PORT: u16 = 0x80;
 /// 0x0f       jmp  loop            eb ef
 /// 0x20 io:   out  %al, $0x80      e6 80        ; one exit per iteration
 /// 0x22       jmp  io              eb fc
+/// 0x30 id:   cpuid                0f a2        ; leaf in EAX, subleaf in ECX
+/// 0x32       out  %al, $0x80      e6 80        ; the VMM reads EBX, ECX, EDX
+/// 0x34       jmp  id              eb fa
 /// ```
-const PROBE: [u8; 0x24] = [
+const PROBE: [u8; 0x36] = [
     0x48, 0x83, 0xc0, 0x01, 0x48, 0x0f, 0xaf, 0xd8, 0x48, 0xff, 0xc9, 0x75, 0xf3, 0xe6, 0x80, 0xeb,
     0xef, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, //
-    0xe6, 0x80, 0xeb, 0xfc,
+    0xe6, 0x80, 0xeb, 0xfc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, //
+    0x0f, 0xa2, 0xe6, 0x80, 0xeb, 0xfa,
 ];
 const LOOP_ENTRY: u64 = PROBE_CODE;
 const IO_ENTRY: u64 = PROBE_CODE + 0x20;
+const CPUID_ENTRY: u64 = PROBE_CODE + 0x30;
 
 /// How long each speed measurement should last at least.
 const MIN_MEASURE: Duration = Duration::from_millis(2);
@@ -96,6 +101,8 @@ pub struct Report {
     pub host_kind_short: &'static str,
     /// Probe results, or why probing failed.
     pub measurements: Result<Measurements, String>,
+    /// Whether hiding CPUID features works here.
+    pub cpuid: Result<CpuidLeaks, String>,
     /// kvmini can run guests here.
     pub usable: bool,
 }
@@ -110,6 +117,7 @@ pub fn run() -> Report {
         host_kind: kind.to_string(),
         host_kind_short: kind.short(),
         measurements: Err("not run".into()),
+        cpuid: Err("not run".into()),
         usable: false,
     };
     let kvm = match Kvm::new() {
@@ -139,6 +147,7 @@ pub fn run() -> Report {
     let caps_ok = report.caps.iter().all(|c| c.present || !c.required);
     if api_ok && caps_ok {
         report.measurements = measure(&kvm).map_err(|e| e.to_string());
+        report.cpuid = probe_cpuid(&kvm).map_err(|e| e.to_string());
         report.usable = report.measurements.is_ok();
     }
     report
@@ -167,7 +176,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(kvm: &Kvm) -> Result<Self, ProbeError> {
+    fn new(kvm: &Kvm, hide: &[&cpuid::Feature]) -> Result<Self, ProbeError> {
         let vm = kvm.create_vm().map_err(step("KVM_CREATE_VM"))?;
         let mem = memory::create(2 << 20).map_err(step("guest memory"))?;
         memory::register(&vm, &mem).map_err(step("KVM_SET_USER_MEMORY_REGION"))?;
@@ -180,7 +189,7 @@ impl Probe {
         let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(step("KVM_GET_SUPPORTED_CPUID"))?;
-        cpuid::filter_entries(cpuid.as_mut_slice(), 0, 1, &[]);
+        cpuid::filter_entries(cpuid.as_mut_slice(), 0, 1, hide);
         vcpu.set_cpuid2(&cpuid).map_err(step("KVM_SET_CPUID2"))?;
         Ok(Probe {
             vcpu,
@@ -190,7 +199,7 @@ impl Probe {
     }
 
     /// Puts the vCPU at `rip` in long mode at CPL 0 or 3.
-    fn enter(&self, rip: u64, rcx: u64, user: bool) -> Result<(), ProbeError> {
+    fn enter(&self, rip: u64, rax: u64, rcx: u64, user: bool) -> Result<(), ProbeError> {
         let mut sregs = self.vcpu.get_sregs().map_err(step("KVM_GET_SREGS"))?;
         regs::long_mode_sregs(
             &mut sregs,
@@ -201,6 +210,7 @@ impl Probe {
         );
         self.vcpu.set_sregs(&sregs).map_err(step("KVM_SET_SREGS"))?;
         let mut r = regs::entry_regs(rip, 0x8000, user);
+        r.rax = rax;
         r.rcx = rcx;
         self.vcpu.set_regs(&r).map_err(step("KVM_SET_REGS"))
     }
@@ -222,7 +232,7 @@ impl Probe {
     fn ns_per_iteration(&mut self, user: bool, exit_cost: Duration) -> Result<f64, ProbeError> {
         let mut n: u64 = 256;
         loop {
-            self.enter(LOOP_ENTRY, n, user)?;
+            self.enter(LOOP_ENTRY, 0, n, user)?;
             let t = self.run_to_port()?;
             if t >= MIN_MEASURE || n >= 1 << 32 {
                 return Ok(t.saturating_sub(exit_cost).as_nanos() as f64 / n as f64);
@@ -237,12 +247,70 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Which hidden CPUID features a guest still sees, at CPL 0 and at CPL 3.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CpuidLeaks {
+    /// Features hidden with `KVM_SET_CPUID2` that CPUID at CPL 0 still reports.
+    pub ring0: Vec<&'static str>,
+    /// The same at CPL 3.
+    pub ring3: Vec<&'static str>,
+    /// How many features were tried (those KVM supports here).
+    pub tried: usize,
+}
+
+/// Hides every feature kvmini can hide (of those KVM supports) in a probe VM and runs CPUID
+/// in it: a host that ignores `KVM_SET_CPUID2` for some bits shows them here.
+pub fn probe_cpuid(kvm: &Kvm) -> Result<CpuidLeaks, ProbeError> {
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(step("KVM_GET_SUPPORTED_CPUID"))?;
+    let present = |f: &cpuid::Feature| {
+        supported.as_slice().iter().any(|e| {
+            let reg = match f.reg {
+                cpuid::Reg::Eax => e.eax,
+                cpuid::Reg::Ebx => e.ebx,
+                cpuid::Reg::Ecx => e.ecx,
+                cpuid::Reg::Edx => e.edx,
+            };
+            e.function == f.leaf && e.index == f.subleaf && reg & (1 << f.bit) != 0
+        })
+    };
+    let hide: Vec<&cpuid::Feature> = cpuid::FEATURES.iter().filter(|f| present(f)).collect();
+    let mut p = Probe::new(kvm, &hide)?;
+    let mut leaks = CpuidLeaks {
+        tried: hide.len(),
+        ..Default::default()
+    };
+    for user in [false, true] {
+        for f in &hide {
+            p.enter(CPUID_ENTRY, u64::from(f.leaf), u64::from(f.subleaf), user)?;
+            p.run_to_port()?;
+            let r = p.vcpu.get_regs().map_err(step("KVM_GET_REGS"))?;
+            let reg = match f.reg {
+                cpuid::Reg::Eax => r.rax,
+                cpuid::Reg::Ebx => r.rbx,
+                cpuid::Reg::Ecx => r.rcx,
+                cpuid::Reg::Edx => r.rdx,
+            };
+            if reg & (1 << f.bit) != 0 {
+                if user {
+                    &mut leaks.ring3
+                } else {
+                    &mut leaks.ring0
+                }
+                .push(f.name);
+            }
+        }
+    }
+    Ok(leaks)
+}
+
 /// Measures the exit round trip and the ring-0/ring-3 speed ratio in a small probe VM.
 pub fn measure(kvm: &Kvm) -> Result<Measurements, ProbeError> {
-    let mut p = Probe::new(kvm)?;
+    let mut p = Probe::new(kvm, &[])?;
     let mut io_exit = [Duration::ZERO; 2];
     for (user, slot) in [false, true].into_iter().zip(&mut io_exit) {
-        p.enter(IO_ENTRY, 0, user)?;
+        p.enter(IO_ENTRY, 0, 0, user)?;
         let samples = (0..IO_SAMPLES)
             .map(|_| p.run_to_port())
             .collect::<Result<Vec<_>, _>>()?;
@@ -317,6 +385,24 @@ impl std::fmt::Display for Report {
                 )?;
             }
             Err(e) if self.device.is_ok() => writeln!(f, "FAIL probe VM: {e}")?,
+            Err(_) => {}
+        }
+        match &self.cpuid {
+            Ok(l) if l.ring0.is_empty() && l.ring3.is_empty() => writeln!(
+                f,
+                "ok   CPUID: each of {} features hidden with KVM_SET_CPUID2 stays hidden from the CPUID instruction",
+                l.tried
+            )?,
+            Ok(l) => {
+                let list = |v: &Vec<&str>| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+                writeln!(
+                    f,
+                    "warn CPUID: this host ignores KVM_SET_CPUID2 for some features; hidden, yet the CPUID instruction reports them at ring 0: {}; at ring 3: {}",
+                    list(&l.ring0),
+                    list(&l.ring3)
+                )?
+            }
+            Err(e) if self.measurements.is_ok() => writeln!(f, "FAIL CPUID probe: {e}")?,
             Err(_) => {}
         }
         if self.usable {

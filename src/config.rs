@@ -184,7 +184,11 @@ impl VmConfig {
 impl VmConfig {
     /// Guest memory for an image: what the user asked for, else the default for its kind.
     pub fn mem_size_for(&self, linux: bool) -> u64 {
-        self.mem_size.unwrap_or(if linux { DEFAULT_LINUX_MEM_SIZE } else { DEFAULT_MEM_SIZE })
+        self.mem_size.unwrap_or(if linux {
+            DEFAULT_LINUX_MEM_SIZE
+        } else {
+            DEFAULT_MEM_SIZE
+        })
     }
 }
 

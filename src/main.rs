@@ -130,12 +130,14 @@ struct RunArgs {
     cpus: u8,
 
     /// CPUID features to hide from the guest, comma-separated, each with a leading '-'
-    /// (e.g. -avx2,-cx16). Names as in /proc/cpuinfo.
-    #[arg(long, value_name = "LIST", value_parser = parse_cpu_features)]
-    cpu_features: Option<Vec<String>>,
+    /// (e.g. -avx2,-cx16). Names as in /proc/cpuinfo, and kvm-pv-unhalt, kvm-pv-ipi,
+    /// kvm-pv-sched-yield.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', allow_hyphen_values = true, value_parser = parse_hidden_feature)]
+    cpu_features: Vec<String>,
 
     /// For Linux kernels on a software-virtualized host (kvm_pvm), add the kernel parameters
-    /// "noxsave clearcpuid=popcnt,smap pvm_workarounds" and hide cx16 from CPUID: auto does so
+    /// "noxsave clearcpuid=popcnt,smap pvm_workarounds" and hide cx16 and KVM's hypercall
+    /// features (kvm-pv-unhalt, kvm-pv-ipi, kvm-pv-sched-yield) from CPUID: auto does so
     /// only on such a host.
     #[arg(long, value_enum, default_value = "auto")]
     host_workarounds: WorkaroundsArg,
@@ -218,14 +220,11 @@ fn parse_serial(s: &str) -> Result<SerialOutput, String> {
     }
 }
 
-fn parse_cpu_features(s: &str) -> Result<Vec<String>, String> {
-    s.split(',')
-        .filter(|f| !f.is_empty())
-        .map(|f| match f.strip_prefix('-') {
-            Some(name) => Ok(name.to_string()),
-            None => Err(format!("'{f}': features can only be hidden; write -{f}")),
-        })
-        .collect()
+fn parse_hidden_feature(f: &str) -> Result<String, String> {
+    match f.strip_prefix('-') {
+        Some(name) if !name.is_empty() => Ok(name.to_string()),
+        _ => Err(format!("'{f}': features can only be hidden; write -{f}")),
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -266,7 +265,7 @@ impl RunArgs {
             init_args: self.init_args.clone(),
             initrd: self.initrd.clone(),
             cpus: self.cpus,
-            hide_cpu_features: self.cpu_features.clone().unwrap_or_default(),
+            hide_cpu_features: self.cpu_features.clone(),
             host_workarounds: match self.host_workarounds {
                 WorkaroundsArg::Auto => HostWorkarounds::Auto,
                 WorkaroundsArg::On => HostWorkarounds::On,

@@ -101,6 +101,10 @@ pub struct RunOutcome {
     pub stats: Stats,
 }
 
+/// CPUID features a Linux guest must not use on a `kvm_pvm` host.
+pub const PVM_HIDDEN_FEATURES: [&str; 4] =
+    ["cx16", "kvm-pv-unhalt", "kvm-pv-ipi", "kvm-pv-sched-yield"];
+
 /// The serial line's interrupt: ISA IRQ 4, COM1's.
 const COM1_GSI: u32 = 4;
 
@@ -143,7 +147,9 @@ impl Vmm {
                 HostWorkarounds::Auto => host::kind() == host::HostKind::Pvm,
             })
         };
-        let boot = boot::load(config, image, &mem, &|| host_needs().then_some(linux::PVM_CMDLINE))?;
+        let boot = boot::load(config, image, &mem, &|| {
+            host_needs().then_some(linux::PVM_CMDLINE)
+        })?;
         if config.cpus > 1 && !boot.linux {
             return Err(config::Error::CpusNeedLinux(config.cpus).into());
         }
@@ -192,9 +198,14 @@ impl Vmm {
         let mmio_bus = Arc::new(Bus::new());
 
         let mut hidden: Vec<String> = config.hide_cpu_features.clone();
-        if boot.linux && host_needs() && !hidden.iter().any(|h| h == "cx16") {
-            // SLUB's cmpxchg_double would use CMPXCHG16B, which this host cannot emulate.
-            hidden.push("cx16".into());
+        if boot.linux && host_needs() {
+            // CMPXCHG16B (SLUB's cmpxchg_double) cannot be emulated there, and KVM's
+            // hypercalls (VMCALL: PV IPIs, PV unhalt, PV yield) never return.
+            for name in PVM_HIDDEN_FEATURES {
+                if !hidden.iter().any(|h| h == name) {
+                    hidden.push(name.to_string());
+                }
+            }
         }
         let hide: Vec<_> = hidden.iter().filter_map(|n| cpuid::feature(n)).collect();
         let supported = kvm

@@ -21,6 +21,7 @@ fn check_reports_device_version_caps_kind_and_measurements() {
         "info host kind: ",
         "info port-I/O exit round trip: ",
         "info guest ring 0 vs ring 3: ",
+        "CPUID: ",
         "kvmini can run guests here",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
@@ -77,7 +78,10 @@ fn a_user_who_cannot_open_dev_kvm_is_told_how_to_fix_it() {
     };
     let (stdout, _) = texts(&out);
     assert_eq!(status(&out), kvmini::status::NO_KVM, "{stdout}");
-    assert!(stdout.contains("FAIL /dev/kvm is not readable and writable by this user"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL /dev/kvm is not readable and writable by this user"),
+        "{stdout}"
+    );
     assert!(stdout.contains("usermod -aG kvm"), "{stdout}");
     assert!(stdout.contains("kvmini cannot run guests here"), "{stdout}");
 
@@ -85,6 +89,13 @@ fn a_user_who_cannot_open_dev_kvm_is_told_how_to_fix_it() {
     let out = kvmini_as_nobody(&["run", hello.to_str().unwrap()]).unwrap();
     let (_, stderr) = texts(&out);
     assert_eq!(status(&out), kvmini::status::NO_KVM, "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line a user can act on: {stderr}");
-    assert!(stderr.contains("/dev/kvm is not readable and writable by this user"), "{stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line a user can act on: {stderr}"
+    );
+    assert!(
+        stderr.contains("/dev/kvm is not readable and writable by this user"),
+        "{stderr}"
+    );
 }

@@ -307,3 +307,30 @@ fn serial_flood_without_a_limit_still_ends_at_the_timeout() {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     assert!(v["serial_bytes"].as_u64().unwrap() > 1000, "{json}");
 }
+
+#[test]
+fn vcpu_and_cpuid_options_are_checked() {
+    let hello = guest("hello16.bin");
+    let (code, err) = run_err(&["run", path(&hello), "--cpus", "0"]);
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(err.contains("--cpus 0 is out of range"), "{err}");
+    let (code, err) = run_err(&["run", path(&hello), "--cpu-features", "avx2"]);
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(
+        err.contains("features can only be hidden; write -avx2"),
+        "{err}"
+    );
+    let (code, err) = run_err(&["run", path(&hello), "--cpu-features", "-avx9"]);
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(
+        err.contains("unknown CPU feature 'avx9'; known: pclmulqdq"),
+        "{err}"
+    );
+    if !kvm_or_skip() {
+        return;
+    }
+    // Other vCPUs are started by a guest through the local APICs, which raw guests lack.
+    let (code, err) = run_err(&["run", path(&hello), "--cpus", "2"]);
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(err.contains("--cpus 2 needs a Linux kernel"), "{err}");
+}

@@ -48,12 +48,15 @@ fn vmlinux_boots_through_pvh_and_runs_the_command_line_command() {
     if !kvm_or_skip() {
         return;
     }
-    let (code, out, err) = boot("vmlinux", &[], &["sh", "-c", "uname -r; exit 7"]);
+    let script = "uname -r; echo lahf_lm=$(grep -c -w lahf_lm /proc/cpuinfo); exit 7";
+    let (code, out, err) = boot("vmlinux", &[], &["sh", "-c", script]);
     assert!(out.contains("kvmini-init: user space up"), "{out}\n{err}");
     assert!(
         out.lines().any(|l| l.trim().starts_with("6.1.")),
         "uname -r: {out}"
     );
+    // The guest sees the host's LAHF_LM (the two-vCPU test hides it).
+    assert!(out.contains("lahf_lm=1"), "{out}");
     assert!(out.contains("kvmini-init: exit status 7"), "{out}");
     // The command's status comes back as kvmini's.
     assert_eq!(code, 7, "{err}");
@@ -78,18 +81,21 @@ fn bzimage_boots_through_the_64bit_entry() {
 }
 
 #[test]
-fn two_vcpus_are_seen_by_the_guest() {
+fn two_vcpus_are_seen_by_the_guest_without_the_hidden_feature() {
     if !kvm_or_skip() {
         return;
     }
+    let script =
+        "echo cpus=$(grep -c ^processor /proc/cpuinfo) lahf_lm=$(grep -c -w lahf_lm /proc/cpuinfo)";
     let (code, out, err) = boot(
         "vmlinux",
-        &["--cpus", "2"],
-        &["grep", "-c", "^processor", "/proc/cpuinfo"],
+        &["--cpus", "2", "--cpu-features", "-lahf_lm"],
+        &["sh", "-c", script],
     );
-    assert!(out.lines().any(|l| l.trim() == "2"), "{out}\n{err}");
+    assert!(out.contains("cpus=2 lahf_lm=0"), "{out}\n{err}");
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("vcpus:     2"), "{err}");
+    assert!(err.contains("hidden:    CPUID lahf_lm"), "{err}");
 }
 
 /// Collects a child's stdout on a thread; `wait_for` blocks until a string shows up.
@@ -280,8 +286,16 @@ fn a_command_line_longer_than_the_kernel_accepts_is_bad_input() {
     }
     // The bzImage says how long a command line it takes (cmdline_size, 2047 bytes here).
     let long = format!("console=ttyS0 {}", "x".repeat(4096));
-    let out = common::kvmini(&["run", guest("bzImage").to_str().unwrap(), "--cmdline", &long]);
+    let out = common::kvmini(&[
+        "run",
+        guest("bzImage").to_str().unwrap(),
+        "--cmdline",
+        &long,
+    ]);
     let (_, err) = texts(&out);
     assert_eq!(status(&out), BAD_INPUT, "{err}");
-    assert!(err.contains("kernel command line") && err.contains("accepts at most"), "{err}");
+    assert!(
+        err.contains("kernel command line") && err.contains("accepts at most"),
+        "{err}"
+    );
 }

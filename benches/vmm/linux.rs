@@ -34,8 +34,8 @@ pub const RELEASE_PREFIX: &str = "6.1.";
 /// What `/init` prints when the command has ended, before the status.
 const EXIT_LINE: &str = "kvmini-init: exit status ";
 
-/// The kernels booted: file name in `guest/build` and how it is entered.
-const KERNELS: [(&str, &str); 2] = [("vmlinux", "PVH"), ("bzImage", "bzImage")];
+/// The kernels booted: file name in `guest/build` and what its subjects' names add.
+const KERNELS: [(&str, &str); 2] = [("vmlinux", " (PVH)"), ("bzImage", "")];
 
 /// The files the Linux section needs, relative to the checkout.
 pub fn inputs() -> Vec<PathBuf> {
@@ -128,7 +128,7 @@ impl Subject {
         .map(String::from)
         .collect();
         Subject {
-            name: format!("kvmini {kernel} ({entry})"),
+            name: format!("kvmini {kernel}{entry}"),
             vmm: Vmm::Kvmini,
             kernel,
             program: KVMINI.into(),
@@ -385,8 +385,7 @@ pub fn bench(
 
     let started = Instant::now();
     for round in 1..=boots {
-        for i in 0..subjects.len() {
-            let s = &mut subjects[i];
+        for s in subjects.iter_mut() {
             if !s.live() {
                 continue;
             }
@@ -581,7 +580,8 @@ pub fn bench(
     text += &report::median_table(&rows);
     text += "\n(launch->... are measured from outside, alike for every VMM; 'kvmini: ...' are kvmini's\n\
               own --stats=json milestones, from its main(); the port 0x80 marker comes after the\n\
-              'user space up' line: /init runs /bin/outb to write it)\n";
+              'user space up' line: /init runs /bin/outb to write it; QEMU has no port 0xf4, so\n\
+              its launch->exit also holds /init's fallback, an exec of `reboot -f`)\n";
     if !comparisons.is_empty() {
         text += "\nmedians compared:\n";
         let cw = comparisons.iter().map(|c| c.0.len()).max().unwrap_or(0);

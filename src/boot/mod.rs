@@ -257,13 +257,21 @@ pub fn open(config: &VmConfig) -> Result<Image, Error> {
             ("--entry", config.entry.is_some()),
         ],
     );
-    let misplaced = |options: &[(&'static str, bool)]| options.iter().find(|(_, set)| *set).map(|(o, _)| *o);
+    let misplaced =
+        |options: &[(&'static str, bool)]| options.iter().find(|(_, set)| *set).map(|(o, _)| *o);
     if format == ImageFormat::Raw {
         if let Some(option) = misplaced(&kernel_only) {
-            return Err(Error::KernelOnlyOption { option, path: path.to_path_buf() });
+            return Err(Error::KernelOnlyOption {
+                option,
+                path: path.to_path_buf(),
+            });
         }
     } else if let Some(option) = misplaced(&raw_only) {
-        return Err(Error::RawOnlyOption { option, path: path.to_path_buf(), format });
+        return Err(Error::RawOnlyOption {
+            option,
+            path: path.to_path_buf(),
+            format,
+        });
     }
     let (linux, elf) = match format {
         ImageFormat::Raw => (false, None),
@@ -273,7 +281,14 @@ pub fn open(config: &VmConfig) -> Result<Image, Error> {
             (elf::has_linux_note(&mut file, &headers), Some(headers))
         }
     };
-    Ok(Image { path: path.to_path_buf(), file, len, format, linux, elf })
+    Ok(Image {
+        path: path.to_path_buf(),
+        file,
+        len,
+        format,
+        linux,
+        elf,
+    })
 }
 
 /// Loads an opened image into `mem`. `host_params` are the kernel parameters this host needs
@@ -284,7 +299,14 @@ pub fn load(
     mem: &GuestMem,
     host_params: &dyn Fn() -> Option<&'static str>,
 ) -> Result<BootImage, Error> {
-    let Image { path, mut file, len, format, linux, elf } = image;
+    let Image {
+        path,
+        mut file,
+        len,
+        format,
+        linux,
+        elf,
+    } = image;
     let initrd = config.initrd.as_deref();
     let (entry, summary, cmdline) = match (format, elf) {
         (ImageFormat::Raw, _) => {
@@ -295,18 +317,30 @@ pub fn load(
         (ImageFormat::Elf, Some(headers)) => {
             elf::check_segments(&headers, &path, len, mem)?;
             let cmdline = kernel_cmdline(config, linux, host_params, linux::ELF_CMDLINE_CAPACITY)?;
-            let args = linux::KernelArgs { cmdline: cmdline.as_ref(), initrd };
+            let args = linux::KernelArgs {
+                cmdline: cmdline.as_ref(),
+                initrd,
+            };
             let (entry, summary) = elf::load(mem, &mut file, &path, &headers, &args)?;
             (entry, summary, cmdline)
         }
         (ImageFormat::BzImage, _) | (ImageFormat::Elf, None) => {
             let cmdline = kernel_cmdline(config, true, host_params, layout::CMDLINE_MAX_SIZE)?;
-            let args = linux::KernelArgs { cmdline: cmdline.as_ref(), initrd };
+            let args = linux::KernelArgs {
+                cmdline: cmdline.as_ref(),
+                initrd,
+            };
             let (entry, summary) = linux::load_bzimage(mem, &mut file, &path, len, &args)?;
             (entry, summary, cmdline)
         }
     };
-    Ok(BootImage { format, entry, summary, linux, cmdline: cmdline_text(&cmdline) })
+    Ok(BootImage {
+        format,
+        entry,
+        summary,
+        linux,
+        cmdline: cmdline_text(&cmdline),
+    })
 }
 
 /// The command line for a kernel: for Linux, the user's or kvmini's default plus the host

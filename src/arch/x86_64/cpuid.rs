@@ -16,6 +16,8 @@ const EDX_HTT: u32 = 1 << 28;
 /// An output register of CPUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reg {
+    /// EAX.
+    Eax,
     /// EBX.
     Ebx,
     /// ECX.
@@ -88,6 +90,10 @@ pub const FEATURES: &[Feature] = &[
     f("abm", 0x8000_0001, 0, Reg::Ecx, 5),
     f("pdpe1gb", 0x8000_0001, 0, Reg::Edx, 26),
     f("rdtscp", 0x8000_0001, 0, Reg::Edx, 27),
+    // KVM's paravirtual features (leaf 0x40000001 EAX), named as QEMU's -cpu options.
+    f("kvm-pv-unhalt", 0x4000_0001, 0, Reg::Eax, 7),
+    f("kvm-pv-ipi", 0x4000_0001, 0, Reg::Eax, 11),
+    f("kvm-pv-sched-yield", 0x4000_0001, 0, Reg::Eax, 13),
 ];
 
 /// Looks a feature up by name.
@@ -149,6 +155,7 @@ pub fn filter_entries(entries: &mut [kvm_cpuid_entry2], apic_id: u8, cpus: u8, h
             .filter(|f| f.leaf == e.function && f.subleaf == e.index)
         {
             let reg = match f.reg {
+                Reg::Eax => &mut e.eax,
                 Reg::Ebx => &mut e.ebx,
                 Reg::Ecx => &mut e.ecx,
                 Reg::Edx => &mut e.edx,
@@ -211,6 +218,17 @@ mod tests {
         assert_eq!(e[0].ecx & (1 << 23), 1 << 23, "popcnt stays");
         assert_eq!(e[3].ebx, !(1 << 20));
         assert_eq!(e[0].edx & EDX_HTT, 0, "one vCPU: no HTT");
+    }
+
+    #[test]
+    fn hides_kvm_paravirtual_features_in_eax() {
+        let mut e = [kvm_cpuid_entry2 {
+            function: 0x4000_0001,
+            eax: 0xffff,
+            ..Default::default()
+        }];
+        filter_entries(&mut e, 0, 1, &[feature("kvm-pv-ipi").unwrap()]);
+        assert_eq!(e[0].eax, 0xffff & !(1 << 11));
     }
 
     #[test]
