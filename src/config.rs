@@ -135,6 +135,9 @@ pub struct VmConfig {
     pub host_workarounds: HostWorkarounds,
     /// Serial input.
     pub serial_input: SerialInput,
+    /// Time every `KVM_RUN` (two clock reads per exit) to split the run into time in the
+    /// guest and time in kvmini for the statistics.
+    pub time_exits: bool,
 }
 
 impl VmConfig {
@@ -158,6 +161,7 @@ impl VmConfig {
             hide_cpu_features: Vec::new(),
             host_workarounds: HostWorkarounds::default(),
             serial_input: SerialInput::default(),
+            time_exits: true,
         }
     }
 

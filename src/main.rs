@@ -272,6 +272,8 @@ impl RunArgs {
                 WorkaroundsArg::Off => HostWorkarounds::Off,
             },
             serial_input: SerialInput::Stdin,
+            // Only --stats shows the split, so only --stats pays for it.
+            time_exits: self.stats.is_some(),
         }
     }
 }

@@ -80,6 +80,10 @@ pub struct Unclaimed {
     /// The first few distinct unclaimed addresses ("r 0x70", "w 0xd0000000"), so that the
     /// counts above say where the guest looked.
     pub addresses: Vec<String>,
+    /// The same, as (write, address), to tell new ones cheaply: most guests that touch an
+    /// unclaimed address touch it again and again.
+    #[serde(skip)]
+    seen: Vec<(bool, u64)>,
 }
 
 /// How many distinct unclaimed addresses are kept.
@@ -88,11 +92,10 @@ const UNCLAIMED_ADDRESSES_KEPT: usize = 8;
 impl Unclaimed {
     /// Notes an unclaimed access (the counter is the caller's).
     pub fn note(&mut self, write: bool, addr: u64) {
-        if self.addresses.len() < UNCLAIMED_ADDRESSES_KEPT {
-            let a = format!("{} {addr:#x}", if write { "w" } else { "r" });
-            if !self.addresses.contains(&a) {
-                self.addresses.push(a);
-            }
+        if self.seen.len() < UNCLAIMED_ADDRESSES_KEPT && !self.seen.contains(&(write, addr)) {
+            self.seen.push((write, addr));
+            self.addresses
+                .push(format!("{} {addr:#x}", if write { "w" } else { "r" }));
         }
     }
 }
@@ -132,10 +135,8 @@ impl VcpuStats {
         u.port_writes += ou.port_writes;
         u.mmio_reads += ou.mmio_reads;
         u.mmio_writes += ou.mmio_writes;
-        for a in &ou.addresses {
-            if u.addresses.len() < UNCLAIMED_ADDRESSES_KEPT && !u.addresses.contains(a) {
-                u.addresses.push(a.clone());
-            }
+        for &(write, addr) in &ou.seen {
+            u.note(write, addr);
         }
         self.guest_time += o.guest_time;
         self.vmm_time += o.vmm_time;

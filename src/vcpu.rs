@@ -187,6 +187,10 @@ pub struct Vcpu {
     mem: GuestMem,
     unclaimed_mmio: UnclaimedMmio,
     deadline: Option<Instant>,
+    /// Time each `KVM_RUN` for the statistics.
+    time_exits: bool,
+    /// When the last `KVM_RUN` returned (with `time_exits`).
+    last_exit: Option<Instant>,
     /// What the vCPU measured.
     pub stats: VcpuStats,
 }
@@ -199,6 +203,7 @@ impl Vcpu {
         mmio_bus: Arc<Bus>,
         mem: GuestMem,
         unclaimed_mmio: UnclaimedMmio,
+        time_exits: bool,
     ) -> Self {
         Vcpu {
             fd,
@@ -207,6 +212,8 @@ impl Vcpu {
             mem,
             unclaimed_mmio,
             deadline: None,
+            time_exits,
+            last_exit: None,
             stats: VcpuStats::default(),
         }
     }
@@ -262,19 +269,36 @@ impl Vcpu {
 
     /// Enters the guest once and handles the exit.
     pub fn run_once(&mut self) -> Result<VcpuEmulation, Error> {
-        let entered = Instant::now();
-        self.stats.first_run.get_or_insert(entered);
+        let entered = if self.time_exits || self.stats.first_run.is_none() {
+            Some(Instant::now())
+        } else {
+            None
+        };
+        if self.stats.first_run.is_none() {
+            self.stats.first_run = entered;
+        }
+        if let (Some(entered), Some(last)) = (entered, self.last_exit) {
+            // Everything since the last exit was kvmini's handling of it.
+            self.stats.vmm_time += entered - last;
+        }
         let Vcpu {
             fd,
             io_bus,
             mmio_bus,
             unclaimed_mmio,
             stats,
+            time_exits,
+            last_exit,
             ..
         } = self;
         let exit = fd.run();
-        let exited = Instant::now();
-        stats.guest_time += exited - entered;
+        if *time_exits {
+            let exited = Instant::now();
+            if let Some(entered) = entered {
+                stats.guest_time += exited - entered;
+            }
+            *last_exit = Some(exited);
+        }
         let pending = match exit {
             Ok(exit) => handle_exit(exit, mmio_bus, *unclaimed_mmio, stats),
             Err(e) if e.errno() == libc::EINTR => {
@@ -316,7 +340,6 @@ impl Vcpu {
                 self.crash(kind)
             }
         };
-        self.stats.vmm_time += exited.elapsed();
         Ok(outcome)
     }
 

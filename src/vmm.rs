@@ -238,6 +238,7 @@ impl Vmm {
                 mmio_bus.clone(),
                 mem.clone(),
                 config.unclaimed_mmio,
+                config.time_exits,
             ));
         }
 
