@@ -8,9 +8,8 @@ use kvmini::status::{BAD_INPUT, GUEST_CRASH, OUTPUT_LIMIT, TIMEOUT};
 
 /// Runs kvmini and returns (status, stderr).
 fn run_err(args: &[&str]) -> (i32, String) {
-    let out = kvmini(args);
-    let (_, stderr) = texts(&out);
-    (status(&out), stderr)
+    let (code, _, stderr) = common::kvmini_status(args);
+    (code, stderr)
 }
 
 fn path(p: &std::path::Path) -> &str {

@@ -224,9 +224,7 @@ fn corrupt_bzimage_header_is_bad_input() {
 }
 
 fn boot_plain(kernel: &std::path::Path) -> (i32, String, String) {
-    let out = common::kvmini(&["run", kernel.to_str().unwrap(), "--timeout", "60"]);
-    let (o, e) = texts(&out);
-    (status(&out), o, e)
+    common::kvmini_status(&["run", kernel.to_str().unwrap(), "--timeout", "60"])
 }
 
 #[test]

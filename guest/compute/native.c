@@ -9,23 +9,11 @@
 
 #include "checksum.h"
 
-#define SYS_write       1
-#define SYS_exit_group  231
+#include "linux_sys.h"
 
-static long syscall3(long nr, long a, long b, long c)
-{
-    long ret;
+void native_main(long *sp) __attribute__((noreturn, used));
 
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(nr), "D"(a), "S"(b), "d"(c)
-                     : "rcx", "r11", "memory");
-    return ret;
-}
-
-void native_main(void) __attribute__((noreturn, used));
-
-void native_main(void)
+void native_main(long *sp)
 {
     char line[COMPUTE_LINE_MAX];
     uint64_t start = compute_rdtsc();
@@ -40,15 +28,8 @@ void native_main(void)
             break;
         done += n;
     }
-    for (;;)
-        syscall3(SYS_exit_group, done == len ? 0 : 1, 0, 0);
+    (void)sp;
+    sys_exit(done == len ? 0 : 1);
 }
 
-/* The kernel enters at _start with RSP 16-byte aligned; a call keeps the ABI. */
-__asm__(".text\n"
-        ".globl _start\n"
-        "_start:\n"
-        "    xor %ebp, %ebp\n"
-        "    and $-16, %rsp\n"
-        "    call native_main\n"
-        "    ud2\n");
+LINUX_START(native_main);

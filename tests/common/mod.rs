@@ -63,6 +63,13 @@ pub fn kvmini(args: &[&str]) -> Output {
         .expect("kvmini binary runs")
 }
 
+/// Runs the `kvmini` binary; returns its exit status, standard output and standard error.
+pub fn kvmini_status(args: &[&str]) -> (i32, String, String) {
+    let out = kvmini(args);
+    let (stdout, stderr) = texts(&out);
+    (status(&out), stdout, stderr)
+}
+
 /// The process exit status, panicking on death by signal.
 pub fn status(out: &Output) -> i32 {
     out.status

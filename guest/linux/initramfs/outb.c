@@ -12,35 +12,7 @@
  * Exit status: 0 on success, 1 if ioperm() fails, 2 on bad arguments.
  */
 
-#define SYS_write  1
-#define SYS_ioperm 173
-#define SYS_exit   60
-
-static long syscall3(long nr, long a, long b, long c)
-{
-	long ret;
-
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "a"(nr), "D"(a), "S"(b), "d"(c)
-			 : "rcx", "r11", "memory");
-	return ret;
-}
-
-static void __attribute__((noreturn)) sys_exit(int status)
-{
-	for (;;)
-		syscall3(SYS_exit, status, 0, 0);
-}
-
-static void say(const char *s)
-{
-	long n = 0;
-
-	while (s[n])
-		n++;
-	syscall3(SYS_write, 2, (long)s, n);
-}
+#include "linux_sys.h"
 
 /* Parses decimal or 0x-hex; returns -1 unless the whole string is a number. */
 static long parse(const char *s)
@@ -78,23 +50,15 @@ __attribute__((used)) static void __attribute__((noreturn)) outb_main(long *sp)
 
 	if (argc != 3 || (port = parse(argv[1])) < 0 ||
 	    (value = parse(argv[2])) < 0 || value > 0xff) {
-		say("usage: outb PORT VALUE   (PORT 0-0xffff, VALUE 0-0xff)\n");
+		write_str(2, "usage: outb PORT VALUE   (PORT 0-0xffff, VALUE 0-0xff)\n");
 		sys_exit(2);
 	}
 	if (syscall3(SYS_ioperm, port, 1, 1) != 0) {
-		say("outb: ioperm failed\n");
+		write_str(2, "outb: ioperm failed\n");
 		sys_exit(1);
 	}
 	__asm__ volatile("outb %b0, %w1" : : "a"(value), "Nd"(port));
 	sys_exit(0);
 }
 
-/* The kernel starts us with argc, argv[] and envp[] on the stack. */
-__asm__(".text\n"
-	".global _start\n"
-	"_start:\n"
-	"	xor %ebp, %ebp\n"
-	"	mov %rsp, %rdi\n"
-	"	and $-16, %rsp\n"
-	"	call outb_main\n"
-	"	hlt\n");
+LINUX_START(outb_main);

@@ -16,11 +16,7 @@
  * cannot be run, 2 without PROG.
  */
 
-#define SYS_write        1
-#define SYS_rt_sigaction 13
-#define SYS_rt_sigprocmask 14
-#define SYS_execve       59
-#define SYS_exit         60
+#include "linux_sys.h"
 
 #define NSIG_MAX 64
 #define SIG_SETMASK 2
@@ -31,38 +27,6 @@ struct kernel_sigaction {
 	unsigned long restorer;
 	unsigned long mask;
 };
-
-static long syscall4(long nr, long a, long b, long c, long d)
-{
-	long ret;
-	register long r10 __asm__("r10") = d;
-
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10)
-			 : "rcx", "r11", "memory");
-	return ret;
-}
-
-static void __attribute__((noreturn)) sys_exit(int status)
-{
-	for (;;)
-		syscall4(SYS_exit, status, 0, 0, 0);
-}
-
-static unsigned long len(const char *s)
-{
-	unsigned long n = 0;
-
-	while (s[n])
-		n++;
-	return n;
-}
-
-static void say(const char *s)
-{
-	syscall4(SYS_write, 2, (long)s, len(s), 0);
-}
 
 static int has_slash(const char *s)
 {
@@ -84,7 +48,7 @@ __attribute__((used)) static void __attribute__((noreturn)) sigreset_main(long *
 	int sig;
 
 	if (argc < 2) {
-		say("usage: sigreset PROG [ARGS...]\n");
+		write_str(2, "usage: sigreset PROG [ARGS...]\n");
 		sys_exit(2);
 	}
 	for (sig = 1; sig <= NSIG_MAX; sig++)
@@ -108,7 +72,7 @@ __attribute__((used)) static void __attribute__((noreturn)) sigreset_main(long *
 			}
 		}
 		while (path && *path) {
-			unsigned long n = 0, m = len(argv[0]);
+			unsigned long n = 0, m = str_len(argv[0]);
 
 			while (path[n] && path[n] != ':')
 				n++;
@@ -130,18 +94,10 @@ __attribute__((used)) static void __attribute__((noreturn)) sigreset_main(long *
 		syscall4(SYS_execve, (long)"/bin/busybox", (long)argv,
 			 (long)envp, 0);
 	}
-	say("sigreset: cannot run ");
-	say(argv[0]);
-	say("\n");
+	write_str(2, "sigreset: cannot run ");
+	write_str(2, argv[0]);
+	write_str(2, "\n");
 	sys_exit(127);
 }
 
-/* The kernel starts us with argc, argv[] and envp[] on the stack. */
-__asm__(".text\n"
-	".global _start\n"
-	"_start:\n"
-	"	xor %ebp, %ebp\n"
-	"	mov %rsp, %rdi\n"
-	"	and $-16, %rsp\n"
-	"	call sigreset_main\n"
-	"	hlt\n");
+LINUX_START(sigreset_main);

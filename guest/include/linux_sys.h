@@ -1,0 +1,70 @@
+/*
+ * linux_sys.h — what kvmini's freestanding Linux programs (the initramfs helpers, the
+ * compute workload) need instead of a C library: the few system calls they make (x86-64
+ * ABI: number in RAX, arguments in RDI, RSI, RDX, R10; RCX and R11 clobbered) and the entry
+ * point.
+ */
+#ifndef KVMINI_GUEST_LINUX_SYS_H
+#define KVMINI_GUEST_LINUX_SYS_H
+
+#define SYS_write           1
+#define SYS_rt_sigaction    13
+#define SYS_rt_sigprocmask  14
+#define SYS_execve          59
+#define SYS_ioperm          173
+#define SYS_exit_group      231
+
+static inline long syscall4(long nr, long a, long b, long c, long d)
+{
+	long ret;
+	register long r10 __asm__("r10") = d;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static inline long syscall3(long nr, long a, long b, long c)
+{
+	return syscall4(nr, a, b, c, 0);
+}
+
+static inline void __attribute__((noreturn)) sys_exit(int status)
+{
+	for (;;)
+		syscall3(SYS_exit_group, status, 0, 0);
+}
+
+static inline unsigned long str_len(const char *s)
+{
+	unsigned long n = 0;
+
+	while (s[n])
+		n++;
+	return n;
+}
+
+/* Writes a NUL-terminated string to a file descriptor (best effort). */
+static inline void write_str(int fd, const char *s)
+{
+	syscall3(SYS_write, fd, (long)s, (long)str_len(s));
+}
+
+/*
+ * LINUX_START(fn): the program's entry point. The kernel starts it with argc, argv[] and
+ * envp[] on the stack; fn(long *sp) gets a pointer to them, with the stack aligned as the
+ * ABI wants for a call.
+ */
+#define LINUX_START(fn)                 \
+	__asm__(".text\n"               \
+		".globl _start\n"       \
+		"_start:\n"             \
+		"	xor %ebp, %ebp\n" \
+		"	mov %rsp, %rdi\n" \
+		"	and $-16, %rsp\n" \
+		"	call " #fn "\n"   \
+		"	ud2\n")
+
+#endif
