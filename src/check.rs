@@ -120,14 +120,9 @@ pub fn run() -> Report {
         cpuid: Err("not run".into()),
         usable: false,
     };
-    let kvm = match Kvm::new() {
+    let kvm = match host::open_device() {
         Ok(kvm) => kvm,
-        Err(e) => {
-            let err = match e.errno() {
-                libc::ENOENT | libc::ENODEV | libc::ENXIO => host::Error::NoDevice,
-                libc::EACCES | libc::EPERM => host::Error::NoPermission,
-                _ => host::Error::Open(e),
-            };
+        Err(err) => {
             report.device = Err(err.to_string());
             return report;
         }
@@ -265,15 +260,10 @@ pub fn probe_cpuid(kvm: &Kvm) -> Result<CpuidLeaks, ProbeError> {
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(step("KVM_GET_SUPPORTED_CPUID"))?;
     let present = |f: &cpuid::Feature| {
-        supported.as_slice().iter().any(|e| {
-            let reg = match f.reg {
-                cpuid::Reg::Eax => e.eax,
-                cpuid::Reg::Ebx => e.ebx,
-                cpuid::Reg::Ecx => e.ecx,
-                cpuid::Reg::Edx => e.edx,
-            };
-            e.function == f.leaf && e.index == f.subleaf && reg & (1 << f.bit) != 0
-        })
+        supported
+            .as_slice()
+            .iter()
+            .any(|e| f.is_in(e.function, e.index) && f.is_set([e.eax, e.ebx, e.ecx, e.edx]))
     };
     let hide: Vec<&cpuid::Feature> = cpuid::FEATURES.iter().filter(|f| present(f)).collect();
     let mut p = Probe::new(kvm, &hide)?;
@@ -286,13 +276,8 @@ pub fn probe_cpuid(kvm: &Kvm) -> Result<CpuidLeaks, ProbeError> {
             p.enter(CPUID_ENTRY, u64::from(f.leaf), u64::from(f.subleaf), user)?;
             p.run_to_port()?;
             let r = p.vcpu.get_regs().map_err(step("KVM_GET_REGS"))?;
-            let reg = match f.reg {
-                cpuid::Reg::Eax => r.rax,
-                cpuid::Reg::Ebx => r.rbx,
-                cpuid::Reg::Ecx => r.rcx,
-                cpuid::Reg::Edx => r.rdx,
-            };
-            if reg & (1 << f.bit) != 0 {
+            // CPUID writes the 32-bit registers, which zero the upper halves.
+            if f.is_set([r.rax, r.rbx, r.rcx, r.rdx].map(|v| v as u32)) {
                 if user {
                     &mut leaks.ring3
                 } else {

@@ -183,9 +183,7 @@ impl VmConfig {
         }
         Ok(())
     }
-}
 
-impl VmConfig {
     /// Guest memory for an image: what the user asked for, else the default for its kind.
     pub fn mem_size_for(&self, linux: bool) -> u64 {
         self.mem_size.unwrap_or(if linux {

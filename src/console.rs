@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::devices::lock;
 use crate::devices::serial::SerialDevice;
 use crate::vcpu::{StopLatch, StopReason};
 
@@ -214,7 +215,7 @@ fn feed(serial: Arc<Mutex<SerialDevice>>, latch: Arc<StopLatch>, stop: &EventFd,
         let mut rest = bytes.as_slice();
         while !rest.is_empty() {
             let taken = {
-                let mut uart = serial.lock().unwrap_or_else(|p| p.into_inner());
+                let mut uart = lock(&serial);
                 if uart.input_ready() {
                     uart.enqueue_input(rest)
                 } else {

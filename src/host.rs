@@ -45,13 +45,18 @@ pub enum Error {
     CreateVm(kvm_ioctls::Error),
 }
 
-/// Opens `/dev/kvm` and checks the API version and the capabilities kvmini needs.
-pub fn open_kvm() -> Result<Kvm, Error> {
-    let kvm = Kvm::new().map_err(|e| match e.errno() {
+/// Opens `/dev/kvm`, telling a missing device and a missing permission apart.
+pub fn open_device() -> Result<Kvm, Error> {
+    Kvm::new().map_err(|e| match e.errno() {
         libc::ENOENT | libc::ENODEV | libc::ENXIO => Error::NoDevice,
         libc::EACCES | libc::EPERM => Error::NoPermission,
         _ => Error::Open(e),
-    })?;
+    })
+}
+
+/// Opens `/dev/kvm` and checks the API version and the capabilities kvmini needs.
+pub fn open_kvm() -> Result<Kvm, Error> {
+    let kvm = open_device()?;
     let version = kvm.get_api_version();
     if version != KVM_API_VERSION {
         return Err(Error::ApiVersion(version));

@@ -12,7 +12,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::config::UnclaimedMmio;
 use crate::crash::{CrashKind, CrashReport};
-use crate::devices::{Bus, DeviceRequest};
+use crate::devices::{lock, Bus, DeviceRequest};
 use crate::kick;
 use crate::memory::GuestMem;
 use crate::stats::VcpuStats;
@@ -112,7 +112,7 @@ impl StopLatch {
 
     /// Stops the VM for `reason` unless it is already stopping.
     pub fn stop(&self, reason: StopReason) {
-        let mut slot = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(&self.reason);
         if slot.is_some() {
             return;
         }
@@ -123,12 +123,7 @@ impl StopLatch {
             let _ = n.write(1);
         }
         // Only the first stop kicks, while every registered thread is still in its loop.
-        for &t in self
-            .threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for &t in lock(&self.threads).iter() {
             // SAFETY: `t` is a vCPU thread that registered itself and cannot leave its loop
             // before `stopped` is set, which happened just now, above.
             unsafe { libc::pthread_kill(t, kick::kick_signal()) };
@@ -139,18 +134,12 @@ impl StopLatch {
     pub fn register_current_thread(&self) {
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() };
-        self.threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(me);
+        lock(&self.threads).push(me);
     }
 
     /// The reason, once stopped.
     pub fn reason(&self) -> Option<StopReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.reason).clone()
     }
 }
 
@@ -216,11 +205,6 @@ impl Vcpu {
             last_exit: None,
             stats: VcpuStats::default(),
         }
-    }
-
-    /// The KVM vCPU.
-    pub fn fd(&self) -> &VcpuFd {
-        &self.fd
     }
 
     /// Runs the guest until the VM stops, for whatever reason and on whichever vCPU; the

@@ -18,7 +18,7 @@ use crate::devices::debug_port::{DebugPort, DEBUG_PORT, USERSPACE_UP};
 use crate::devices::exit_port::{ExitPort, EXIT_PORT};
 use crate::devices::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
 use crate::devices::serial::{IrqTrigger, SerialDevice, SerialSink, COM1_LEN, COM1_PORT};
-use crate::devices::{bus, Bus};
+use crate::devices::{bus, lock, Bus};
 use crate::memory::{self, GuestMem};
 use crate::stats::{Stats, Timeline};
 use crate::vcpu::{self, StopLatch, StopReason, Vcpu};
@@ -258,11 +258,6 @@ impl Vmm {
         })
     }
 
-    /// What was loaded.
-    pub fn boot_image(&self) -> &BootImage {
-        &self.boot
-    }
-
     /// Runs the guest until it stops: the boot vCPU on this thread, every other vCPU on a
     /// thread of its own; the first vCPU (or the console) to stop the VM stops them all.
     pub fn run(mut self) -> Result<RunOutcome, Error> {
@@ -309,7 +304,7 @@ impl Vmm {
         result?;
         let end = Instant::now();
 
-        let serial = bus_lock(&self.serial);
+        let serial = lock(&self.serial);
         let mut reason = latch.reason().unwrap_or(StopReason::Halted);
         if let (StopReason::Reset, Some(line)) = (&reason, serial.panic_line()) {
             reason = StopReason::Crash(Box::new(CrashReport::new(
@@ -326,11 +321,7 @@ impl Vmm {
             ready: self.ready,
             first_run: stats.first_run,
             first_serial_byte: serial.first_byte_at(),
-            userspace: self
-                .debug_port
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .first_write(USERSPACE_UP),
+            userspace: lock(&self.debug_port).first_write(USERSPACE_UP),
             end,
         };
         let mut report = Stats::new(
@@ -351,10 +342,6 @@ impl Vmm {
             stats: report,
         })
     }
-}
-
-fn bus_lock(serial: &Arc<Mutex<SerialDevice>>) -> std::sync::MutexGuard<'_, SerialDevice> {
-    serial.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn serial_sink(output: &SerialOutput, limit: Option<u64>) -> Result<SerialSink, Error> {

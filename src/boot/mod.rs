@@ -14,7 +14,7 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::x86_64::{gdt, paging, regs};
-use crate::config::{human_size, CpuMode, ImageFormat, VmConfig};
+use crate::config::{human_size, ImageFormat, VmConfig};
 use crate::memory::GuestMem;
 use layout::{BOOT_STACK_POINTER, GDT_START, REAL_MODE_STACK_POINTER};
 
@@ -437,15 +437,6 @@ pub fn memory_map(mem: &GuestMem) -> Vec<(u64, u64, u32)> {
         }
     }
     map
-}
-
-/// Mode of an entry, for messages.
-pub fn entry_mode(entry: &Entry) -> CpuMode {
-    match entry {
-        Entry::Real { .. } => CpuMode::Real,
-        Entry::Protected { .. } => CpuMode::Protected,
-        Entry::Long { .. } => CpuMode::Long,
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! reported to the caller, which counts it and decides what it means.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::DeviceRequest;
 
@@ -133,12 +133,11 @@ impl Bus {
     }
 }
 
-/// Locks a device. A panic while holding the lock aborts the process (release profile), so a
-/// poisoned lock can only be seen in tests; the device state is still usable there.
-pub fn lock(device: &SharedDevice) -> std::sync::MutexGuard<'_, dyn BusDevice + 'static> {
-    device
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Locks a device or any other state kvmini shares between threads. A panic while holding
+/// the lock aborts the process (release profile), so a poisoned lock can only be seen in
+/// tests; the state is still usable there.
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ pub mod exit_port;
 pub mod i8042;
 pub mod serial;
 
-pub use bus::{Bus, BusDevice};
+pub use bus::{lock, Bus, BusDevice};
 
 /// What a device asks of the VM after a guest access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

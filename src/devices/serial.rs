@@ -11,7 +11,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{BusDevice, DeviceRequest};
+use super::{lock, BusDevice, DeviceRequest};
 
 /// Base port of COM1.
 pub const COM1_PORT: u64 = 0x3f8;
@@ -30,7 +30,7 @@ impl SharedBuffer {
 
     /// A copy of everything written so far.
     pub fn contents(&self) -> Vec<u8> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.0).clone()
     }
 
     /// Everything written so far, as text (invalid UTF-8 replaced).
@@ -41,10 +41,7 @@ impl SharedBuffer {
 
 impl Write for SharedBuffer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
+        lock(&self.0).extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -238,11 +235,6 @@ impl SerialDevice {
     /// Queues host input for the guest to read; returns how many bytes fit in the FIFO.
     pub fn enqueue_input(&mut self, input: &[u8]) -> usize {
         self.uart.enqueue_raw_bytes(input).unwrap_or(0)
-    }
-
-    /// Free room in the receive FIFO.
-    pub fn input_room(&self) -> usize {
-        self.uart.fifo_capacity()
     }
 }
 

@@ -96,6 +96,25 @@ pub const FEATURES: &[Feature] = &[
     f("kvm-pv-sched-yield", 0x4000_0001, 0, Reg::Eax, 13),
 ];
 
+impl Feature {
+    /// Whether the feature's bit is set in the (EAX, EBX, ECX, EDX) CPUID returned.
+    pub fn is_set(&self, regs: [u32; 4]) -> bool {
+        let [eax, ebx, ecx, edx] = regs;
+        let reg = match self.reg {
+            Reg::Eax => eax,
+            Reg::Ebx => ebx,
+            Reg::Ecx => ecx,
+            Reg::Edx => edx,
+        };
+        reg & (1 << self.bit) != 0
+    }
+
+    /// Whether the feature lives in CPUID `leaf`, `subleaf`.
+    pub fn is_in(&self, leaf: u32, subleaf: u32) -> bool {
+        leaf == self.leaf && subleaf == self.subleaf
+    }
+}
+
 /// Looks a feature up by name.
 pub fn feature(name: &str) -> Option<&'static Feature> {
     FEATURES.iter().find(|f| f.name == name)
@@ -150,10 +169,8 @@ pub fn filter_entries(entries: &mut [kvm_cpuid_entry2], apic_id: u8, cpus: u8, h
             }
             _ => {}
         }
-        for f in hide
-            .iter()
-            .filter(|f| f.leaf == e.function && f.subleaf == e.index)
-        {
+        let (leaf, subleaf) = (e.function, e.index);
+        for f in hide.iter().filter(|f| f.is_in(leaf, subleaf)) {
             let reg = match f.reg {
                 Reg::Eax => &mut e.eax,
                 Reg::Ebx => &mut e.ebx,
