@@ -22,7 +22,7 @@ deps:
 	@command -v $(CARGO) >/dev/null 2>&1 || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
 
 build: deps
-	$(CARGO) build --release
+	$(CARGO) build --release -p kvmini-cli
 
 guests: deps
 	$(MAKE) -C guest
@@ -61,7 +61,7 @@ test: guests linux deps-compare
 deps-compare:
 	@$(call install-missing,runc:runc =busybox-static,kvmini compare's tests skip without them)
 
-# The benchmark (benches/vmm/, bench/): start-up of kvmini, of QEMU's microvm
+# The benchmark (benches/, results in bench/): start-up of kvmini, of QEMU's microvm
 # and of benches/floor.c (the least any VMM must do), exit cost, memory overhead
 # and density.  Prints a table and writes bench/results.json; numbers never
 # fail it, a broken run does.  FIRECRACKER=/path/to/firecracker adds
@@ -71,13 +71,15 @@ BENCH_ARGS  ?=
 
 .PHONY: bench-smoke bench-peers
 
+BENCH := $(CARGO) run --release --quiet -p kvmini-bench --
+
 bench: build guests $(BENCH_FLOOR) bench-peers
-	$(CARGO) bench --bench vmm -- $(BENCH_ARGS)
+	$(BENCH) $(BENCH_ARGS)
 
 # A short run of the whole benchmark, part of `make test` so that it cannot
 # rot.  Peers that are absent are reported as not installed.
 bench-smoke: build guests $(BENCH_FLOOR)
-	$(CARGO) bench --bench vmm -- --runs 2 --warmup 0 --density 5 --settle-ms 300 \
+	$(BENCH) --runs 2 --warmup 0 --density 5 --settle-ms 300 \
 	  --json bench/build/smoke.json
 
 $(BENCH_FLOOR): benches/floor.c | deps
@@ -88,7 +90,7 @@ $(BENCH_FLOOR): benches/floor.c | deps
 bench-peers:
 	@$(call install-missing,qemu-system-x86_64:qemu-system-x86,QEMU will be reported as not installed)
 
-# The Linux boot benchmark (benches/vmm/linux.rs), only that section: LINUX_BOOTS
+# The Linux boot benchmark (benches/src/linux.rs), only that section: LINUX_BOOTS
 # boots each, interleaved, of guest/build/vmlinux (PVH) and bzImage with the
 # initramfs running `uname -r`, under kvmini and under QEMU's microvm given
 # kvmini's kernel command line.  ~15-25 minutes on a software-virtualized host.
@@ -96,7 +98,7 @@ bench-peers:
 LINUX_BOOTS ?= 5
 .PHONY: bench-linux
 bench-linux: build linux bench-peers
-	$(CARGO) bench --bench vmm -- --linux $(LINUX_BOOTS)
+	$(BENCH) --linux $(LINUX_BOOTS)
 
 lint:
 	$(CARGO) fmt --check

@@ -12,7 +12,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::x86_64::{cpuid, gdt, paging, regs};
 use crate::boot::layout::GDT_START;
-use crate::{host, memory, status};
+use crate::{host, memory};
 
 /// Capabilities Linux guests use (interrupt controller, timer, interrupt eventfds).
 pub const LINUX_CAPS: [(Cap, &str); 4] = [
@@ -395,21 +395,5 @@ impl std::fmt::Display for Report {
         } else {
             writeln!(f, "kvmini cannot run guests here")
         }
-    }
-}
-
-/// `kvmini check`: prints the report; the exit status is 0 when guests can run, else
-/// [`status::NO_KVM`].
-pub fn main(json: bool) -> i32 {
-    let report = run();
-    if json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
-    } else {
-        print!("{report}");
-    }
-    if report.usable {
-        status::CLEAN
-    } else {
-        status::NO_KVM
     }
 }

@@ -28,7 +28,6 @@
 pub mod arch;
 pub mod boot;
 pub mod check;
-pub mod compare;
 pub mod config;
 pub mod console;
 pub mod crash;

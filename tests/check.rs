@@ -64,7 +64,7 @@ fn kvmini_as_nobody(args: &[&str]) -> Option<std::process::Output> {
     }
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_kvmini"))
+        .arg(common::kvmini_bin())
         .args(args)
         .output()
         .expect("setpriv runs");

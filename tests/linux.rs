@@ -34,7 +34,7 @@ fn boot(kernel: &str, extra: &[&str], init_args: &[&str]) -> (i32, String, Strin
         args.push("--".into());
         args.extend(init_args.iter().map(|s| s.to_string()));
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_kvmini"))
+    let out = Command::new(common::kvmini_bin())
         .args(&args)
         .stdin(Stdio::null())
         .output()
@@ -142,7 +142,7 @@ fn the_shell_reads_stdin_and_poweroff_ends_the_vm_cleanly() {
     if !kvm_or_skip() {
         return;
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvmini"))
+    let mut child = Command::new(common::kvmini_bin())
         .args([
             "run",
             guest("vmlinux").to_str().unwrap(),

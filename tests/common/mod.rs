@@ -55,9 +55,27 @@ pub fn run(config: &VmConfig, buf: &SharedBuffer) -> (RunOutcome, String) {
     (outcome, buf.text())
 }
 
+/// The `kvmini` binary (the kvmini-cli package), built beside the test executables: in
+/// `target/<triple>/<profile>/`, one level above `deps/` where this test runs from.
+/// `cargo test` at the top of the workspace builds it with the tests.
+pub fn kvmini_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("kvmini"))
+        .expect("the test runs from target/<triple>/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests from the top of the workspace (cargo test, or make test), which builds it",
+        bin.display()
+    );
+    bin
+}
+
 /// Runs the `kvmini` binary.
 pub fn kvmini(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kvmini"))
+    Command::new(kvmini_bin())
         .args(args)
         .output()
         .expect("kvmini binary runs")

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::measure::Sample;
 use super::stats::Summary;
 use super::workload::Side;
-use crate::check;
+use kvmini::check;
 
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]

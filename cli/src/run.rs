@@ -1,77 +1,19 @@
-//! The `kvmini` command: parses arguments with clap, builds a `VmConfig`, calls the library
-//! and maps the result to a documented exit status.
+//! `kvmini run`: the options of one VM, turned into a `VmConfig`, and what is printed when it
+//! stops.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::ValueEnum;
 
 use kvmini::config::{
     self, CpuMode, HostWorkarounds, ImageFormat, SerialInput, SerialOutput, UnclaimedMmio, VmConfig,
 };
-use kvmini::{check, status, StopReason, Vmm};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "kvmini",
-    version,
-    about = "A tiny KVM virtual machine monitor: boots raw x86 code and ELF kernels, and says what kind of KVM host it runs on",
-    after_help = status::TABLE
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Boot IMAGE in a new VM and run it until the guest stops.
-    #[command(after_help = status::TABLE)]
-    Run(Box<RunArgs>),
-    /// Tell whether KVM is usable here and what kind of host this is; exits 0 when kvmini
-    /// can run guests, 121 when it cannot.
-    Check(CheckArgs),
-    /// Run the same workloads in a container (an OCI runtime, runc by default), in a kvmini VM
-    /// and as a plain host process, and report start-up latency, memory, density and what
-    /// each sees from inside. Needs root (for the container side) and KVM.
-    #[command(after_help = kvmini::compare::EXIT_STATUS)]
-    Compare(CompareArgs),
-}
+use kvmini::{status, StopReason, Vmm};
 
 #[derive(clap::Args, Debug)]
-struct CompareArgs {
-    /// A workload to run: hello, compute or linux (repeat for several) [default: all;
-    /// linux is skipped with a message when guest/build/vmlinux is missing].
-    #[arg(long = "workload", value_name = "NAME")]
-    workloads: Vec<String>,
-    /// Timed runs per side (linux: at most 3).
-    #[arg(long, default_value_t = kvmini::compare::DEFAULT_RUNS)]
-    runs: usize,
-    /// Instances started at once for the density figures, comma-separated (linux: at most 2).
-    #[arg(long, value_delimiter = ',', default_value = "1,10")]
-    parallel: Vec<usize>,
-    /// The OCI runtime: a path or a name on PATH; it is run as `RUNTIME run --bundle DIR ID`.
-    #[arg(long, value_name = "PATH", default_value = kvmini::compare::DEFAULT_RUNTIME)]
-    runtime: PathBuf,
-    /// Write the whole report, raw samples included, as JSON to PATH.
-    #[arg(long, value_name = "PATH")]
-    json: Option<PathBuf>,
-    /// Write a chart of the latencies and memory as SVG to PATH.
-    #[arg(long, value_name = "PATH")]
-    svg: Option<PathBuf>,
-    /// Where the built guests are [default: guest/build].
-    #[arg(long, value_name = "DIR")]
-    guest_dir: Option<PathBuf>,
-    /// Where the container bundles are built and kept [default: $XDG_CACHE_HOME/kvmini-compare,
-    /// else /tmp/kvmini-compare-UID].
-    #[arg(long, value_name = "DIR")]
-    work_dir: Option<PathBuf>,
-}
-
-#[derive(clap::Args, Debug)]
-struct RunArgs {
+pub struct RunArgs {
     /// Kernel or raw image: an ELF64 kernel (PVH note or 64-bit entry) or flat machine code.
     image: PathBuf,
 
@@ -151,13 +93,6 @@ struct RunArgs {
     /// object instead.
     #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "text", value_name = "FORMAT")]
     stats: Option<StatsArg>,
-}
-
-#[derive(clap::Args, Debug)]
-struct CheckArgs {
-    /// Print one JSON object instead of lines.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -278,7 +213,7 @@ impl RunArgs {
     }
 }
 
-fn run(args: &RunArgs, start: Instant) -> i32 {
+pub fn main(args: &RunArgs, start: Instant) -> i32 {
     let config = args.to_config();
     let outcome = match Vmm::new_at(&config, start).and_then(Vmm::run) {
         Ok(outcome) => outcome,
@@ -306,38 +241,11 @@ fn run(args: &RunArgs, start: Instant) -> i32 {
     }
     match args.stats {
         Some(StatsArg::Text) => eprint!("{}", outcome.stats),
-        Some(StatsArg::Json) => eprintln!("{}", outcome.stats.to_json()),
+        Some(StatsArg::Json) => eprintln!(
+            "{}",
+            serde_json::to_string(&outcome.stats).unwrap_or_default()
+        ),
         None => {}
     }
     outcome.exit_status
-}
-
-fn main() -> ExitCode {
-    let start = Instant::now();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                status::BAD_INPUT as u8
-            } else {
-                0
-            });
-        }
-    };
-    let code = match cli.command {
-        Command::Run(args) => run(&args, start),
-        Command::Check(args) => check::main(args.json),
-        Command::Compare(a) => kvmini::compare::main(&kvmini::compare::Options {
-            workloads: a.workloads,
-            runs: a.runs,
-            parallel: a.parallel,
-            runtime: Some(a.runtime),
-            json: a.json,
-            svg: a.svg,
-            guest_dir: a.guest_dir,
-            work_dir: a.work_dir,
-        }),
-    };
-    ExitCode::from(code.clamp(0, 255) as u8)
 }

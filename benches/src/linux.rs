@@ -679,6 +679,7 @@ pub fn bench(
 }
 
 /// What `cargo test` checks of this module: the verdict on a boot's output.
+#[cfg(test)]
 pub fn self_check() {
     let run = |status: Status, stdout: &str, stderr: &str| measure::Run {
         first_byte: None,

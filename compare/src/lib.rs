@@ -46,7 +46,7 @@ use report::{Compute, Density, Isolation, Report, SideReport, WorkloadReport};
 use stats::Summary;
 use workload::{Side, Workload, LINUX_COMMAND, LINUX_VM_MEM, PROBE_SCRIPT};
 
-use crate::{check, status};
+use kvmini::{check, status};
 
 /// Timed runs per side when none are given.
 pub const DEFAULT_RUNS: usize = 20;

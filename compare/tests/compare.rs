@@ -3,6 +3,7 @@
 //! it skips with a message, unless `KVMINI_REQUIRE_KVM=1` (as CI sets, which installs runc),
 //! in which case it fails.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -20,7 +21,7 @@ fn container_or_skip() -> bool {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     let why = if unsafe { libc::geteuid() } != 0 {
         "not root: the container side needs root".to_string()
-    } else if kvmini::compare::find_runtime(None).is_err() {
+    } else if kvmini_compare::find_runtime(None).is_err() {
         "runc is not installed (apt-get install runc; make test installs it)".to_string()
     } else {
         return true;

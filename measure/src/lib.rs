@@ -1,0 +1,1 @@
+//! kvmini's measuring kit, shared by `kvmini compare` and the benchmark.
