@@ -86,11 +86,53 @@ pub struct Measurements {
     pub ring0_slowdown: f64,
 }
 
+/// One finding of the check: what was found, or why it could not be found out. In JSON it is
+/// the value itself, or `{"error": "..."}`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Finding<T> {
+    /// What was found.
+    Found(T),
+    /// Why it could not be found out.
+    Failed {
+        /// The reason, for people.
+        error: String,
+    },
+}
+
+impl<T> Finding<T> {
+    fn failed(error: impl Into<String>) -> Self {
+        Finding::Failed {
+            error: error.into(),
+        }
+    }
+
+    fn from_result<E: std::fmt::Display>(r: Result<T, E>) -> Self {
+        r.map_or_else(|e| Finding::failed(e.to_string()), Finding::Found)
+    }
+
+    /// What was found, if anything.
+    pub fn found(&self) -> Option<&T> {
+        match self {
+            Finding::Found(v) => Some(v),
+            Finding::Failed { .. } => None,
+        }
+    }
+
+    /// Why nothing was found, if so.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Finding::Found(_) => None,
+            Finding::Failed { error } => Some(error),
+        }
+    }
+}
+
 /// Everything `kvmini check` found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// `/dev/kvm` opened, or why not (with the fix).
-    pub device: Result<(), String>,
+    /// The device that opened (`/dev/kvm`), or why it did not (with the fix).
+    pub device: Finding<&'static str>,
     /// KVM API version.
     pub api_version: Option<i32>,
     /// Capabilities.
@@ -100,9 +142,9 @@ pub struct Report {
     /// `pvm`, `hardware`, `nested` or `unknown`.
     pub host_kind_short: &'static str,
     /// Probe results, or why probing failed.
-    pub measurements: Result<Measurements, String>,
+    pub measurements: Finding<Measurements>,
     /// Whether hiding CPUID features works here.
-    pub cpuid: Result<CpuidLeaks, String>,
+    pub cpuid: Finding<CpuidLeaks>,
     /// kvmini can run guests here.
     pub usable: bool,
 }
@@ -111,19 +153,19 @@ pub struct Report {
 pub fn run() -> Report {
     let kind = host::kind();
     let mut report = Report {
-        device: Ok(()),
+        device: Finding::Found("/dev/kvm"),
         api_version: None,
         caps: Vec::new(),
         host_kind: kind.to_string(),
         host_kind_short: kind.short(),
-        measurements: Err("not run".into()),
-        cpuid: Err("not run".into()),
+        measurements: Finding::failed("not run"),
+        cpuid: Finding::failed("not run"),
         usable: false,
     };
     let kvm = match host::open_device() {
         Ok(kvm) => kvm,
         Err(err) => {
-            report.device = Err(err.to_string());
+            report.device = Finding::failed(err.to_string());
             return report;
         }
     };
@@ -141,9 +183,9 @@ pub fn run() -> Report {
     let api_ok = report.api_version == Some(host::KVM_API_VERSION);
     let caps_ok = report.caps.iter().all(|c| c.present || !c.required);
     if api_ok && caps_ok {
-        report.measurements = measure(&kvm).map_err(|e| e.to_string());
-        report.cpuid = probe_cpuid(&kvm).map_err(|e| e.to_string());
-        report.usable = report.measurements.is_ok();
+        report.measurements = Finding::from_result(measure(&kvm));
+        report.cpuid = Finding::from_result(probe_cpuid(&kvm));
+        report.usable = report.measurements.found().is_some();
     }
     report
 }
@@ -323,8 +365,8 @@ fn mark(ok: bool) -> &'static str {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.device {
-            Ok(()) => writeln!(f, "ok   /dev/kvm: present, readable and writable")?,
-            Err(e) => writeln!(f, "FAIL {e}")?,
+            Finding::Found(path) => writeln!(f, "ok   {path}: present, readable and writable")?,
+            Finding::Failed { error } => writeln!(f, "FAIL {error}")?,
         }
         if let Some(v) = self.api_version {
             let ok = v == host::KVM_API_VERSION;
@@ -354,7 +396,7 @@ impl std::fmt::Display for Report {
         }
         writeln!(f, "info host kind: {}", self.host_kind)?;
         match &self.measurements {
-            Ok(m) => {
+            Finding::Found(m) => {
                 writeln!(
                     f,
                     "info port-I/O exit round trip: {:.1} us from ring 0, {:.1} us from ring 3 (medians of {IO_SAMPLES})",
@@ -369,16 +411,18 @@ impl std::fmt::Display for Report {
                     if m.ring0_slowdown > 10.0 { ": ring-0 code is emulated here, do heavy guest work in ring 3" } else { "" }
                 )?;
             }
-            Err(e) if self.device.is_ok() => writeln!(f, "FAIL probe VM: {e}")?,
-            Err(_) => {}
+            Finding::Failed { error } if self.device.found().is_some() => {
+                writeln!(f, "FAIL probe VM: {error}")?
+            }
+            Finding::Failed { .. } => {}
         }
         match &self.cpuid {
-            Ok(l) if l.ring0.is_empty() && l.ring3.is_empty() => writeln!(
+            Finding::Found(l) if l.ring0.is_empty() && l.ring3.is_empty() => writeln!(
                 f,
                 "ok   CPUID: each of {} features hidden with KVM_SET_CPUID2 stays hidden from the CPUID instruction",
                 l.tried
             )?,
-            Ok(l) => {
+            Finding::Found(l) => {
                 let list = |v: &Vec<&str>| if v.is_empty() { "none".to_string() } else { v.join(", ") };
                 writeln!(
                     f,
@@ -387,8 +431,10 @@ impl std::fmt::Display for Report {
                     list(&l.ring3)
                 )?
             }
-            Err(e) if self.measurements.is_ok() => writeln!(f, "FAIL CPUID probe: {e}")?,
-            Err(_) => {}
+            Finding::Failed { error } if self.measurements.found().is_some() => {
+                writeln!(f, "FAIL CPUID probe: {error}")?
+            }
+            Finding::Failed { .. } => {}
         }
         if self.usable {
             writeln!(f, "kvmini can run guests here")

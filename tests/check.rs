@@ -37,7 +37,8 @@ fn check_json_has_positive_measurements_and_a_host_kind() {
     assert_eq!(status(&out), 0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["usable"], true);
-    let m = &v["measurements"]["Ok"];
+    let m = &v["measurements"];
+    assert!(m.get("error").is_none(), "{v}");
     assert!(m["io_exit_us"].as_f64().unwrap() > 0.0, "{v}");
     assert!(m["ring0_ns_per_iter"].as_f64().unwrap() > 0.0, "{v}");
     assert!(m["ring3_ns_per_iter"].as_f64().unwrap() > 0.0, "{v}");
@@ -46,6 +47,10 @@ fn check_json_has_positive_measurements_and_a_host_kind() {
         ["pvm", "hardware", "nested", "unknown"].contains(&kind),
         "{kind}"
     );
+    for finding in ["device", "cpuid"] {
+        assert!(v[finding].get("error").is_none(), "{finding}: {v}");
+        assert!(v[finding].get("Ok").is_none(), "{finding}: {v}");
+    }
     // The module directory decides the kind; the report must agree with it.
     let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
     assert_eq!(kind == "pvm", pvm);

@@ -1118,7 +1118,7 @@ fn bench(o: &Options, root: &Path) -> Result<bool, String> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let host_short = host["host_kind_short"].as_str().unwrap_or("?");
     let host_long = host["host_kind"].as_str().unwrap_or("?");
-    let io_exit_us = host["measurements"]["Ok"]["io_exit_us"].as_f64();
+    let io_exit_us = host["measurements"]["io_exit_us"].as_f64();
     let mut text = String::new();
     text += &format!("kvmini benchmark, {date}\n");
     text += &format!("host kind: {host_short} ({host_long})\n");

@@ -493,11 +493,12 @@ fn prepare(
     }
     let check = check::run();
     if !check.usable {
-        let why = match (&check.device, &check.measurements) {
-            (Err(e), _) => e.clone(),
-            (_, Err(e)) => e.clone(),
-            _ => "KVM is not usable here".into(),
-        };
+        let why = check
+            .device
+            .error()
+            .or(check.measurements.error())
+            .unwrap_or("KVM is not usable here")
+            .to_string();
         return Err(Error::NoKvm(why));
     }
 
