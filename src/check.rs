@@ -10,8 +10,8 @@ use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
 use serde::Serialize;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::arch::x86_64::layout::GDT_START;
 use crate::arch::x86_64::{cpuid, gdt, paging, regs};
-use crate::boot::layout::GDT_START;
 use crate::{host, memory};
 
 /// Capabilities Linux guests use (interrupt controller, timer, interrupt eventfds).
@@ -242,7 +242,7 @@ impl Probe {
             &mut sregs,
             GDT_START,
             gdt::BOOT_GDT.len(),
-            crate::boot::layout::PML4_START,
+            crate::arch::x86_64::layout::PML4_START,
             user,
         );
         self.vcpu.set_sregs(&sregs).map_err(step("KVM_SET_SREGS"))?;

@@ -71,7 +71,7 @@ pub enum UnclaimedMmio {
 }
 
 /// Whether kvmini adds what a software-virtualized host (`kvm_pvm`) needs to Linux guests:
-/// the kernel parameters in [`crate::boot::linux::PVM_CMDLINE`] and `cx16` hidden in CPUID.
+/// kernel parameters and CPUID features to hide, listed in [`crate::host::Workarounds::PVM`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HostWorkarounds {
     /// Only when `kvmini check` would call this host `kvm_pvm`.
@@ -184,6 +184,40 @@ impl VmConfig {
         Ok(())
     }
 
+    /// Checks the options that depend on what the image turned out to be: kernel options for
+    /// kernels, raw-image options for raw images, several vCPUs for Linux only.
+    pub fn validate_for_image(&self, format: ImageFormat, linux: bool) -> Result<(), Error> {
+        let kernel_only = [
+            ("--cmdline", self.cmdline.is_some()),
+            ("--initrd", self.initrd.is_some()),
+            ("init arguments after --", !self.init_args.is_empty()),
+        ];
+        let raw_only = [
+            ("--mode", self.mode.is_some()),
+            ("--load-addr", self.load_addr.is_some()),
+            ("--entry", self.entry.is_some()),
+        ];
+        let misplaced = |options: &[(&'static str, bool)]| {
+            options.iter().find(|(_, set)| *set).map(|(o, _)| *o)
+        };
+        let path = self.image.clone();
+        if format == ImageFormat::Raw {
+            if let Some(option) = misplaced(&kernel_only) {
+                return Err(Error::KernelOnlyOption { option, path });
+            }
+        } else if let Some(option) = misplaced(&raw_only) {
+            return Err(Error::RawOnlyOption {
+                option,
+                path,
+                format,
+            });
+        }
+        if self.cpus > 1 && !linux {
+            return Err(Error::CpusNeedLinux(self.cpus));
+        }
+        Ok(())
+    }
+
     /// Guest memory for an image: what the user asked for, else the default for its kind.
     pub fn mem_size_for(&self, linux: bool) -> u64 {
         self.mem_size.unwrap_or(if linux {
@@ -228,6 +262,24 @@ pub enum Error {
     /// Several vCPUs for a guest that cannot start them.
     #[error("--cpus {0} needs a Linux kernel: other vCPUs are started by the guest through the in-kernel local APICs, which kvmini sets up for Linux only")]
     CpusNeedLinux(u8),
+    /// A kernel option given for a raw image.
+    #[error("{option} applies to kernels (ELF or bzImage) only, and {} is a raw image", .path.display())]
+    KernelOnlyOption {
+        /// The option.
+        option: &'static str,
+        /// Image path.
+        path: PathBuf,
+    },
+    /// A raw-image option given for a kernel.
+    #[error("{option} applies to raw images only, and {} is {format:?}", .path.display())]
+    RawOnlyOption {
+        /// The option.
+        option: &'static str,
+        /// Image path.
+        path: PathBuf,
+        /// Its format.
+        format: ImageFormat,
+    },
     /// A CPUID feature name kvmini does not know.
     #[error("unknown CPU feature '{0}'; known: {known}", known = crate::arch::x86_64::cpuid::feature_names().join(", "))]
     UnknownCpuFeature(String),
@@ -262,16 +314,28 @@ pub fn host_memory() -> Option<u64> {
     info.totalram.checked_mul(u64::from(info.mem_unit))
 }
 
-/// Parses a size: a number with an optional binary suffix (`K`, `M`, `G`, `T`, optionally
-/// followed by `iB` or `B`). A plain number counts MiB, as QEMU's `-m` does.
+/// Parses a memory size: a number with an optional binary suffix (`K`, `M`, `G`, `T`,
+/// optionally followed by `iB` or `B`, or `B` alone for bytes). A plain number counts MiB, as
+/// QEMU's `-m` does.
 pub fn parse_size(s: &str) -> Result<u64, Error> {
+    parse_size_in(s, 20)
+}
+
+/// Parses a byte count: the grammar of [`parse_size`], but a plain number counts bytes.
+pub fn parse_byte_count(s: &str) -> Result<u64, Error> {
+    parse_size_in(s, 0)
+}
+
+/// The one size grammar; a number without a suffix is shifted by `plain_shift`.
+fn parse_size_in(s: &str, plain_shift: u32) -> Result<u64, Error> {
     let bad = || Error::BadSize(s.to_string());
     let t = s.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(digits_end);
     let n: u64 = num.parse().map_err(|_| bad())?;
     let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" | "m" | "mb" | "mib" => 20,
+        "" => plain_shift,
+        "m" | "mb" | "mib" => 20,
         "b" => 0,
         "k" | "kb" | "kib" => 10,
         "g" | "gb" | "gib" => 30,
@@ -328,7 +392,15 @@ mod tests {
         assert_eq!(parse_size("0"), Ok(0));
         for bad in ["", "M", "16X", "1.5G", "-1", "99999999999T"] {
             assert_eq!(parse_size(bad), Err(Error::BadSize(bad.into())), "{bad}");
+            assert_eq!(
+                parse_byte_count(bad),
+                Err(Error::BadSize(bad.into())),
+                "{bad}"
+            );
         }
+        assert_eq!(parse_byte_count("4096"), Ok(4096));
+        assert_eq!(parse_byte_count("1K"), Ok(1024));
+        assert_eq!(parse_byte_count("2M"), Ok(2 << 20));
     }
 
     #[test]
@@ -356,6 +428,34 @@ mod tests {
             Err(Error::MemTooLarge { .. })
         ));
         assert_eq!(validate_mem_size(16 << 20, Some(24 << 30)), Ok(()));
+    }
+
+    #[test]
+    fn options_must_suit_the_image() {
+        let mut c = VmConfig::new("k");
+        assert_eq!(c.validate_for_image(ImageFormat::Raw, false), Ok(()));
+        c.initrd = Some("initrd".into());
+        assert!(matches!(
+            c.validate_for_image(ImageFormat::Raw, false),
+            Err(Error::KernelOnlyOption {
+                option: "--initrd",
+                ..
+            })
+        ));
+        assert_eq!(c.validate_for_image(ImageFormat::Elf, true), Ok(()));
+        c.load_addr = Some(0x20_0000);
+        let err = c.validate_for_image(ImageFormat::Elf, true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--load-addr applies to raw images only, and k is Elf"
+        );
+        let mut c = VmConfig::new("k");
+        c.cpus = 2;
+        assert_eq!(
+            c.validate_for_image(ImageFormat::Elf, false),
+            Err(Error::CpusNeedLinux(2))
+        );
+        assert_eq!(c.validate_for_image(ImageFormat::BzImage, true), Ok(()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::lock;
 use crate::devices::serial::SerialDevice;
-use crate::vcpu::{StopLatch, StopReason};
+use crate::stop::{StopLatch, StopReason};
 
 /// Ctrl-A: the escape key.
 const ESCAPE: u8 = 0x01;

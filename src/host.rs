@@ -5,6 +5,8 @@ use std::path::Path;
 
 use kvm_ioctls::{Cap, Kvm};
 
+use crate::config::HostWorkarounds;
+
 /// The KVM API version every KVM since Linux 2.6.22 reports.
 pub const KVM_API_VERSION: i32 = 12;
 
@@ -138,10 +140,55 @@ fn kind_from(modules: &Path, hypervisor: bool) -> HostKind {
 }
 
 /// A line for crash reports of emulation failures when this host's emulator is the reason.
-pub fn emulator_note() -> Option<String> {
-    (kind() == HostKind::Pvm).then(|| {
-        "this host's KVM is kvm_pvm, which runs guest ring-0 code in KVM's instruction emulator; that emulator cannot run some instructions (int3, popcnt, xrstor, fwait, cmpxchg16b, ...) that hardware runs. `kvmini check` describes the host".to_string()
-    })
+pub fn emulator_note() -> Option<&'static str> {
+    (kind() == HostKind::Pvm).then_some(
+        "this host's KVM is kvm_pvm, which runs guest ring-0 code in KVM's instruction emulator; that emulator cannot run some instructions (int3, popcnt, xrstor, fwait, cmpxchg16b, ...) that hardware runs. `kvmini check` describes the host",
+    )
+}
+
+/// What kvmini adds to a Linux guest on a host with a software KVM (`kvm_pvm`), which runs
+/// guest ring 0 in KVM's instruction emulator. Everything kvmini knows about such hosts lives
+/// here and in [`emulator_note`]; docs/linux-guest.md says why each is needed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Workarounds {
+    /// Kernel parameters added after the command line.
+    pub cmdline: Option<&'static str>,
+    /// CPUID features hidden from the guest (names of [`crate::arch::x86_64::cpuid::feature`]).
+    pub hidden_cpu_features: &'static [&'static str],
+}
+
+impl Workarounds {
+    /// Nothing added: hardware virtualization, or a guest that is not Linux.
+    pub const NONE: Workarounds = Workarounds {
+        cmdline: None,
+        hidden_cpu_features: &[],
+    };
+
+    /// What Linux needs on `kvm_pvm`: no XSAVE (XRSTOR cannot be emulated and CPUID cannot
+    /// hide it), no POPCNT and SMAP (alternatives would patch in instructions the emulator
+    /// cannot run), the guest-side workarounds of kvmini's guest kernel (`pvm_workarounds`,
+    /// see docs/linux-guest.md); and, in CPUID, no CMPXCHG16B (SLUB's cmpxchg_double cannot be
+    /// emulated) and none of KVM's hypercall features (VMCALL for PV IPIs, PV unhalt and PV
+    /// yield never returns there).
+    pub const PVM: Workarounds = Workarounds {
+        cmdline: Some("noxsave clearcpuid=popcnt,smap pvm_workarounds"),
+        hidden_cpu_features: &["cx16", "kvm-pv-unhalt", "kvm-pv-ipi", "kvm-pv-sched-yield"],
+    };
+
+    /// What a Linux guest gets under `setting`; `Auto` looks at the host (only kernels pay for
+    /// that look).
+    pub fn for_linux(setting: HostWorkarounds) -> Self {
+        let on = match setting {
+            HostWorkarounds::On => true,
+            HostWorkarounds::Off => false,
+            HostWorkarounds::Auto => kind() == HostKind::Pvm,
+        };
+        if on {
+            Workarounds::PVM
+        } else {
+            Workarounds::NONE
+        }
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,12 @@ pub fn install_handler() -> Result<(), vmm_sys_util::errno::Error> {
 }
 
 /// Makes kicks aimed at this thread stop `run`'s next or current `KVM_RUN`.
-pub fn register_vcpu(run: *mut kvm_run) {
+///
+/// # Safety
+///
+/// `run` must point at a `kvm_run` (a vCPU's mapping) that stays valid until this thread
+/// calls [`unregister_vcpu`]: the kick handler writes through it whenever the signal arrives.
+pub unsafe fn register_vcpu(run: *mut kvm_run) {
     KVM_RUN.with(|r| r.set(run));
 }
 
@@ -108,7 +113,8 @@ mod tests {
     fn a_kick_sets_immediate_exit_of_the_registered_run_only() {
         install_handler().unwrap();
         let mut run = kvm_run::default();
-        register_vcpu(&mut run);
+        // SAFETY: `run` outlives the registration, which ends below.
+        unsafe { register_vcpu(&mut run) };
         // SAFETY: sending a signal to our own thread.
         unsafe {
             libc::syscall(
@@ -137,7 +143,8 @@ mod tests {
     fn the_timer_kicks_the_thread_it_was_armed_for() {
         install_handler().unwrap();
         let mut run = kvm_run::default();
-        register_vcpu(&mut run);
+        // SAFETY: `run` outlives the registration, which ends below.
+        unsafe { register_vcpu(&mut run) };
         let _t = KickTimer::arm(current_tid(), Duration::from_millis(5)).unwrap();
         let start = std::time::Instant::now();
         // SAFETY: reading a byte of a live local; volatile because the signal handler writes it.

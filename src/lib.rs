@@ -2,44 +2,53 @@
 //!
 //! A container isolates a program with the host kernel's own features; a virtual machine
 //! gives the guest its own CPU state, its own memory and its own kernel. kvmini is the second
-//! idea made small. A boot, step by step:
+//! idea made small. A boot, step by step (each step is one call in `Vmm::new`, in `vmm.rs`):
 //!
-//! 1. [`config::VmConfig`] says what to run; it is checked once ([`config::VmConfig::validate`]).
-//! 2. [`host::open_kvm`] opens `/dev/kvm`, checks the API version and capabilities, and
+//! 1. [`VmConfig`] says what to run; it is checked once ([`VmConfig::validate`]).
+//! 2. `host::open_kvm` opens `/dev/kvm`, checks the API version and capabilities, and
 //!    `KVM_CREATE_VM` makes an empty VM.
-//! 3. [`memory::create`] maps guest RAM lazily (nothing is touched until used), split around
+//! 3. `boot::open` tells what the image is (raw, ELF, bzImage) from its first bytes and reads
+//!    its headers; the options are checked against it ([`VmConfig::validate_for_image`]).
+//!    For a Linux kernel, `host::Workarounds` says once what this host needs on top.
+//! 4. `memory::create` maps guest RAM lazily (nothing is touched until used), split around
 //!    the 32-bit MMIO hole.
-//! 4. [`boot::load`] tells the image format (raw, ELF, bzImage), copies it into guest memory
-//!    and decides the entry state: real, protected or long mode ([`boot::Entry`]).
-//! 5. [`memory::register`] hands the memory to KVM (`KVM_SET_USER_MEMORY_REGION`).
-//! 6. Devices go on the port bus ([`devices::Bus`]): the 8250 UART at 0x3f8, the exit port at
-//!    0xf4, the i8042 at 0x60/0x64.
-//! 7. `KVM_CREATE_VCPU`, then CPUID ([`arch::x86_64::cpuid`]), and the entry state: the GDT,
-//!    the identity map and the registers ([`boot::setup_entry`], [`arch::x86_64::regs`]).
-//! 8. [`vcpu::Vcpu::run`] loops on `KVM_RUN`; each exit becomes a [`vcpu::VcpuEmulation`]
-//!    outcome until the guest stops: by the exit port, `hlt`, a reset, a crash (with a
-//!    [`crash::CrashReport`]), the serial output limit or `--timeout` ([`kick`]).
-//! 9. [`vmm::RunOutcome`] carries the reason, the process exit status ([`status`]) and the
-//!    statistics ([`stats::Stats`]).
+//! 5. `boot::load` copies the image into guest memory with what its boot protocol needs
+//!    (command line, initrd, zero page or PVH start info) and decides the entry state: real,
+//!    protected or long mode.
+//! 6. `memory::register` hands the memory to KVM (`KVM_SET_USER_MEMORY_REGION`).
+//! 7. Linux gets a PC: in-kernel interrupt controllers, the PIT and an MP table.
+//! 8. Devices go on the port bus: the 8250 UART at 0x3f8, the exit port at 0xf4, the debug
+//!    port at 0x80, the i8042 at 0x60/0x64.
+//! 9. `KVM_CREATE_VCPU` for each vCPU, its CPUID, and for the first the entry state: the GDT,
+//!    the identity map and the registers.
+//! 10. [`Vmm::run`] runs each vCPU's loop on `KVM_RUN`; every exit goes through one dispatch
+//!     to an outcome, until the guest stops: by the exit port, `hlt`, a reset, a crash (with a
+//!     [`crash::CrashReport`]), the serial output limit or the timeout.
+//! 11. [`RunOutcome`] carries the [`StopReason`], the process exit status ([`status`]) and the
+//!     statistics ([`stats::Stats`]).
+//!
+//! `kvmini check` is [`check::run`]: whether KVM works here and what kind of host this is.
 
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod arch;
-pub mod boot;
+mod arch;
+mod boot;
 pub mod check;
 pub mod config;
-pub mod console;
+mod console;
 pub mod crash;
-pub mod devices;
-pub mod host;
-pub mod kick;
-pub mod memory;
+mod devices;
+mod host;
+mod kick;
+mod memory;
 pub mod stats;
 pub mod status;
-pub mod vcpu;
-pub mod vmm;
+mod stop;
+mod vcpu;
+mod vmm;
 
 pub use config::VmConfig;
-pub use vcpu::StopReason;
-pub use vmm::{run, RunOutcome, Vmm};
+pub use host::HostKind;
+pub use stop::StopReason;
+pub use vmm::{run, Error, RunOutcome, Vmm};

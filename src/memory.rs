@@ -5,7 +5,7 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::boot::layout::{MMIO_GAP_END, MMIO_GAP_START};
+use crate::arch::x86_64::layout::{MMIO_GAP_END, MMIO_GAP_START};
 
 /// Guest memory.
 pub type GuestMem = GuestMemoryMmap<()>;

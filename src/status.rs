@@ -1,7 +1,7 @@
 //! The process exit statuses of `kvmini run`: the guest's own status when it asks for one,
 //! and a small reserved block for everything kvmini decides itself.
 
-use crate::vcpu::StopReason;
+use crate::stop::StopReason;
 
 /// The guest stopped cleanly: `hlt` with nothing to wake it, an i8042 reset, power-off (or it
 /// wrote 0 to the exit port).

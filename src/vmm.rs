@@ -9,9 +9,11 @@ use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::x86_64::{cpuid, mptable, regs};
-use crate::boot::{self, layout, linux, BootImage};
-use crate::config::{self, HostWorkarounds, SerialInput, SerialOutput, VmConfig};
+use crate::arch::x86_64::{cpuid, layout, mptable, regs};
+use crate::boot::cmdline::CmdlineArgs;
+use crate::boot::raw::RawArgs;
+use crate::boot::{self, BootArgs, BootImage};
+use crate::config::{self, SerialInput, SerialOutput, VmConfig};
 use crate::console::Console;
 use crate::crash::{CrashKind, CrashReport};
 use crate::devices::debug_port::{DebugPort, DEBUG_PORT, USERSPACE_UP};
@@ -19,10 +21,12 @@ use crate::devices::exit_port::{ExitPort, EXIT_PORT};
 use crate::devices::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
 use crate::devices::serial::{IrqTrigger, SerialDevice, SerialSink, COM1_LEN, COM1_PORT};
 use crate::devices::{bus, lock, Bus};
+use crate::host::{self, Workarounds};
 use crate::memory::{self, GuestMem};
 use crate::stats::{Stats, Timeline};
-use crate::vcpu::{self, StopLatch, StopReason, Vcpu};
-use crate::{host, status};
+use crate::status;
+use crate::stop::{StopLatch, StopReason};
+use crate::vcpu::{self, Vcpu};
 
 /// Everything that can stop a VM from being built or run.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +105,6 @@ pub struct RunOutcome {
     pub stats: Stats,
 }
 
-/// CPUID features a Linux guest must not use on a `kvm_pvm` host.
-pub const PVM_HIDDEN_FEATURES: [&str; 4] =
-    ["cx16", "kvm-pv-unhalt", "kvm-pv-ipi", "kvm-pv-sched-yield"];
-
 /// The serial line's interrupt: ISA IRQ 4, COM1's.
 const COM1_GSI: u32 = 4;
 
@@ -115,8 +115,7 @@ pub struct Vmm {
     _vm: VmFd,
     _kvm: Kvm,
     mem: GuestMem,
-    serial: Arc<Mutex<SerialDevice>>,
-    debug_port: Arc<Mutex<DebugPort>>,
+    devices: Devices,
     boot: BootImage,
     timeout: Option<Duration>,
     serial_input: SerialInput,
@@ -125,130 +124,54 @@ pub struct Vmm {
     ready: Instant,
 }
 
-impl Vmm {
-    /// Builds the VM `config` describes.
-    pub fn new(config: &VmConfig) -> Result<Self, Error> {
-        Self::new_at(config, Instant::now())
-    }
+/// The devices every VM has, and the buses they sit on.
+struct Devices {
+    serial: Arc<Mutex<SerialDevice>>,
+    debug_port: Arc<Mutex<DebugPort>>,
+    io_bus: Arc<Bus>,
+    mmio_bus: Arc<Bus>,
+}
 
-    /// Builds the VM, measuring times from `start` (the CLI passes the start of `main`).
-    pub fn new_at(config: &VmConfig, start: Instant) -> Result<Self, Error> {
+impl Vmm {
+    /// Builds the VM `config` describes, step by step; times in the statistics count from
+    /// here.
+    pub fn new(config: &VmConfig) -> Result<Self, Error> {
+        let start = Instant::now();
         config.validate()?;
         let kvm = host::open_kvm()?;
         let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
-        let image = boot::open(config)?;
-        let mem = memory::create(config.mem_size_for(image.linux))?;
+
+        let image = boot::open(&config.image, config.format)?;
+        let linux = image.kind.is_linux();
+        config.validate_for_image(image.kind.format(), linux)?;
         // Only a kernel needs to know the host kind, so raw images never pay for the look.
-        let workarounds = std::cell::OnceCell::new();
-        let host_needs = || {
-            *workarounds.get_or_init(|| match config.host_workarounds {
-                HostWorkarounds::On => true,
-                HostWorkarounds::Off => false,
-                HostWorkarounds::Auto => host::kind() == host::HostKind::Pvm,
-            })
+        let host = if linux {
+            Workarounds::for_linux(config.host_workarounds)
+        } else {
+            Workarounds::NONE
         };
-        let boot = boot::load(config, image, &mem, &|| {
-            host_needs().then_some(linux::PVM_CMDLINE)
-        })?;
-        if config.cpus > 1 && !boot.linux {
-            return Err(config::Error::CpusNeedLinux(config.cpus).into());
-        }
+        let mem = memory::create(config.mem_size_for(linux))?;
+        let boot = boot::load(image, &mem, &boot_args(config, &host))?;
         memory::register(&vm, &mem)?;
         // Intel CPUs without "unrestricted guest" need these pages to run real mode.
         vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
 
-        // Linux gets the PC it expects: in-kernel PIC, IO-APIC, local APICs and PIT, the UART
-        // on IRQ 4, and an MP table. Raw guests and other kernels run without interrupts.
-        let serial_irq = if boot.linux {
-            vm.create_irq_chip()
-                .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-            let pit = kvm_pit_config {
-                flags: KVM_PIT_SPEAKER_DUMMY,
-                ..Default::default()
-            };
-            vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-            let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| kvm_err("eventfd")(e.into()))?;
-            vm.register_irqfd(&evt, COM1_GSI)
-                .map_err(kvm_err("KVM_IRQFD"))?;
-            let table = mptable::build(layout::MPTABLE_START as u32, config.cpus);
-            mem.write_slice(&table, GuestAddress(layout::MPTABLE_START))
-                .map_err(|source| boot::Error::Memory {
-                    what: "the MP table",
-                    source,
-                })?;
-            IrqTrigger::new(evt)
+        // Linux gets the PC it expects; raw guests and other kernels run without interrupts.
+        let serial_irq = if linux {
+            create_pc_platform(&vm, &mem, config.cpus)?
         } else {
             IrqTrigger::default()
         };
-
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            serial_irq,
-            serial_sink(&config.serial, config.serial_limit)?,
-        )));
-        let debug_port = Arc::new(Mutex::new(DebugPort::default()));
-        let i8042: bus::SharedDevice = Arc::new(Mutex::new(I8042::default()));
-        let mut io_bus = Bus::new();
-        io_bus.insert(COM1_PORT, COM1_LEN, serial.clone())?;
-        io_bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitPort)))?;
-        io_bus.insert(DEBUG_PORT, 1, debug_port.clone())?;
-        io_bus.insert_with_origin(I8042_DATA_PORT, 1, I8042_DATA_PORT, i8042.clone())?;
-        io_bus.insert_with_origin(I8042_COMMAND_PORT, 1, I8042_DATA_PORT, i8042)?;
-        let io_bus = Arc::new(io_bus);
-        let mmio_bus = Arc::new(Bus::new());
-
-        let mut hidden: Vec<String> = config.hide_cpu_features.clone();
-        if boot.linux && host_needs() {
-            // CMPXCHG16B (SLUB's cmpxchg_double) cannot be emulated there, and KVM's
-            // hypercalls (VMCALL: PV IPIs, PV unhalt, PV yield) never return.
-            for name in PVM_HIDDEN_FEATURES {
-                if !hidden.iter().any(|h| h == name) {
-                    hidden.push(name.to_string());
-                }
-            }
-        }
-        let hide: Vec<_> = hidden.iter().filter_map(|n| cpuid::feature(n)).collect();
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
-        for id in 0..config.cpus {
-            let fd = vm
-                .create_vcpu(u64::from(id))
-                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-            let mut cpuid = supported.clone();
-            cpuid::filter_entries(cpuid.as_mut_slice(), id, config.cpus, &hide);
-            fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-            if boot.linux {
-                let mut lapic = fd.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
-                regs::set_lint_modes(&mut lapic.regs);
-                fd.set_lapic(&lapic).map_err(kvm_err("KVM_SET_LAPIC"))?;
-            }
-            // Only the boot processor gets an entry state; the others wait, in the in-kernel
-            // local APIC, for the guest to start them (INIT, SIPI).
-            if id == 0 {
-                let mut sregs = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-                let regs = boot::setup_entry(&mem, &boot.entry, &mut sregs)?;
-                fd.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
-                fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
-            }
-            vcpus.push(Vcpu::new(
-                fd,
-                io_bus.clone(),
-                mmio_bus.clone(),
-                mem.clone(),
-                config.unclaimed_mmio,
-                config.time_exits,
-            ));
-        }
-
+        let devices = create_devices(config, serial_irq)?;
+        let hidden = hidden_cpu_features(config, &host);
+        let vcpus = create_vcpus(&kvm, &vm, &mem, &boot, &devices, config, &hidden)?;
         Ok(Vmm {
             vcpus,
             _vm: vm,
             _kvm: kvm,
             mem,
-            serial,
-            debug_port,
+            devices,
             boot,
             timeout: config.timeout,
             serial_input: config.serial_input,
@@ -264,7 +187,8 @@ impl Vmm {
         let latch = Arc::new(StopLatch::default());
         let console = match self.serial_input {
             SerialInput::Stdin if self.boot.linux => {
-                Console::start(self.serial.clone(), latch.clone()).map_err(Error::Console)?
+                Console::start(self.devices.serial.clone(), latch.clone())
+                    .map_err(Error::Console)?
             }
             _ => None,
         };
@@ -304,7 +228,7 @@ impl Vmm {
         result?;
         let end = Instant::now();
 
-        let serial = lock(&self.serial);
+        let serial = lock(&self.devices.serial);
         let mut reason = latch.reason().unwrap_or(StopReason::Halted);
         if let (StopReason::Reset, Some(line)) = (&reason, serial.panic_line()) {
             reason = StopReason::Crash(Box::new(CrashReport::new(
@@ -321,7 +245,7 @@ impl Vmm {
             ready: self.ready,
             first_run: stats.first_run,
             first_serial_byte: serial.first_byte_at(),
-            userspace: lock(&self.debug_port).first_write(USERSPACE_UP),
+            userspace: lock(&self.devices.debug_port).first_write(USERSPACE_UP),
             end,
         };
         let mut report = Stats::new(
@@ -342,6 +266,126 @@ impl Vmm {
             stats: report,
         })
     }
+}
+
+/// What the boot code needs of the configuration, with this host's command-line additions.
+fn boot_args<'a>(config: &'a VmConfig, host: &Workarounds) -> BootArgs<'a> {
+    BootArgs {
+        raw: RawArgs {
+            mode: config.mode.unwrap_or_default(),
+            load_addr: config.load_addr,
+            entry: config.entry,
+        },
+        cmdline: CmdlineArgs {
+            base: config.cmdline.as_deref(),
+            host_params: host.cmdline,
+            init_args: &config.init_args,
+        },
+        initrd: config.initrd.as_deref(),
+    }
+}
+
+/// The PC that Linux expects: in-kernel PIC, IO-APIC, local APICs and PIT, and an MP table
+/// that lists `cpus` processors. Returns the trigger of the serial line's interrupt (IRQ 4).
+fn create_pc_platform(vm: &VmFd, mem: &GuestMem, cpus: u8) -> Result<IrqTrigger, Error> {
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| kvm_err("eventfd")(e.into()))?;
+    vm.register_irqfd(&evt, COM1_GSI)
+        .map_err(kvm_err("KVM_IRQFD"))?;
+    let table = mptable::build(layout::MPTABLE_START as u32, cpus);
+    mem.write_slice(&table, GuestAddress(layout::MPTABLE_START))
+        .map_err(|source| boot::Error::Memory {
+            what: "the MP table",
+            source,
+        })?;
+    Ok(IrqTrigger::new(evt))
+}
+
+/// The UART, the exit port, the debug port and the i8042, on the port bus; the MMIO bus is
+/// empty.
+fn create_devices(config: &VmConfig, serial_irq: IrqTrigger) -> Result<Devices, Error> {
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        serial_irq,
+        serial_sink(&config.serial, config.serial_limit)?,
+    )));
+    let debug_port = Arc::new(Mutex::new(DebugPort::default()));
+    let i8042: bus::SharedDevice = Arc::new(Mutex::new(I8042::default()));
+    let mut io_bus = Bus::new();
+    io_bus.insert(COM1_PORT, COM1_LEN, serial.clone())?;
+    io_bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitPort)))?;
+    io_bus.insert(DEBUG_PORT, 1, debug_port.clone())?;
+    io_bus.insert_with_origin(I8042_DATA_PORT, 1, I8042_DATA_PORT, i8042.clone())?;
+    io_bus.insert_with_origin(I8042_COMMAND_PORT, 1, I8042_DATA_PORT, i8042)?;
+    Ok(Devices {
+        serial,
+        debug_port,
+        io_bus: Arc::new(io_bus),
+        mmio_bus: Arc::new(Bus::new()),
+    })
+}
+
+/// The user's hidden CPUID features and the host's, each once.
+fn hidden_cpu_features(config: &VmConfig, host: &Workarounds) -> Vec<String> {
+    let mut hidden = config.hide_cpu_features.clone();
+    for name in host.hidden_cpu_features {
+        if !hidden.iter().any(|h| h == name) {
+            hidden.push(name.to_string());
+        }
+    }
+    hidden
+}
+
+/// Creates the vCPUs with their CPUID; Linux's get their local APIC's LINT pins wired, and the
+/// boot processor its entry state. The others wait, in the in-kernel local APIC, for the guest
+/// to start them (INIT, SIPI).
+fn create_vcpus(
+    kvm: &Kvm,
+    vm: &VmFd,
+    mem: &GuestMem,
+    boot: &BootImage,
+    devices: &Devices,
+    config: &VmConfig,
+    hidden: &[String],
+) -> Result<Vec<Vcpu>, Error> {
+    let hide: Vec<_> = hidden.iter().filter_map(|n| cpuid::feature(n)).collect();
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
+    for id in 0..config.cpus {
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let mut cpuid = supported.clone();
+        cpuid::filter_entries(cpuid.as_mut_slice(), id, config.cpus, &hide);
+        fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        if boot.linux {
+            let mut lapic = fd.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+            regs::set_lint_modes(&mut lapic.regs);
+            fd.set_lapic(&lapic).map_err(kvm_err("KVM_SET_LAPIC"))?;
+        }
+        if id == 0 {
+            let mut sregs = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+            let regs = boot::setup_entry(mem, &boot.entry, &mut sregs)?;
+            fd.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+            fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        }
+        vcpus.push(Vcpu::new(
+            fd,
+            devices.io_bus.clone(),
+            devices.mmio_bus.clone(),
+            mem.clone(),
+            config.unclaimed_mmio,
+            config.time_exits,
+        ));
+    }
+    Ok(vcpus)
 }
 
 fn serial_sink(output: &SerialOutput, limit: Option<u64>) -> Result<SerialSink, Error> {

@@ -6,7 +6,6 @@ mod compare;
 mod run;
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
@@ -40,7 +39,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let start = Instant::now();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -53,7 +51,7 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Run(args) => run::main(&args, start),
+        Command::Run(args) => run::main(&args),
         Command::Check(args) => check::main(&args),
         Command::Compare(args) => compare::main(args),
     };

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::ValueEnum;
 
@@ -132,12 +132,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
     config::parse_size(s).map_err(|e| e.to_string())
 }
 
-/// Sizes of output default to bytes, unlike memory sizes.
+/// Sizes of output count bytes when they have no unit, unlike memory sizes.
 fn parse_byte_size(s: &str) -> Result<u64, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().map_err(|_| format!("'{s}' is too large"));
-    }
-    parse_size(s)
+    config::parse_byte_count(s).map_err(|e| e.to_string())
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -213,9 +210,9 @@ impl RunArgs {
     }
 }
 
-pub fn main(args: &RunArgs, start: Instant) -> i32 {
+pub fn main(args: &RunArgs) -> i32 {
     let config = args.to_config();
-    let outcome = match Vmm::new_at(&config, start).and_then(Vmm::run) {
+    let outcome = match Vmm::new(&config).and_then(Vmm::run) {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("kvmini: error: {e}");

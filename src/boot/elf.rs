@@ -11,29 +11,22 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use linux_loader::configurator::pvh::PvhBootConfigurator;
-use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::elf::{
     Elf64_Ehdr, Elf64_Phdr, EI_CLASS, ELFCLASS64, EM_X86_64, PT_LOAD, PT_NOTE,
 };
-use linux_loader::loader::elf::start_info::{
-    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
-};
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{Elf, KernelLoader};
-use vm_memory::{ByteValued, GuestAddress};
+use vm_memory::ByteValued;
 
-use super::layout::{
-    BOOT_STRUCTURES_END, GDT_START, IDENTITY_MAP_SIZE, PVH_INFO_START, PVH_MEMMAP_START,
-    PVH_MODLIST_START, ZERO_PAGE_START,
+use super::error::{ElfProblem, EntryProblem, Error, Part};
+use super::{cmdline, initrd, pvh, zero_page, Entry, KernelArgs, Loaded};
+use crate::arch::x86_64::layout::{
+    BOOT_STRUCTURES_END, GDT_START, IDENTITY_MAP_SIZE, PVH_INFO_START, ZERO_PAGE_START,
 };
-use super::linux::{self, Initrd, KernelArgs};
-use super::{memory_map, Entry, Error};
-use crate::config::human_size;
 use crate::memory::{contains_range, GuestMem};
 
-/// `hvm_start_info.magic`.
-pub const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
+/// Largest PT_NOTE segment kvmini reads when it looks for the "Linux" note.
+const MAX_NOTES: u64 = 1 << 20;
 
 /// The parts of an ELF file kvmini looks at before loading it.
 #[derive(Clone, Debug)]
@@ -44,17 +37,17 @@ pub struct Headers {
     pub phdrs: Vec<Elf64_Phdr>,
 }
 
-fn bad(path: &Path, why: impl Into<String>) -> Error {
+fn bad(path: &Path, problem: ElfProblem) -> Error {
     Error::BadElf {
         path: path.to_path_buf(),
-        why: why.into(),
+        problem,
     }
 }
 
-fn truncated(path: &Path, what: impl Into<String>, needed: u64, len: u64) -> Error {
+fn truncated(path: &Path, what: Part, needed: u64, len: u64) -> Error {
     Error::Truncated {
         path: path.to_path_buf(),
-        what: what.into(),
+        what,
         needed,
         len,
     }
@@ -69,19 +62,19 @@ pub fn read_headers(file: &mut File, path: &Path, len: u64) -> Result<Headers, E
     let mut ehdr = Elf64_Ehdr::default();
     let ehdr_len = std::mem::size_of::<Elf64_Ehdr>() as u64;
     if len < ehdr_len {
-        return Err(truncated(path, "the ELF header", ehdr_len, len));
+        return Err(truncated(path, Part::ElfHeader, ehdr_len, len));
     }
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     file.read_exact(ehdr.as_mut_slice()).map_err(io)?;
-    check_ehdr(&ehdr).map_err(|why| bad(path, why))?;
+    check_ehdr(&ehdr).map_err(|problem| bad(path, problem))?;
 
     let phdr_len = std::mem::size_of::<Elf64_Phdr>() as u64;
     let table_end = u64::from(ehdr.e_phnum)
         .checked_mul(phdr_len)
         .and_then(|n| n.checked_add(ehdr.e_phoff))
-        .ok_or_else(|| bad(path, "program header table offset overflows"))?;
+        .ok_or_else(|| bad(path, ElfProblem::ProgramHeadersOverflow))?;
     if table_end > len {
-        return Err(truncated(path, "the program header table", table_end, len));
+        return Err(truncated(path, Part::ProgramHeaders, table_end, len));
     }
     file.seek(SeekFrom::Start(ehdr.e_phoff)).map_err(io)?;
     let mut phdrs = vec![Elf64_Phdr::default(); usize::from(ehdr.e_phnum)];
@@ -91,27 +84,21 @@ pub fn read_headers(file: &mut File, path: &Path, len: u64) -> Result<Headers, E
     Ok(Headers { ehdr, phdrs })
 }
 
-fn check_ehdr(ehdr: &Elf64_Ehdr) -> Result<(), String> {
+fn check_ehdr(ehdr: &Elf64_Ehdr) -> Result<(), ElfProblem> {
     if &ehdr.e_ident[..4] != b"\x7fELF" {
-        return Err("no ELF magic".into());
+        return Err(ElfProblem::NoMagic);
     }
     if ehdr.e_ident[EI_CLASS] != ELFCLASS64 {
-        return Err("it is a 32-bit ELF file; kvmini boots ELF64 kernels".into());
+        return Err(ElfProblem::Class32);
     }
     if ehdr.e_machine != EM_X86_64 {
-        return Err(format!(
-            "it is built for machine type {}, not x86-64",
-            ehdr.e_machine
-        ));
+        return Err(ElfProblem::Machine(ehdr.e_machine));
     }
     if usize::from(ehdr.e_phentsize) != std::mem::size_of::<Elf64_Phdr>() {
-        return Err(format!(
-            "program header size {} is not 56",
-            ehdr.e_phentsize
-        ));
+        return Err(ElfProblem::ProgramHeaderSize(ehdr.e_phentsize));
     }
     if ehdr.e_phnum == 0 {
-        return Err("it has no program headers, so nothing to load".into());
+        return Err(ElfProblem::NoProgramHeaders);
     }
     Ok(())
 }
@@ -127,23 +114,19 @@ pub fn check_segments(h: &Headers, path: &Path, len: u64, mem: &GuestMem) -> Res
         .filter(|(_, p)| p.p_type == PT_LOAD)
     {
         loadable += 1;
-        let what = format!("segment {i}");
         let file_end = p
             .p_offset
             .checked_add(p.p_filesz)
-            .ok_or_else(|| bad(path, format!("{what} has an offset that overflows")))?;
+            .ok_or_else(|| bad(path, ElfProblem::SegmentOverflow(i)))?;
         if file_end > len {
-            return Err(truncated(path, what, file_end, len));
+            return Err(truncated(path, Part::ElfSegment(i), file_end, len));
         }
         if p.p_filesz > p.p_memsz {
-            return Err(bad(
-                path,
-                format!("{what} has more file bytes than memory bytes"),
-            ));
+            return Err(bad(path, ElfProblem::SegmentFileLargerThanMemory(i)));
         }
         if !contains_range(mem, p.p_paddr, p.p_memsz) {
             return Err(Error::DoesNotFit {
-                what: format!("ELF {what}"),
+                what: Part::ElfSegment(i),
                 start: p.p_paddr,
                 size: p.p_memsz,
                 mem: mem_size,
@@ -153,32 +136,27 @@ pub fn check_segments(h: &Headers, path: &Path, len: u64, mem: &GuestMem) -> Res
         let end = p.p_paddr + p.p_memsz;
         if p.p_paddr < BOOT_STRUCTURES_END && end > GDT_START {
             return Err(Error::OverlapsBootStructures {
-                what: format!("ELF {what}"),
+                what: Part::ElfSegment(i),
                 start: p.p_paddr,
                 end,
             });
         }
     }
     if loadable == 0 {
-        return Err(bad(path, "it has no loadable segments"));
+        return Err(bad(path, ElfProblem::NoLoadableSegments));
     }
     Ok(())
 }
 
-fn check_entry(mem: &GuestMem, entry: u64, how: &str) -> Result<(), Error> {
-    if !contains_range(mem, entry, 1) {
-        return Err(Error::BadEntry {
-            entry,
-            why: format!("({how}) outside guest memory"),
-        });
-    }
-    if entry >= IDENTITY_MAP_SIZE {
-        return Err(Error::BadEntry {
-            entry,
-            why: format!("({how}) above 4 GiB"),
-        });
-    }
-    Ok(())
+fn check_entry(mem: &GuestMem, entry: u64, field: &'static str) -> Result<(), Error> {
+    let problem = if !contains_range(mem, entry, 1) {
+        EntryProblem::FieldOutsideMemory(field)
+    } else if entry >= IDENTITY_MAP_SIZE {
+        EntryProblem::FieldAbove4G(field)
+    } else {
+        return Ok(());
+    };
+    Err(Error::BadEntry { entry, problem })
 }
 
 /// Whether the ELF file carries a note named "Linux" (every vmlinux does): such a kernel
@@ -186,7 +164,7 @@ fn check_entry(mem: &GuestMem, entry: u64, how: &str) -> Result<(), Error> {
 pub fn has_linux_note(file: &mut File, h: &Headers) -> bool {
     h.phdrs
         .iter()
-        .filter(|p| p.p_type == PT_NOTE && p.p_filesz <= 1 << 20)
+        .filter(|p| p.p_type == PT_NOTE && p.p_filesz <= MAX_NOTES)
         .any(|p| {
             let mut notes = vec![0u8; p.p_filesz as usize];
             file.seek(SeekFrom::Start(p.p_offset)).is_ok()
@@ -211,55 +189,7 @@ fn note_names(mut notes: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Writes `hvm_start_info`, the memory map and the module list (the initrd) for a PVH entry.
-pub fn write_pvh_start_info(
-    mem: &GuestMem,
-    cmdline_addr: Option<u64>,
-    initrd: Option<Initrd>,
-) -> Result<(), Error> {
-    let memmap: Vec<hvm_memmap_table_entry> = memory_map(mem)
-        .into_iter()
-        .map(|(addr, size, type_)| hvm_memmap_table_entry {
-            addr,
-            size,
-            type_,
-            reserved: 0,
-        })
-        .collect();
-    let modules: Vec<hvm_modlist_entry> = initrd
-        .iter()
-        .map(|i| hvm_modlist_entry {
-            paddr: i.addr,
-            size: i.size,
-            ..Default::default()
-        })
-        .collect();
-    let info = hvm_start_info {
-        magic: XEN_HVM_START_MAGIC,
-        version: 1,
-        cmdline_paddr: cmdline_addr.unwrap_or(0),
-        memmap_paddr: PVH_MEMMAP_START,
-        memmap_entries: memmap.len() as u32,
-        nr_modules: modules.len() as u32,
-        modlist_paddr: if modules.is_empty() {
-            0
-        } else {
-            PVH_MODLIST_START
-        },
-        ..Default::default()
-    };
-    let mut params = BootParams::new(&info, GuestAddress(PVH_INFO_START));
-    params.set_sections(&memmap, GuestAddress(PVH_MEMMAP_START));
-    if !modules.is_empty() {
-        params.set_modules(&modules, GuestAddress(PVH_MODLIST_START));
-    }
-    PvhBootConfigurator::write_bootparams(&params, mem).map_err(|e| Error::Memory {
-        what: "the PVH start info",
-        source: vm_memory::GuestMemoryError::IOError(std::io::Error::other(e.to_string())),
-    })
-}
-
-/// Loads an ELF kernel whose headers were checked into `mem`, with its command line and
+/// Loads an ELF kernel whose headers and segments were checked, with its command line and
 /// initrd. Entered at the PVH note if there is one, else at `e_entry` in long mode with a
 /// zero page in RSI (the 64-bit Linux boot protocol; harmless to other kernels).
 pub fn load(
@@ -268,42 +198,44 @@ pub fn load(
     path: &Path,
     headers: &Headers,
     args: &KernelArgs<'_>,
-) -> Result<(Entry, String), Error> {
+) -> Result<Loaded, Error> {
     let loaded = Elf::load(mem, None, file, None).map_err(|source| Error::Loader {
         path: path.to_path_buf(),
         source,
     })?;
-    let cmdline = args
+    let placed = args
         .cmdline
-        .map(|c| linux::write_cmdline(mem, c))
+        .map(|c| cmdline::write_cmdline(mem, c))
         .transpose()?;
     let initrd = args
         .initrd
-        .map(|p| linux::load_initrd(mem, p, loaded.kernel_end, IDENTITY_MAP_SIZE))
+        .map(|p| initrd::load_initrd(mem, p, loaded.kernel_end, IDENTITY_MAP_SIZE))
         .transpose()?;
-    let initrd_note = initrd.map_or(String::new(), |i| {
-        format!(", initrd {} at {:#x}", human_size(i.size), i.addr)
-    });
+    let initrd_note = initrd::summary(initrd);
     match loaded.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => {
             let eip = addr.0;
             check_entry(mem, eip, "PVH note")?;
-            write_pvh_start_info(mem, cmdline.map(|(a, _)| a), initrd)?;
-            let entry = Entry::Protected {
-                eip: eip as u32,
-                ebx: PVH_INFO_START as u32,
-            };
-            Ok((entry, format!("ELF, PVH entry at {eip:#x}{initrd_note}")))
+            pvh::write_start_info(mem, placed.map(|c| c.addr), initrd)?;
+            Ok(Loaded {
+                entry: Entry::Protected {
+                    eip: eip as u32,
+                    ebx: PVH_INFO_START as u32,
+                },
+                summary: format!("ELF, PVH entry at {eip:#x}{initrd_note}"),
+            })
         }
         PvhBootCapability::PvhEntryNotPresent | PvhBootCapability::PvhEntryIgnored => {
             let rip = headers.ehdr.e_entry;
             check_entry(mem, rip, "e_entry")?;
-            linux::write_boot_params(mem, None, cmdline, initrd)?;
-            let entry = Entry::Long {
-                rip,
-                rsi: ZERO_PAGE_START,
-            };
-            Ok((entry, format!("ELF, 64-bit entry at {rip:#x}{initrd_note}")))
+            zero_page::write_boot_params(mem, None, placed, initrd)?;
+            Ok(Loaded {
+                entry: Entry::Long {
+                    rip,
+                    rsi: ZERO_PAGE_START,
+                },
+                summary: format!("ELF, 64-bit entry at {rip:#x}{initrd_note}"),
+            })
         }
     }
 }
@@ -336,16 +268,21 @@ mod tests {
     #[test]
     fn rejects_files_that_are_not_x86_64_elf64() {
         let mut h = headers(&[]);
-        assert!(check_ehdr(&h.ehdr)
-            .unwrap_err()
+        assert_eq!(check_ehdr(&h.ehdr), Err(ElfProblem::NoProgramHeaders));
+        assert!(ElfProblem::NoProgramHeaders
+            .to_string()
             .contains("no program headers"));
         h.ehdr.e_phnum = 1;
         assert_eq!(check_ehdr(&h.ehdr), Ok(()));
         h.ehdr.e_machine = 3;
-        assert!(check_ehdr(&h.ehdr).unwrap_err().contains("machine type 3"));
+        assert_eq!(check_ehdr(&h.ehdr), Err(ElfProblem::Machine(3)));
+        assert!(ElfProblem::Machine(3)
+            .to_string()
+            .contains("machine type 3"));
         h.ehdr.e_machine = EM_X86_64;
         h.ehdr.e_ident[EI_CLASS] = 1;
-        assert!(check_ehdr(&h.ehdr).unwrap_err().contains("32-bit"));
+        assert_eq!(check_ehdr(&h.ehdr), Err(ElfProblem::Class32));
+        assert!(ElfProblem::Class32.to_string().contains("32-bit"));
     }
 
     #[test]
@@ -395,7 +332,10 @@ mod tests {
                 0x2000,
                 &mem
             ),
-            Err(Error::BadElf { .. })
+            Err(Error::BadElf {
+                problem: ElfProblem::SegmentFileLargerThanMemory(0),
+                ..
+            })
         ));
     }
 
@@ -418,28 +358,5 @@ mod tests {
         let names: Vec<&[u8]> = note_names(&notes).collect();
         assert_eq!(names, [&b"Xen"[..], b"Linux", b"GNU"]);
         assert_eq!(note_names(&notes[..10]).count(), 0);
-    }
-
-    #[test]
-    fn pvh_start_info_describes_memory() {
-        use vm_memory::Bytes;
-        let mem = crate::memory::create(16 << 20).unwrap();
-        let initrd = Initrd {
-            addr: 0x80_0000,
-            size: 0x1000,
-        };
-        write_pvh_start_info(&mem, Some(0x20000), Some(initrd)).unwrap();
-        let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
-        assert_eq!(info.magic, XEN_HVM_START_MAGIC);
-        assert_eq!(info.memmap_entries, 2);
-        assert_eq!(info.cmdline_paddr, 0x20000);
-        assert_eq!(
-            (info.nr_modules, info.modlist_paddr),
-            (1, PVH_MODLIST_START)
-        );
-        let module: hvm_modlist_entry = mem.read_obj(GuestAddress(PVH_MODLIST_START)).unwrap();
-        assert_eq!((module.paddr, module.size), (0x80_0000, 0x1000));
-        let second: [u64; 2] = mem.read_obj(GuestAddress(info.memmap_paddr + 24)).unwrap();
-        assert_eq!(second, [0x10_0000, (16 << 20) - 0x10_0000]);
     }
 }

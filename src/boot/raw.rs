@@ -7,14 +7,16 @@
 //!   (and, for long mode, its identity map of the first 4 GiB).
 
 use std::fs::File;
+use std::path::Path;
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::layout::{
+use super::error::{EntryProblem, Error, LoadAddressProblem, Part};
+use super::Entry;
+use crate::arch::x86_64::layout::{
     BOOT_STRUCTURES_END, GDT_START, HIGH_LOAD_ADDR, IDENTITY_MAP_SIZE, REAL_MODE_LIMIT,
     REAL_MODE_LOAD_ADDR,
 };
-use super::{Entry, Error};
 use crate::config::CpuMode;
 use crate::memory::{contains_range, GuestMem};
 
@@ -39,7 +41,7 @@ pub fn plan(
     let mem_size = crate::memory::size(mem);
     if !contains_range(mem, load, len) {
         return Err(Error::DoesNotFit {
-            what: "the raw image".into(),
+            what: Part::RawImage,
             start: load,
             size: len,
             mem: mem_size,
@@ -51,10 +53,7 @@ pub fn plan(
     if !contains_range(mem, entry, 1) {
         return Err(Error::BadEntry {
             entry,
-            why: format!(
-                "outside guest memory ({})",
-                crate::config::human_size(mem_size)
-            ),
+            problem: EntryProblem::OutsideMemory(mem_size),
         });
     }
     let plan = match mode {
@@ -62,21 +61,22 @@ pub fn plan(
             if load % 16 != 0 {
                 return Err(Error::BadLoadAddress {
                     addr: load,
-                    why: "not a multiple of 16, so no real-mode segment starts there".into(),
+                    problem: LoadAddressProblem::NotParagraphAligned,
                 });
             }
             if end > REAL_MODE_LIMIT {
                 return Err(Error::BadLoadAddress {
                     addr: load,
-                    why: format!("too high for real mode: the image would end at {end:#x}, and real mode reaches only the first 1 MiB"),
+                    problem: LoadAddressProblem::AboveRealModeLimit { end },
                 });
             }
-            let ip = entry.checked_sub(load).filter(|ip| *ip <= 0xffff).ok_or_else(|| {
-                Error::BadEntry {
+            let ip = entry
+                .checked_sub(load)
+                .filter(|ip| *ip <= 0xffff)
+                .ok_or(Error::BadEntry {
                     entry,
-                    why: format!("not within 64 KiB above the load address {load:#x}, so no IP reaches it from CS = {:#x}", load >> 4),
-                }
-            })?;
+                    problem: EntryProblem::BeyondRealModeSegment { load },
+                })?;
             Entry::Real {
                 segment: (load >> 4) as u16,
                 ip: ip as u16,
@@ -85,7 +85,7 @@ pub fn plan(
         CpuMode::Protected | CpuMode::Long => {
             if load < BOOT_STRUCTURES_END && end > GDT_START {
                 return Err(Error::OverlapsBootStructures {
-                    what: "the raw image".into(),
+                    what: Part::RawImage,
                     start: load,
                     end,
                 });
@@ -93,7 +93,7 @@ pub fn plan(
             if entry >= IDENTITY_MAP_SIZE {
                 return Err(Error::BadEntry {
                     entry,
-                    why: format!("above 4 GiB, where {mode} mode entry cannot reach"),
+                    problem: EntryProblem::Above4G(mode),
                 });
             }
             if mode == CpuMode::Protected {
@@ -109,20 +109,31 @@ pub fn plan(
     Ok((load, plan))
 }
 
-/// Copies the image from `file` into guest memory and returns its entry state.
+/// Where and how a raw image starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawArgs {
+    /// The CPU mode.
+    pub mode: CpuMode,
+    /// The load address; the mode's default when `None`.
+    pub load_addr: Option<u64>,
+    /// The entry point; the load address when `None`.
+    pub entry: Option<u64>,
+}
+
+/// Copies the image (`len` bytes of `file`, from `path`) into guest memory and returns its
+/// entry state.
 pub fn load(
     mem: &GuestMem,
     file: &mut File,
+    path: &Path,
     len: u64,
-    mode: CpuMode,
-    load_addr: Option<u64>,
-    entry: Option<u64>,
+    args: &RawArgs,
 ) -> Result<Entry, Error> {
-    let (load, entry) = plan(mem, mode, len, load_addr, entry)?;
+    let (load, entry) = plan(mem, args.mode, len, args.load_addr, args.entry)?;
     // Straight from the file into guest memory: no copy of the image in the VMM.
     use std::io::Seek;
     file.rewind().map_err(|source| Error::Read {
-        path: "raw image".into(),
+        path: path.to_path_buf(),
         source,
     })?;
     mem.read_exact_volatile_from(GuestAddress(load), file, len as usize)

@@ -28,6 +28,7 @@ impl DebugPort {
     }
 
     /// Every value written, in order of first write.
+    #[cfg(test)]
     pub fn values(&self) -> Vec<u8> {
         self.first.iter().map(|(v, _)| *v).collect()
     }

@@ -3,6 +3,7 @@
 
 pub mod cpuid;
 pub mod gdt;
+pub mod layout;
 pub mod mptable;
 pub mod paging;
 pub mod regs;

@@ -7,7 +7,7 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use crate::boot::layout::{IDENTITY_MAP_SIZE, PDE_START, PDPTE_START, PML4_START};
+use crate::arch::x86_64::layout::{IDENTITY_MAP_SIZE, PDE_START, PDPTE_START, PML4_START};
 
 /// Present.
 pub const PTE_P: u64 = 1 << 0;

@@ -32,6 +32,9 @@ pub const IDENTITY_MAP_SIZE: u64 = 4 << 30;
 pub const CMDLINE_START: u64 = 0x20000;
 /// Largest command line kvmini places (bytes, including the terminating NUL).
 pub const CMDLINE_MAX_SIZE: usize = 0x10000;
+/// End of the boot loader's heap that Linux may use below the zero page's real-mode code
+/// (`heap_end_ptr`, an offset in the real-mode segment).
+pub const BOOT_HEAP_END: u16 = 0xfe00;
 
 /// Default load address of raw real-mode images: kvmtool's flat-binary convention,
 /// entered at `CS:IP = 0x1000:0x0000`.

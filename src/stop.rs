@@ -1,0 +1,103 @@
+//! The VM-wide stop: why a VM stopped ([`StopReason`]) and the latch that records the first
+//! reason and kicks every vCPU thread out of `KVM_RUN` ([`StopLatch`]). vCPUs, the console and
+//! the timeout all stop the VM through it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::crash::CrashReport;
+use crate::devices::{lock, DeviceRequest};
+use crate::kick;
+
+/// Why the VM stopped.
+#[derive(Clone, Debug)]
+pub enum StopReason {
+    /// The guest wrote this status to the exit port.
+    GuestExit(u8),
+    /// The guest halted with nothing to wake it.
+    Halted,
+    /// The guest asked for a reset (i8042) or a reboot.
+    Reset,
+    /// The guest asked to power off.
+    PowerOff,
+    /// The guest crashed.
+    Crash(Box<CrashReport>),
+    /// `--timeout` expired.
+    Timeout,
+    /// The guest wrote more serial output than `--serial-limit` allows.
+    OutputLimit(u64),
+    /// The user pressed Ctrl-A x on the console.
+    UserQuit,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::GuestExit(v) => write!(f, "guest wrote {v} to the exit port (0xf4)"),
+            StopReason::Halted => write!(f, "guest halted (hlt with nothing to wake it)"),
+            StopReason::Reset => write!(f, "guest requested a reset"),
+            StopReason::PowerOff => write!(f, "guest powered off"),
+            StopReason::Crash(r) => write!(f, "{}", r.kind),
+            StopReason::Timeout => write!(f, "timed out"),
+            StopReason::OutputLimit(l) => {
+                write!(f, "guest wrote more than {l} bytes to the serial port")
+            }
+            StopReason::UserQuit => write!(f, "quit from the console (Ctrl-A x)"),
+        }
+    }
+}
+
+impl From<DeviceRequest> for StopReason {
+    fn from(r: DeviceRequest) -> Self {
+        match r {
+            DeviceRequest::Exit(v) => StopReason::GuestExit(v),
+            DeviceRequest::Reset => StopReason::Reset,
+            DeviceRequest::OutputLimit(l) => StopReason::OutputLimit(l),
+        }
+    }
+}
+
+/// The VM-wide stop: the first reason wins, and every registered vCPU thread is kicked out
+/// of `KVM_RUN` so that all of them stop with the VM.
+#[derive(Debug, Default)]
+pub struct StopLatch {
+    stopped: AtomicBool,
+    reason: Mutex<Option<StopReason>>,
+    threads: Mutex<Vec<libc::pthread_t>>,
+}
+
+impl StopLatch {
+    /// Whether the VM has been asked to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stops the VM for `reason` unless it is already stopping.
+    pub fn stop(&self, reason: StopReason) {
+        let mut slot = lock(&self.reason);
+        if slot.is_some() {
+            return;
+        }
+        *slot = Some(reason);
+        self.stopped.store(true, Ordering::SeqCst);
+        drop(slot);
+        // Only the first stop kicks, while every registered thread is still in its loop.
+        for &t in lock(&self.threads).iter() {
+            // SAFETY: `t` is a vCPU thread that registered itself and cannot leave its loop
+            // before `stopped` is set, which happened just now, above.
+            unsafe { libc::pthread_kill(t, kick::kick_signal()) };
+        }
+    }
+
+    /// Registers the calling thread to be kicked when the VM stops.
+    pub fn register_current_thread(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        lock(&self.threads).push(me);
+    }
+
+    /// The reason, once stopped.
+    pub fn reason(&self) -> Option<StopReason> {
+        lock(&self.reason).clone()
+    }
+}
