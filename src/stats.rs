@@ -169,7 +169,8 @@ pub struct Stats {
     pub unclaimed: Unclaimed,
     /// Bytes the guest wrote to the serial port.
     pub serial_bytes: u64,
-    /// Milliseconds from start to the VM being ready to run (memory, image, vCPU, devices).
+    /// Milliseconds from `Vmm::new` ("start" below) to the VM being ready to run (memory,
+    /// image, vCPU, devices).
     pub setup_ms: f64,
     /// Milliseconds inside `KVM_RUN`.
     pub guest_ms: f64,
@@ -194,7 +195,7 @@ pub struct Stats {
 /// When things happened, relative to `start`.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeline {
-    /// Start of the run (kvmini's `main`, or `Vmm::new`).
+    /// Start of the run: `Vmm::new`.
     pub start: Instant,
     /// VM ready to run.
     pub ready: Instant,

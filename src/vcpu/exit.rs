@@ -9,7 +9,7 @@
 use crate::config::UnclaimedMmio;
 use crate::crash::CrashKind;
 use crate::devices::Bus;
-use crate::stats::VcpuStats;
+use crate::stats::{Unclaimed, VcpuStats};
 use crate::stop::StopReason;
 
 /// `KVM_SYSTEM_EVENT_SHUTDOWN`.
@@ -95,61 +95,27 @@ pub fn handle_exit(devices: &Devices<'_>, exit: Exit<'_>, stats: &mut VcpuStats)
     match exit {
         Exit::IoOut { port, size, data } => {
             c.io_out += 1;
-            for element in data.chunks(size.max(1)) {
-                match devices.io.write(u64::from(port), element) {
-                    Some(Some(request)) => return VcpuEmulation::Stopped(request.into()),
-                    Some(None) => {}
-                    None => {
-                        stats.unclaimed.port_writes += 1;
-                        stats.unclaimed.note(true, u64::from(port));
-                    }
-                }
-            }
-            VcpuEmulation::Handled
+            port_out(devices.io, port, size, data, &mut stats.unclaimed)
         }
         Exit::IoIn { port, size, data } => {
             c.io_in += 1;
-            for element in data.chunks_mut(size.max(1)) {
-                if !devices.io.read(u64::from(port), element) {
-                    element.fill(0xff);
-                    stats.unclaimed.port_reads += 1;
-                    stats.unclaimed.note(false, u64::from(port));
-                }
-            }
-            VcpuEmulation::Handled
+            port_in(devices.io, port, size, data, &mut stats.unclaimed)
         }
         Exit::MmioWrite(addr, data) => {
             c.mmio_write += 1;
             match devices.mmio.write(addr, data) {
                 Some(Some(request)) => VcpuEmulation::Stopped(request.into()),
                 Some(None) => VcpuEmulation::Handled,
-                None if devices.unclaimed_mmio == UnclaimedMmio::Ignore => {
-                    stats.unclaimed.mmio_writes += 1;
-                    stats.unclaimed.note(true, addr);
-                    VcpuEmulation::Handled
-                }
-                None => VcpuEmulation::Crashed(CrashKind::UnclaimedMmio {
-                    addr,
-                    len: data.len(),
-                    write: true,
-                }),
+                None => unclaimed_mmio(devices.unclaimed_mmio, addr, data.len(), true, stats),
             }
         }
         Exit::MmioRead(addr, data) => {
             c.mmio_read += 1;
             if devices.mmio.read(addr, data) {
                 VcpuEmulation::Handled
-            } else if devices.unclaimed_mmio == UnclaimedMmio::Ignore {
-                stats.unclaimed.mmio_reads += 1;
-                stats.unclaimed.note(false, addr);
-                data.fill(0xff);
-                VcpuEmulation::Handled
             } else {
-                VcpuEmulation::Crashed(CrashKind::UnclaimedMmio {
-                    addr,
-                    len: data.len(),
-                    write: false,
-                })
+                data.fill(0xff);
+                unclaimed_mmio(devices.unclaimed_mmio, addr, data.len(), false, stats)
             }
         }
         Exit::Hlt => {
@@ -193,6 +159,67 @@ pub fn handle_exit(devices: &Devices<'_>, exit: Exit<'_>, stats: &mut VcpuStats)
             VcpuEmulation::Crashed(CrashKind::UnexpectedExit(name))
         }
     }
+}
+
+/// `out`: one bus write per element; unclaimed writes are dropped and counted.
+fn port_out(
+    bus: &Bus,
+    port: u16,
+    size: usize,
+    data: &[u8],
+    unclaimed: &mut Unclaimed,
+) -> VcpuEmulation {
+    for element in data.chunks(size.max(1)) {
+        match bus.write(u64::from(port), element) {
+            Some(Some(request)) => return VcpuEmulation::Stopped(request.into()),
+            Some(None) => {}
+            None => {
+                unclaimed.port_writes += 1;
+                unclaimed.note(true, u64::from(port));
+            }
+        }
+    }
+    VcpuEmulation::Handled
+}
+
+/// `in`: one bus read per element; unclaimed reads see all-ones and are counted.
+fn port_in(
+    bus: &Bus,
+    port: u16,
+    size: usize,
+    data: &mut [u8],
+    unclaimed: &mut Unclaimed,
+) -> VcpuEmulation {
+    for element in data.chunks_mut(size.max(1)) {
+        if !bus.read(u64::from(port), element) {
+            element.fill(0xff);
+            unclaimed.port_reads += 1;
+            unclaimed.note(false, u64::from(port));
+        }
+    }
+    VcpuEmulation::Handled
+}
+
+/// An MMIO access no device claims: a crash, unless the user asked to ignore them (reads
+/// then see the all-ones the caller put there).
+fn unclaimed_mmio(
+    policy: UnclaimedMmio,
+    addr: u64,
+    len: usize,
+    write: bool,
+    stats: &mut VcpuStats,
+) -> VcpuEmulation {
+    if policy == UnclaimedMmio::Fatal {
+        return VcpuEmulation::Crashed(CrashKind::UnclaimedMmio { addr, len, write });
+    }
+    let u = &mut stats.unclaimed;
+    if write {
+        u.mmio_writes += 1;
+    } else {
+        u.mmio_reads += 1;
+    }
+    u.note(write, addr);
+    VcpuEmulation::Handled
 }
 
 #[cfg(test)]
