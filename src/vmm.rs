@@ -23,7 +23,7 @@ use crate::devices::serial::{IrqTrigger, SerialDevice, SerialSink, COM1_LEN, COM
 use crate::devices::{bus, lock, Bus};
 use crate::host::{self, Workarounds};
 use crate::memory::{self, GuestMem};
-use crate::stats::{Stats, Timeline};
+use crate::stats::{Stats, Timeline, VcpuStats};
 use crate::status;
 use crate::stop::{StopLatch, StopReason};
 use crate::vcpu::{self, Vcpu};
@@ -192,51 +192,29 @@ impl Vmm {
             }
             _ => None,
         };
-        let mut vcpus = std::mem::take(&mut self.vcpus).into_iter();
-        let mut boot_vcpu = vcpus.next().expect("a VM has at least one vCPU");
-        let others: Vec<_> = vcpus
-            .map(|mut vcpu| {
-                let latch = latch.clone();
-                std::thread::Builder::new()
-                    .name("kvmini-vcpu".into())
-                    .spawn(move || {
-                        let result = vcpu.run(&latch, None);
-                        (vcpu, result)
-                    })
-                    .map_err(Error::Thread)
-            })
-            .collect::<Result<_, _>>()?;
-        let mut result = boot_vcpu.run(&latch, self.timeout).map_err(Error::from);
-        let mut stats = boot_vcpu.stats.clone();
-        let vcpu_count = 1 + others.len();
-        for handle in others {
-            match handle.join() {
-                Ok((vcpu, r)) => {
-                    stats.merge(&vcpu.stats);
-                    if result.is_ok() {
-                        result = r.map_err(Error::from);
-                    }
-                }
-                Err(_) => {
-                    result = Err(Error::Thread(std::io::Error::other(
-                        "a vCPU thread panicked",
-                    )))
-                }
-            }
-        }
+        let vcpus = std::mem::take(&mut self.vcpus);
+        let vcpu_count = vcpus.len();
+        let stats = run_vcpus(vcpus, &latch, self.timeout);
         drop(console);
-        result?;
-        let end = Instant::now();
+        let stats = stats?;
+        let reason = latch.reason().unwrap_or(StopReason::Halted);
+        Ok(self.outcome(reason, &stats, vcpu_count, Instant::now()))
+    }
 
+    /// The outcome of a run that ended at `end` for `reason`: a reset after a kernel panic is
+    /// a crash; the statistics gather what the vCPUs and the devices saw.
+    fn outcome(
+        mut self,
+        mut reason: StopReason,
+        stats: &VcpuStats,
+        vcpus: usize,
+        end: Instant,
+    ) -> RunOutcome {
         let serial = lock(&self.devices.serial);
-        let mut reason = latch.reason().unwrap_or(StopReason::Halted);
         if let (StopReason::Reset, Some(line)) = (&reason, serial.panic_line()) {
+            let kind = CrashKind::KernelPanic(line);
             reason = StopReason::Crash(Box::new(CrashReport::new(
-                CrashKind::KernelPanic(line),
-                &self.mem,
-                None,
-                None,
-                None,
+                kind, &self.mem, None, None, None,
             )));
         }
         let exit_status = status::for_stop(&reason);
@@ -252,20 +230,63 @@ impl Vmm {
             reason.to_string(),
             exit_status,
             self.boot.summary.clone(),
-            &stats,
+            stats,
             serial.bytes_written(),
             &timeline,
         );
-        report.vcpus = vcpu_count;
-        report.cmdline = self.boot.cmdline.clone();
-        report.hidden_cpu_features = std::mem::take(&mut self.hidden);
         drop(serial);
-        Ok(RunOutcome {
+        report.vcpus = vcpus;
+        report.cmdline = self.boot.cmdline.take();
+        report.hidden_cpu_features = std::mem::take(&mut self.hidden);
+        RunOutcome {
             reason,
             exit_status,
             stats: report,
-        })
+        }
     }
+}
+
+/// Runs the first vCPU on this thread (with the timeout) and the others on threads of their
+/// own, until the VM stops; returns what they measured, summed.
+fn run_vcpus(
+    vcpus: Vec<Vcpu>,
+    latch: &Arc<StopLatch>,
+    timeout: Option<Duration>,
+) -> Result<VcpuStats, Error> {
+    let mut vcpus = vcpus.into_iter();
+    let mut boot_vcpu = vcpus
+        .next()
+        .expect("a validated config has at least one vCPU");
+    let others: Vec<_> = vcpus
+        .map(|mut vcpu| {
+            let latch = latch.clone();
+            std::thread::Builder::new()
+                .name("kvmini-vcpu".into())
+                .spawn(move || {
+                    let result = vcpu.run(&latch, None);
+                    (vcpu, result)
+                })
+                .map_err(Error::Thread)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut result = boot_vcpu.run(latch, timeout).map_err(Error::from);
+    let mut stats = boot_vcpu.stats.clone();
+    for handle in others {
+        match handle.join() {
+            Ok((vcpu, r)) => {
+                stats.merge(&vcpu.stats);
+                if result.is_ok() {
+                    result = r.map_err(Error::from);
+                }
+            }
+            Err(_) => {
+                result = Err(Error::Thread(std::io::Error::other(
+                    "a vCPU thread panicked",
+                )))
+            }
+        }
+    }
+    result.map(|()| stats)
 }
 
 /// What the boot code needs of the configuration, with this host's command-line additions.
