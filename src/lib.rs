@@ -49,6 +49,5 @@ mod vcpu;
 mod vmm;
 
 pub use config::VmConfig;
-pub use host::HostKind;
 pub use stop::StopReason;
 pub use vmm::{run, Error, RunOutcome, Vmm};
