@@ -24,6 +24,8 @@ pub const LINUX_CAPS: [(Cap, &str); 4] = [
 
 /// Where the probe code sits in the probe VM's memory.
 const PROBE_CODE: u64 = 0x1000;
+/// The probe's stack pointer (the probe code uses no stack, but a vCPU needs one).
+const PROBE_STACK: u64 = 0x8000;
 /// Port the probes write to when a measurement is done.
 const PROBE_PORT: u16 = 0x80;
 
@@ -246,7 +248,7 @@ impl Probe {
             user,
         );
         self.vcpu.set_sregs(&sregs).map_err(step("KVM_SET_SREGS"))?;
-        let mut r = regs::entry_regs(rip, 0x8000, user);
+        let mut r = regs::entry_regs(rip, PROBE_STACK, user);
         r.rax = rax;
         r.rcx = rcx;
         self.vcpu.set_regs(&r).map_err(step("KVM_SET_REGS"))

@@ -54,6 +54,11 @@ pub const MMIO_GAP_END: u64 = 1 << 32;
 /// without "unrestricted guest" (`KVM_SET_TSS_ADDR`); inside the MMIO hole.
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 
+/// Where the local APICs are (the architectural default; KVM's in-kernel LAPIC sits there).
+pub const APIC_DEFAULT_PHYS_BASE: u32 = 0xfee0_0000;
+/// Where KVM's in-kernel IO-APIC is.
+pub const IO_APIC_DEFAULT_PHYS_BASE: u32 = 0xfec0_0000;
+
 /// The MP floating pointer and configuration table (SMP guests): the last KiB of base
 /// memory, where Linux looks for them.
 pub const MPTABLE_START: u64 = 0x9fc00;

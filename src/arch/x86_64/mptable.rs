@@ -5,10 +5,8 @@
 //! Table" (floating pointer, header, processor, bus, I/O APIC, I/O and local interrupt
 //! assignment entries).
 
-/// Where the local APICs are.
-pub const APIC_DEFAULT_PHYS_BASE: u32 = 0xfee0_0000;
-/// Where the (in-kernel) IO-APIC is.
-pub const IO_APIC_DEFAULT_PHYS_BASE: u32 = 0xfec0_0000;
+use super::layout::{APIC_DEFAULT_PHYS_BASE, IO_APIC_DEFAULT_PHYS_BASE};
+
 /// Number of ISA interrupt lines routed through the IO-APIC.
 const ISA_IRQS: u8 = 16;
 
