@@ -48,10 +48,10 @@ pub struct Vcpu {
 /// The port I/O of the exit `KVM_RUN` just returned, read from `kvm_run` itself:
 /// kvm-ioctls' `VcpuExit::IoIn`/`IoOut` give the data, but not the access size that splits
 /// string I/O (`rep outsb`, `rep insw`) into elements.
-fn port_io_exit(fd: &mut VcpuFd) -> Option<Exit<'_>> {
+fn port_io_exit(fd: &mut VcpuFd) -> Exit<'_> {
     let run = fd.get_kvm_run();
     if run.exit_reason != KVM_EXIT_IO {
-        return None;
+        return unexpected(run.exit_reason);
     }
     // SAFETY: the exit reason says `io` is the active member of the union.
     let io = unsafe { run.__bindgen_anon_1.io };
@@ -63,7 +63,7 @@ fn port_io_exit(fd: &mut VcpuFd) -> Option<Exit<'_>> {
     // exit relies on). The slice borrows `fd` mutably, so nothing else touches the mapping
     // until it is gone.
     let data = unsafe { std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), len) };
-    Some(if u32::from(io.direction) == KVM_EXIT_IO_IN {
+    if u32::from(io.direction) == KVM_EXIT_IO_IN {
         Exit::IoIn {
             port: io.port,
             size,
@@ -75,22 +75,27 @@ fn port_io_exit(fd: &mut VcpuFd) -> Option<Exit<'_>> {
             size,
             data,
         }
-    })
+    }
 }
 
 /// The suberror and data words of a `KVM_EXIT_INTERNAL_ERROR`, which kvm-ioctls does not decode.
-fn internal_error_exit(fd: &mut VcpuFd) -> Option<Exit<'static>> {
+fn internal_error_exit(fd: &mut VcpuFd) -> Exit<'static> {
     let run = fd.get_kvm_run();
     if run.exit_reason != KVM_EXIT_INTERNAL_ERROR {
-        return None;
+        return unexpected(run.exit_reason);
     }
     // SAFETY: the exit reason says `internal` is the active member of the union.
     let internal = unsafe { run.__bindgen_anon_1.internal };
     let ndata = (internal.ndata as usize).min(internal.data.len());
-    Some(Exit::InternalError {
+    Exit::InternalError {
         suberror: internal.suberror,
         data: internal.data[..ndata].to_vec(),
-    })
+    }
+}
+
+/// An exit whose `kvm_run` does not say what kvm-ioctls decoded (KVM never does this).
+fn unexpected(reason: u32) -> Exit<'static> {
+    Exit::Other(format!("exit reason {reason} in kvm_run"))
 }
 
 impl Vcpu {
@@ -188,24 +193,23 @@ impl Vcpu {
             unclaimed_mmio: self.unclaimed_mmio,
         };
         let stats = &mut self.stats;
+        // kvm-ioctls decodes the exit; port I/O and internal errors are read again from
+        // `kvm_run` for what it leaves out (the access size, the suberror).
         let exit = match result {
             Ok(VcpuExit::IoIn(..) | VcpuExit::IoOut(..)) => port_io_exit(&mut self.fd),
             Ok(VcpuExit::InternalError) => internal_error_exit(&mut self.fd),
-            Ok(VcpuExit::MmioRead(addr, data)) => Some(Exit::MmioRead(addr, data)),
-            Ok(VcpuExit::MmioWrite(addr, data)) => Some(Exit::MmioWrite(addr, data)),
-            Ok(VcpuExit::Hlt) => Some(Exit::Hlt),
-            Ok(VcpuExit::Shutdown) => Some(Exit::Shutdown),
-            Ok(VcpuExit::FailEntry(reason, _cpu)) => Some(Exit::FailEntry(reason)),
-            Ok(VcpuExit::Intr) => Some(Exit::Interrupted),
-            Ok(VcpuExit::SystemEvent(kind, _)) => Some(Exit::SystemEvent(kind)),
-            Ok(other) => Some(Exit::Other(format!("{other:?}"))),
-            Err(e) if e.errno() == libc::EINTR => Some(Exit::Interrupted),
+            Ok(VcpuExit::MmioRead(addr, data)) => Exit::MmioRead(addr, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => Exit::MmioWrite(addr, data),
+            Ok(VcpuExit::Hlt) => Exit::Hlt,
+            Ok(VcpuExit::Shutdown) => Exit::Shutdown,
+            Ok(VcpuExit::FailEntry(reason, _cpu)) => Exit::FailEntry(reason),
+            Ok(VcpuExit::Intr) => Exit::Interrupted,
+            Ok(VcpuExit::SystemEvent(kind, _)) => Exit::SystemEvent(kind),
+            Ok(other) => Exit::Other(format!("{other:?}")),
+            Err(e) if e.errno() == libc::EINTR => Exit::Interrupted,
             Err(e) if e.errno() == libc::EAGAIN => return Ok(VcpuEmulation::Handled),
             Err(e) => return Err(Error::Run(e)),
         };
-        // `None`: the exit reason changed under the decoder, which KVM never does.
-        let exit = exit
-            .unwrap_or_else(|| Exit::Other("an exit kvm-ioctls and kvm_run disagree on".into()));
         Ok(handle_exit(&devices, exit, stats))
     }
 
