@@ -1,5 +1,6 @@
-//! The host's KVM: opening it with errors a user can act on, and telling what kind of KVM it
-//! is (hardware VMX/SVM, nested, or the software `kvm_pvm`).
+//! The host's KVM: opening it with errors a user can act on, telling what kind of KVM it is
+//! (hardware VMX/SVM, nested, or the software `kvm_pvm`), and what a Linux guest needs on top
+//! on such a host ([`Workarounds`]): everything kvmini knows about `kvm_pvm` is here.
 
 use std::path::Path;
 
