@@ -4,7 +4,8 @@
 //! the measurer's cost, not the subject's (the time from just before the fork is kept too,
 //! as [`Run::fork_to_exec`]). Children are forked, not vforked, because a process's
 //! `ru_maxrss` includes the memory it had before `execve`: after a vfork that is the whole
-//! measuring process, after a fork only the few pages the copy touches.
+//! measuring process, after a fork only the few pages the copy touches. (Runs that sample
+//! memory are not timed and are started with posix_spawn, which returns sooner.)
 //!
 //! One thread waits for every child at once with `poll(2)`: on their output pipes, whose
 //! chunks are kept with their arrival times, and on a pidfd per child (`pidfd_open(2)`), so

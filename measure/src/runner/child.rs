@@ -92,15 +92,21 @@ pub fn start(spec: &Spec, sample_first: bool) -> Result<Running, Error> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: the hook runs in the forked child just before execve and only calls
-    // clock_gettime and stores to shared memory, both async-signal-safe. (Having a hook
-    // also makes std fork instead of using posix_spawn; see the module's documentation.)
-    unsafe {
-        cmd.pre_exec(move || {
-            stamp.store(mono_ns(), Ordering::SeqCst);
-            Ok(())
-        })
-    };
+    // Runs that sample memory are not timed: they go without the stamp, so that std starts
+    // them with posix_spawn (a vfork), which returns sooner after the execve than a fork whose
+    // copy of this process must be torn down first; the first sample then comes in time for
+    // a process that lives half a millisecond. Their launch is the fork.
+    if !sample_first {
+        // SAFETY: the hook runs in the forked child just before execve and only calls
+        // clock_gettime and stores to shared memory, both async-signal-safe. (Having a hook
+        // also makes std fork instead of using posix_spawn; see the module's documentation.)
+        unsafe {
+            cmd.pre_exec(move || {
+                stamp.store(mono_ns(), Ordering::SeqCst);
+                Ok(())
+            })
+        };
+    }
     let guard = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
     stamp.store(0, Ordering::SeqCst);
     let fork_ns = mono_ns();
