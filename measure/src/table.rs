@@ -32,6 +32,8 @@ pub struct Table {
     columns: Vec<Column>,
     rows: Vec<Row>,
     rule: bool,
+    headless: bool,
+    indent: usize,
 }
 
 impl Table {
@@ -74,6 +76,18 @@ impl Table {
         self
     }
 
+    /// Leaves the header out (a list of aligned lines).
+    pub fn headless(mut self) -> Table {
+        self.headless = true;
+        self
+    }
+
+    /// Starts every line with `n` spaces.
+    pub fn indent(mut self, n: usize) -> Table {
+        self.indent = n;
+        self
+    }
+
     /// Adds a row (cells beyond the columns are dropped).
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(Row { cells, note: None });
@@ -91,7 +105,14 @@ impl Table {
         let mut width: Vec<usize> = self
             .columns
             .iter()
-            .map(|c| c.header.chars().count().max(c.min_width))
+            .map(|c| {
+                let header = if self.headless {
+                    0
+                } else {
+                    c.header.chars().count()
+                };
+                header.max(c.min_width)
+            })
             .collect();
         for row in &self.rows {
             for (w, cell) in width.iter_mut().zip(&row.cells) {
@@ -105,7 +126,7 @@ impl Table {
     pub fn render(&self) -> String {
         let width = self.widths();
         let line = |cells: &[String], note: Option<&str>| {
-            let mut s = String::new();
+            let mut s = " ".repeat(self.indent);
             for (i, cell) in cells.iter().enumerate().take(width.len()) {
                 let pad = " ".repeat(width[i].saturating_sub(cell.chars().count()));
                 if i > 0 {
@@ -123,7 +144,10 @@ impl Table {
             s.trim_end().to_string() + "\n"
         };
         let header: Vec<String> = self.columns.iter().map(|c| c.header.clone()).collect();
-        let mut out = line(&header, None);
+        let mut out = String::new();
+        if !self.headless {
+            out += &line(&header, None);
+        }
         if self.rule {
             let total = width.iter().sum::<usize>() + 2 * width.len().saturating_sub(1);
             out += &"-".repeat(total);
@@ -199,5 +223,11 @@ mod tests {
             t.render(),
             "subject    p50\n--------------\na         1.00\nb        not installed (no QEMU)\n"
         );
+        let mut t = Table::new(&[("what", Align::Left), ("shown", Align::Left)])
+            .headless()
+            .indent(2);
+        t.row(vec!["ratio".into(), "1.5x".into()]);
+        t.row(vec!["p50".into(), "n/a".into()]);
+        assert_eq!(t.render(), "  ratio  1.5x\n  p50    n/a\n");
     }
 }
