@@ -5,6 +5,7 @@ use crate::report::{ratio_text, Target};
 use crate::sections::exit_cost::ExitCost;
 use crate::sections::memory::Memory;
 use crate::sections::startup::Startup;
+use crate::sections::Subject;
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
@@ -33,29 +34,22 @@ fn startup_targets(startup: &Startup) -> Vec<Target> {
     let kv_real = startup.subject("kvmini hello16.bin");
     let floor = startup.subject("floor hello16.bin");
     let qemu = startup.subject("QEMU microvm hello.elf");
+    type Of = fn(&Subject) -> &[f64];
+    let vs_floor: [(&str, &str, Of, Option<f64>); 2] = [
+        ("launch->exit", "<= 1.3x", |s| &s.exit_ms, Some(1.3)),
+        ("launch->first byte", "(reported)", |s| &s.first_ms, None),
+    ];
     let mut targets = Vec::new();
-    let r = ratio(
-        kv_real.median(&kv_real.exit_ms),
-        floor.median(&floor.exit_ms),
-    );
-    targets.push(target(
-        "launch->exit p50, kvmini hello16.bin / floor",
-        "<= 1.3x",
-        r,
-        ratio_or(r, "n/a"),
-        r.map(|r| r <= 1.3),
-    ));
-    let r = ratio(
-        kv_real.median(&kv_real.first_ms),
-        floor.median(&floor.first_ms),
-    );
-    targets.push(target(
-        "launch->first byte p50, kvmini hello16.bin / floor",
-        "(reported)",
-        r,
-        ratio_or(r, "n/a"),
-        None,
-    ));
+    for (what, goal, of, bound) in vs_floor {
+        let r = ratio(kv_real.median(of(kv_real)), floor.median(of(floor)));
+        targets.push(target(
+            &format!("{what} p50, kvmini hello16.bin / floor"),
+            goal,
+            r,
+            ratio_or(r, "n/a"),
+            bound.and_then(|b| r.map(|r| r <= b)),
+        ));
+    }
     let r = ratio(qemu.median(&qemu.exit_ms), kv_elf.median(&kv_elf.exit_ms));
     let why_no_qemu = match (&qemu.absent, &qemu.failure) {
         (Some(_), _) => "n/a: QEMU not installed",

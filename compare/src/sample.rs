@@ -184,16 +184,10 @@ pub fn run_batch(specs: &[Spec], marker: &Marker) -> Result<Batch, RunError> {
 mod tests {
     use super::*;
 
-    fn sh(script: &str) -> Spec {
-        let mut spec = Spec::new("/bin/sh", ["-c", script]);
-        spec.timeout = Duration::from_secs(10);
-        spec
-    }
-
     #[test]
     fn a_sample_counts_from_before_the_fork_to_the_marker_line() {
         let s = run_once(
-            &sh("echo start; sleep 0.05; echo done"),
+            &Spec::shell("echo start; sleep 0.05; echo done"),
             &Marker::Line("start"),
             true,
         )
@@ -211,19 +205,19 @@ mod tests {
     #[test]
     fn failures_say_what_went_wrong() {
         let x = Marker::Line("x");
-        let e = run_once(&sh("echo oops >&2; exit 3"), &x, false).unwrap_err();
+        let e = run_once(&Spec::shell("echo oops >&2; exit 3"), &x, false).unwrap_err();
         let text = e.to_string();
         assert!(
             text.contains("exited with status 3") && text.contains("oops"),
             "{text}"
         );
-        let e = run_once(&sh("echo other"), &x, false).unwrap_err();
+        let e = run_once(&Spec::shell("echo other"), &x, false).unwrap_err();
         assert!(matches!(e, RunError::NoMarker { .. }), "{e}");
-        let mut slow = sh("exec sleep 5");
+        let mut slow = Spec::shell("exec sleep 5");
         slow.timeout = Duration::from_millis(100);
         let e = run_once(&slow, &x, false).unwrap_err();
         assert!(matches!(e, RunError::Timeout { .. }), "{e}");
-        let mut missing = sh("");
+        let mut missing = Spec::shell("");
         missing.program = "/nonexistent/program".into();
         assert!(matches!(
             run_once(&missing, &x, false),
@@ -233,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_batch_runs_instances_at_once() {
-        let specs = vec![sh("sleep 0.2; echo hi"); 3];
+        let specs = vec![Spec::shell("sleep 0.2; echo hi"); 3];
         let b = run_batch(&specs, &Marker::Line("hi")).unwrap();
         assert_eq!(b.instances.len(), 3);
         // Together, not one after the other.

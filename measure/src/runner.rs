@@ -98,6 +98,11 @@ impl Spec {
         }
     }
 
+    /// `/bin/sh -c script`.
+    pub fn shell(script: &str) -> Spec {
+        Spec::new("/bin/sh", ["-c", script])
+    }
+
     /// The command line, for messages.
     pub fn command_line(&self) -> String {
         command_line(&self.program.to_string_lossy(), &self.args)
@@ -289,9 +294,10 @@ mod tests {
     use super::*;
 
     fn sh(script: &str) -> Spec {
-        let mut spec = Spec::new("/bin/sh", ["-c", script]);
-        spec.timeout = Duration::from_secs(10);
-        spec
+        Spec {
+            timeout: Duration::from_secs(10),
+            ..Spec::shell(script)
+        }
     }
 
     #[test]

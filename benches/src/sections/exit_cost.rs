@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use kvmini_measure::runner::{self, Spec, Status};
 
-use super::{Context, Section, Subject, FLOOR, GUESTS, RUN_LIMIT};
+use super::{
+    failure_lines, header_lines, measure_all, Context, Section, Subject, FLOOR, GUESTS, RUN_LIMIT,
+};
 use crate::error::Error;
 use crate::host::shown;
 use crate::kvmini_stats::{KvminiStats, Unclaimed};
@@ -174,13 +176,11 @@ fn count_exits(cx: &Context) -> Result<BTreeMap<&'static str, Unclaimed>, Error>
 
 impl Section for ExitCost {
     fn commands(&self) -> Vec<(String, String)> {
-        self.subjects.iter().map(Subject::header_line).collect()
+        header_lines(&self.subjects)
     }
 
     fn measure(&mut self, keep: bool) {
-        for s in self.subjects.iter_mut().filter(|s| s.live()) {
-            s.measure(keep);
-        }
+        measure_all(&mut self.subjects, keep);
     }
 
     fn rows(&self) -> Vec<Row> {
@@ -213,10 +213,7 @@ impl Section for ExitCost {
     }
 
     fn failures(&self) -> Vec<String> {
-        self.subjects
-            .iter()
-            .filter_map(Subject::failure_line)
-            .collect()
+        failure_lines(&self.subjects)
     }
 
     fn fatal(&self) -> bool {

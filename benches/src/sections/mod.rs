@@ -77,6 +77,23 @@ pub fn tail(bytes: &[u8], n: usize) -> String {
     lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
+/// The header lines of `subjects`.
+pub fn header_lines(subjects: &[Subject]) -> Vec<(String, String)> {
+    subjects.iter().map(Subject::header_line).collect()
+}
+
+/// Runs each subject still measured once; keeps the samples when `keep`.
+pub fn measure_all(subjects: &mut [Subject], keep: bool) {
+    for s in subjects.iter_mut().filter(|s| s.live()) {
+        s.measure(keep);
+    }
+}
+
+/// The lines for standard error of the subjects that failed.
+pub fn failure_lines(subjects: &[Subject]) -> Vec<String> {
+    subjects.iter().filter_map(Subject::failure_line).collect()
+}
+
 /// A command measured for start-up or exit cost.
 #[derive(Clone, Debug)]
 pub struct Subject {

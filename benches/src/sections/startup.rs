@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Context, Section, Subject, FLOOR, GUESTS};
+use super::{failure_lines, header_lines, measure_all, Context, Section, Subject, FLOOR, GUESTS};
 use crate::host::{self, Peer};
 use crate::report::Row;
 
@@ -55,13 +55,11 @@ impl Startup {
 
 impl Section for Startup {
     fn commands(&self) -> Vec<(String, String)> {
-        self.subjects.iter().map(Subject::header_line).collect()
+        header_lines(&self.subjects)
     }
 
     fn measure(&mut self, keep: bool) {
-        for s in self.subjects.iter_mut().filter(|s| s.live()) {
-            s.measure(keep);
-        }
+        measure_all(&mut self.subjects, keep);
     }
 
     fn rows(&self) -> Vec<Row> {
@@ -78,10 +76,7 @@ impl Section for Startup {
     }
 
     fn failures(&self) -> Vec<String> {
-        self.subjects
-            .iter()
-            .filter_map(Subject::failure_line)
-            .collect()
+        failure_lines(&self.subjects)
     }
 
     fn fatal(&self) -> bool {
