@@ -230,6 +230,17 @@ impl Running {
         }
     }
 
+    /// Stops waiting for it after waiting failed (the error says so).
+    fn give_up(&mut self) {
+        self.exit = Some(Exit {
+            at_ns: mono_ns(),
+            status: 0,
+            // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+            usage: unsafe { std::mem::zeroed() },
+        });
+        self.pidfd = None;
+    }
+
     /// Reads what one of its pipes has; `stream` 0 is standard output, 1 standard error.
     fn read(&mut self, stream: usize, buf: &mut [u8]) {
         let at = Duration::from_nanos(mono_ns().saturating_sub(self.launch_ns));
@@ -344,7 +355,14 @@ pub fn wait_all(mut children: Vec<Running>) -> Result<Vec<Run>, Error> {
         // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfd structures.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
         if n < 0 {
-            continue; // EINTR; anything else shows up as a deadline
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                // Cannot poll (too many descriptors?): look for the ends without pidfds.
+                for c in children.iter_mut() {
+                    c.pidfd = None;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            continue;
         }
         for (fd, w) in fds.iter().zip(&watched) {
             if fd.revents == 0 {
@@ -355,12 +373,7 @@ pub fn wait_all(mut children: Vec<Running>) -> Result<Vec<Run>, Error> {
                 Watched::End(i) => {
                     if let Err(e) = children[i].reap(true) {
                         error = error.or(Some(e));
-                        children[i].exit = Some(Exit {
-                            at_ns: mono_ns(),
-                            status: 0,
-                            // SAFETY: an all-zero rusage is a valid value of this C struct.
-                            usage: unsafe { std::mem::zeroed() },
-                        });
+                        children[i].give_up();
                     }
                 }
             }
@@ -371,6 +384,7 @@ pub fn wait_all(mut children: Vec<Running>) -> Result<Vec<Run>, Error> {
         {
             if let Err(e) = c.reap(false) {
                 error = error.or(Some(e));
+                c.give_up();
             }
         }
     }
