@@ -71,7 +71,7 @@ BENCH_ARGS  ?=
 
 .PHONY: bench-smoke bench-peers
 
-BENCH := $(CARGO) run --release --quiet -p kvmini-bench --
+BENCH := $(CARGO) run --release --quiet -p kvmini-bench -- --kvmini $(KVMINI)
 
 bench: build guests $(BENCH_FLOOR) bench-peers
 	$(BENCH) $(BENCH_ARGS)
@@ -90,7 +90,7 @@ $(BENCH_FLOOR): benches/floor.c | deps
 bench-peers:
 	@$(call install-missing,qemu-system-x86_64:qemu-system-x86,QEMU will be reported as not installed)
 
-# The Linux boot benchmark (benches/src/linux.rs), only that section: LINUX_BOOTS
+# The Linux boot benchmark (benches/src/sections/linux/), only that section: LINUX_BOOTS
 # boots each, interleaved, of guest/build/vmlinux (PVH) and bzImage with the
 # initramfs running `uname -r`, under kvmini and under QEMU's microvm given
 # kvmini's kernel command line.  ~15-25 minutes on a software-virtualized host.

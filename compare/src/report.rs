@@ -5,10 +5,12 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::measure::Sample;
-use super::stats::Summary;
-use super::workload::Side;
 use kvmini::check;
+use kvmini_measure::stats::Summary;
+use kvmini_measure::table::{table, table_mixed};
+
+use super::sample::Sample;
+use super::workload::Side;
 
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]
@@ -182,13 +184,6 @@ pub fn fmt_peak(kib: u64) -> String {
     }
 }
 
-/// Rows of cells, padded into aligned columns (the first `left` columns left-aligned, the
-/// rest right-aligned).
-pub fn table(header: &[&str], rows: &[Vec<String>], left: usize) -> String {
-    let right: Vec<bool> = (0..header.len()).map(|i| i >= left).collect();
-    table_mixed(header, rows, &right)
-}
-
 fn isolation_cells(i: &Isolation) -> [String; 3] {
     [
         i.kernel
@@ -236,147 +231,13 @@ impl fmt::Display for Report {
             return Ok(());
         }
 
-        writeln!(
-            f,
-            "\nLatency, ms: launch to the workload's first line / to the end of the process"
-        )?;
-        let mut rows = Vec::new();
-        for w in &done {
-            for (i, s) in w.sides.iter().enumerate() {
-                rows.push(vec![
-                    if i == 0 {
-                        format!("{} ({}x)", w.name, w.runs)
-                    } else {
-                        String::new()
-                    },
-                    s.label.clone(),
-                    fmt_ms(s.first_output_ms.p50),
-                    fmt_ms(s.first_output_ms.p90),
-                    fmt_ms(s.first_output_ms.p99),
-                    fmt_ms(s.total_ms.p50),
-                    fmt_ms(s.total_ms.p90),
-                    fmt_ms(s.total_ms.p99),
-                    fmt_ms(s.cpu_ms.p50),
-                ]);
-            }
-        }
-        f.write_str(&table(
-            &[
-                "workload",
-                "side",
-                "first p50",
-                "p90",
-                "p99",
-                "end p50",
-                "p90",
-                "p99",
-                "CPU p50",
-            ],
-            &rows,
-            2,
-        ))?;
-
-        writeln!(
-            f,
-            "\nMemory (peak sum over the whole process tree, sampled) and what the workload sees"
-        )?;
-        let mut rows = Vec::new();
-        for w in &done {
-            for (i, s) in w.sides.iter().enumerate() {
-                let [kernel, pid, cpus] = isolation_cells(&s.isolation);
-                rows.push(vec![
-                    if i == 0 {
-                        w.name.to_string()
-                    } else {
-                        String::new()
-                    },
-                    s.label.clone(),
-                    fmt_peak(s.peak_rss_kib),
-                    fmt_peak(s.peak_pss_kib),
-                    kernel,
-                    pid,
-                    cpus,
-                ]);
-            }
-        }
-        f.write_str(&table_mixed(
-            &[
-                "workload",
-                "side",
-                "RSS",
-                "PSS",
-                "kernel it sees",
-                "PID",
-                "CPUs",
-            ],
-            &rows,
-            &[false, false, true, true, false, true, true],
-        ))?;
-
-        for w in done.iter().filter(|w| w.checksums_agree.is_some()) {
-            let sums: Vec<String> = w
-                .sides
-                .iter()
-                .filter_map(|s| {
-                    s.compute.as_ref().map(|c| {
-                        format!(
-                            "{} {} ({:.0} M cycles)",
-                            s.side.name(),
-                            c.checksums_seen.join("/"),
-                            c.cycles.p50 / 1e6
-                        )
-                    })
-                })
-                .collect();
-            writeln!(
-                f,
-                "\n{}: checksums {}: {}",
-                w.name,
-                if w.checksums_agree == Some(true) {
-                    "agree"
-                } else {
-                    "DIFFER"
-                },
-                sums.join(", ")
-            )?;
-        }
-
+        latency(f, &done)?;
+        memory(f, &done)?;
+        checksums(f, &done)?;
         if self.parallel.is_empty() {
             return Ok(());
         }
-        writeln!(
-            f,
-            "\nDensity: P instances started at once; ms until all ended / per-instance p50 / p90"
-        )?;
-        let mut header = vec!["workload".to_string(), "side".to_string()];
-        header.extend(self.parallel.iter().map(|p| format!("P={p}")));
-        let mut rows = Vec::new();
-        for w in &done {
-            for (i, s) in w.sides.iter().enumerate() {
-                let mut row = vec![
-                    if i == 0 {
-                        w.name.to_string()
-                    } else {
-                        String::new()
-                    },
-                    s.label.clone(),
-                ];
-                for p in &self.parallel {
-                    row.push(match s.density.iter().find(|d| d.parallel == *p) {
-                        Some(d) => format!(
-                            "{} / {} / {}",
-                            fmt_ms(d.wall_ms),
-                            fmt_ms(d.latency_ms.p50),
-                            fmt_ms(d.latency_ms.p90)
-                        ),
-                        None => "-".into(),
-                    });
-                }
-                rows.push(row);
-            }
-        }
-        let header: Vec<&str> = header.iter().map(String::as_str).collect();
-        f.write_str(&table(&header, &rows, 2))?;
+        density(f, &self.parallel, &done)?;
         for w in &done {
             for note in &w.notes {
                 writeln!(f, "note: {}: {note}", w.name)?;
@@ -386,61 +247,171 @@ impl fmt::Display for Report {
     }
 }
 
-/// Like [`table`], with the alignment of each column given (`true`: right).
-pub fn table_mixed(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
-    let cols = header.len();
-    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate().take(cols) {
-            width[i] = width[i].max(cell.chars().count());
+/// The latency table.
+fn latency(f: &mut fmt::Formatter<'_>, done: &[&WorkloadReport]) -> fmt::Result {
+    writeln!(
+        f,
+        "\nLatency, ms: launch to the workload's first line / to the end of the process"
+    )?;
+    let mut rows = Vec::new();
+    for w in done {
+        for (i, s) in w.sides.iter().enumerate() {
+            rows.push(vec![
+                if i == 0 {
+                    format!("{} ({}x)", w.name, w.runs)
+                } else {
+                    String::new()
+                },
+                s.label.clone(),
+                fmt_ms(s.first_output_ms.p50),
+                fmt_ms(s.first_output_ms.p90),
+                fmt_ms(s.first_output_ms.p99),
+                fmt_ms(s.total_ms.p50),
+                fmt_ms(s.total_ms.p90),
+                fmt_ms(s.total_ms.p99),
+                fmt_ms(s.cpu_ms.p50),
+            ]);
         }
     }
-    let mut out = String::new();
-    let all = std::iter::once(header.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .chain(rows.iter().cloned());
-    for row in all {
-        let mut s = String::new();
-        for (i, cell) in row.iter().enumerate().take(cols) {
-            let pad = " ".repeat(width[i].saturating_sub(cell.chars().count()));
-            if i > 0 {
-                s.push_str("  ");
-            }
-            if right.get(i).copied().unwrap_or(false) {
-                s.push_str(&pad);
-                s.push_str(cell);
+    f.write_str(&table(
+        &[
+            "workload",
+            "side",
+            "first p50",
+            "p90",
+            "p99",
+            "end p50",
+            "p90",
+            "p99",
+            "CPU p50",
+        ],
+        &rows,
+        2,
+    ))?;
+
+    Ok(())
+}
+
+/// The memory table, with what each side sees from inside.
+fn memory(f: &mut fmt::Formatter<'_>, done: &[&WorkloadReport]) -> fmt::Result {
+    writeln!(
+        f,
+        "\nMemory (peak sum over the whole process tree, sampled) and what the workload sees"
+    )?;
+    let mut rows = Vec::new();
+    for w in done {
+        for (i, s) in w.sides.iter().enumerate() {
+            let [kernel, pid, cpus] = isolation_cells(&s.isolation);
+            rows.push(vec![
+                if i == 0 {
+                    w.name.to_string()
+                } else {
+                    String::new()
+                },
+                s.label.clone(),
+                fmt_peak(s.peak_rss_kib),
+                fmt_peak(s.peak_pss_kib),
+                kernel,
+                pid,
+                cpus,
+            ]);
+        }
+    }
+    f.write_str(&table_mixed(
+        &[
+            "workload",
+            "side",
+            "RSS",
+            "PSS",
+            "kernel it sees",
+            "PID",
+            "CPUs",
+        ],
+        &rows,
+        &[false, false, true, true, false, true, true],
+    ))?;
+
+    Ok(())
+}
+
+/// For `compute`: whether the checksums agree.
+fn checksums(f: &mut fmt::Formatter<'_>, done: &[&WorkloadReport]) -> fmt::Result {
+    for w in done.iter().filter(|w| w.checksums_agree.is_some()) {
+        let sums: Vec<String> = w
+            .sides
+            .iter()
+            .filter_map(|s| {
+                s.compute.as_ref().map(|c| {
+                    format!(
+                        "{} {} ({:.0} M cycles)",
+                        s.side.name(),
+                        c.checksums_seen.join("/"),
+                        c.cycles.p50 / 1e6
+                    )
+                })
+            })
+            .collect();
+        writeln!(
+            f,
+            "\n{}: checksums {}: {}",
+            w.name,
+            if w.checksums_agree == Some(true) {
+                "agree"
             } else {
-                s.push_str(cell);
-                s.push_str(&pad);
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
+                "DIFFER"
+            },
+            sums.join(", ")
+        )?;
     }
-    out
+
+    Ok(())
+}
+
+/// The density table: one column per parallel level.
+fn density(
+    f: &mut fmt::Formatter<'_>,
+    parallel: &[usize],
+    done: &[&WorkloadReport],
+) -> fmt::Result {
+    writeln!(
+        f,
+        "\nDensity: P instances started at once; ms until all ended / per-instance p50 / p90"
+    )?;
+    let mut header = vec!["workload".to_string(), "side".to_string()];
+    header.extend(parallel.iter().map(|p| format!("P={p}")));
+    let mut rows = Vec::new();
+    for w in done {
+        for (i, s) in w.sides.iter().enumerate() {
+            let mut row = vec![
+                if i == 0 {
+                    w.name.to_string()
+                } else {
+                    String::new()
+                },
+                s.label.clone(),
+            ];
+            for p in parallel {
+                row.push(match s.density.iter().find(|d| d.parallel == *p) {
+                    Some(d) => format!(
+                        "{} / {} / {}",
+                        fmt_ms(d.wall_ms),
+                        fmt_ms(d.latency_ms.p50),
+                        fmt_ms(d.latency_ms.p90)
+                    ),
+                    None => "-".into(),
+                });
+            }
+            rows.push(row);
+        }
+    }
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    f.write_str(&table(&header, &rows, 2))?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tables_align_columns() {
-        let t = table(
-            &["a", "num"],
-            &[
-                vec!["long name".into(), "1".into()],
-                vec!["x".into(), "12.5".into()],
-            ],
-            1,
-        );
-        assert_eq!(t, "a           num\nlong name     1\nx          12.5\n");
-        let t = table_mixed(
-            &["n", "k"],
-            &[vec!["10".into(), "abc".into()]],
-            &[true, false],
-        );
-        assert_eq!(t, " n  k\n10  abc\n");
-    }
 
     #[test]
     fn numbers_are_shown_with_sensible_precision() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::measure::Marker;
+use kvmini_measure::runner::Marker;
 
 /// Where a workload runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -1,8 +1,11 @@
-//! Memory of everything a side started: the process tree under the process kvmini spawned,
-//! sampled from `/proc` while it runs (`proc(5)`: `/proc/PID/task/TID/children`,
-//! `/proc/PID/smaps_rollup`). Each sample sums RSS and PSS over the tree; the sampler keeps
-//! the largest sums. PSS charges shared pages to each process in proportion, so the PSS of
-//! several processes adds up to what they use together.
+//! Memory of processes, from `/proc` (`proc(5)`).
+//!
+//! - A process tree sampled while it runs (`/proc/PID/task/TID/children`,
+//!   `/proc/PID/smaps_rollup`): each sample sums RSS and PSS over the tree; a [`Sampler`] keeps
+//!   the largest sums. PSS charges shared pages to each process in proportion, so the PSS of
+//!   several processes adds up to what they use together.
+//! - One running VMM's resident memory, split at its guest-RAM mapping ([`resident`], from
+//!   `/proc/PID/smaps`): what the VMM itself costs beyond the memory it gives the guest.
 
 use std::collections::HashSet;
 use std::fs;
@@ -187,6 +190,105 @@ impl Sampler {
     }
 }
 
+/// Resident memory of a running process, split at its guest-RAM mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Resident {
+    /// Rss of every mapping, KiB.
+    pub total_kib: u64,
+    /// Rss of the guest-RAM mapping, KiB.
+    pub guest_kib: u64,
+    /// Anonymous pages outside the guest-RAM mapping (heap, stacks, kvm_run), KiB.
+    pub anon_kib: u64,
+    /// Pss outside the guest-RAM mapping: pages shared with other processes (libc's) count
+    /// in part, KiB.
+    pub pss_kib: u64,
+}
+
+/// Why a process's resident memory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ResidentError {
+    /// The smaps file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The process had exited: its smaps file was empty.
+    #[error("{path} is empty: the process had already exited")]
+    Exited {
+        /// The file.
+        path: String,
+    },
+    /// No mapping looks like the guest's RAM.
+    #[error("no anonymous private mapping of {bytes} bytes (the guest RAM) in smaps")]
+    NoGuestMapping {
+        /// The size looked for.
+        bytes: u64,
+    },
+}
+
+/// Reads `/proc/PID/smaps` and finds the guest RAM: the anonymous, private mapping of exactly
+/// `guest_bytes`.
+pub fn resident(pid: i32, guest_bytes: u64) -> Result<Resident, ResidentError> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = fs::read_to_string(&path).map_err(|source| ResidentError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let parsed = parse_smaps(&text, guest_bytes)?;
+    if parsed.total_kib == 0 {
+        return Err(ResidentError::Exited { path });
+    }
+    Ok(parsed)
+}
+
+/// Whether a smaps header line (`start-end perms offset dev inode [path]`) is the guest RAM:
+/// an anonymous private mapping of `guest_bytes`.
+fn is_guest_mapping(line: &str, guest_bytes: u64) -> Option<bool> {
+    let mut words = line.split_whitespace();
+    let (start, end) = words.next()?.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    let perms = words.next().unwrap_or("");
+    let inode = words.nth(2).unwrap_or("");
+    let path = words.next();
+    Some(end - start == guest_bytes && perms.ends_with('p') && inode == "0" && path.is_none())
+}
+
+/// The parsing half of [`resident`].
+pub fn parse_smaps(text: &str, guest_bytes: u64) -> Result<Resident, ResidentError> {
+    let mut r = Resident::default();
+    let mut is_guest = false;
+    let mut found = false;
+    for line in text.lines() {
+        if let Some(guest) = is_guest_mapping(line, guest_bytes) {
+            is_guest = !found && guest;
+            found |= is_guest;
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let field = words.next().unwrap_or("");
+        let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        match field {
+            "Rss:" => {
+                r.total_kib += kib;
+                if is_guest {
+                    r.guest_kib += kib;
+                }
+            }
+            "Anonymous:" if !is_guest => r.anon_kib += kib,
+            "Pss:" if !is_guest => r.pss_kib += kib,
+            _ => {}
+        }
+    }
+    if !found {
+        return Err(ResidentError::NoGuestMapping { bytes: guest_bytes });
+    }
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +341,42 @@ mod tests {
         assert!(peak.processes >= 1);
         // Stopped before it was given anything to watch: no samples.
         assert_eq!(Sampler::start().unwrap().finish(), Peak::default());
+    }
+
+    #[test]
+    fn smaps_split_at_the_guest_mapping() {
+        let smaps = "\
+5567eefa7000-5567eefd1000 r--p 00000000 fe:00 5316891    /usr/bin/x
+Rss:                 164 kB
+Pss:                  41 kB
+Anonymous:             0 kB
+7ff90b400000-7ff91b400000 rw-p 00000000 00:00 0 
+Rss:                  32 kB
+Pss:                  32 kB
+Anonymous:            32 kB
+7ff91b5f0000-7ff91b5f3000 rw-p 00000000 00:00 0 
+Rss:                   8 kB
+Pss:                   8 kB
+Anonymous:             8 kB
+";
+        let r = parse_smaps(smaps, 256 << 20).expect("guest mapping found");
+        assert_eq!(
+            (r.total_kib, r.guest_kib, r.anon_kib, r.pss_kib),
+            (204, 32, 8, 49)
+        );
+        assert!(parse_smaps(smaps, 16 << 20).is_err());
+    }
+
+    #[test]
+    fn a_running_process_has_resident_memory_but_no_guest_ram() {
+        let me = std::process::id() as i32;
+        assert!(matches!(
+            resident(me, 12_345 << 12),
+            Err(ResidentError::NoGuestMapping { .. })
+        ));
+        assert!(matches!(
+            resident(-1, 4096),
+            Err(ResidentError::Read { .. })
+        ));
     }
 }

@@ -1,0 +1,280 @@
+//! One workload on every side: the probe, the warm-up, the timed runs, the memory runs and
+//! the density batches, each interleaved container, vm, baseline; then the summaries.
+
+use std::collections::BTreeSet;
+
+use kvmini_measure::memory::Peak;
+use kvmini_measure::runner::Spec;
+use kvmini_measure::stats::Summary;
+
+use super::progress::Progress;
+use super::report::{Compute, Density, Isolation, SideReport, WorkloadReport};
+use super::sample::{self, Sample};
+use super::setup::{failed, Setup};
+use super::workload::{self, Side, Workload};
+use super::{Error, Options};
+
+fn isolation_from_probe(w: Workload, side: Side, sample: &Sample, spec: &Spec) -> Isolation {
+    let after = (side == Side::Vm).then_some(workload::USER_SPACE_UP);
+    let mut iso = Isolation {
+        probe_command: Some(spec.command_line()),
+        probe_output: Some(sample.stdout.clone()),
+        ..Isolation::default()
+    };
+    match workload::parse_probe(&sample.stdout, after) {
+        Some((kernel, pid, cpus)) => {
+            iso.kernel = Some(kernel);
+            iso.pid = Some(pid);
+            iso.cpus = Some(cpus);
+        }
+        None => {
+            iso.note = Some(format!(
+                "the {} probe's output was not understood",
+                w.name()
+            ))
+        }
+    }
+    iso
+}
+
+/// Runs `w` on `side` once (a probe or a run); with `sample_memory`, samples its memory.
+fn run_side(
+    w: Workload,
+    side: Side,
+    setup: &Setup,
+    probe: bool,
+    sample_memory: bool,
+) -> Result<(Sample, Spec), Error> {
+    let spec = setup.spec(w, side, probe);
+    let marker = setup.marker(w, side, probe);
+    let s =
+        sample::run_once(&spec, &marker, sample_memory).map_err(|e| failed(w, side, setup, e))?;
+    Ok((s, spec))
+}
+
+/// Notes on what this workload runs differently from what was asked.
+fn notes(w: Workload, opts: &Options, levels: &[usize], parallel: &[usize]) -> Vec<String> {
+    let runs = w.runs(opts.runs);
+    let mut notes = Vec::new();
+    if runs < opts.runs {
+        notes.push(format!(
+            "{runs} timed runs per side instead of {} (a boot is slow where guest ring 0 is emulated)",
+            opts.runs
+        ));
+    }
+    let too_many: Vec<String> = parallel
+        .iter()
+        .filter(|p| !levels.contains(p))
+        .map(|p| format!("P={p}"))
+        .collect();
+    if !too_many.is_empty() {
+        notes.push(format!(
+            "{} skipped: at most {} instances of this workload start at once",
+            too_many.join(", "),
+            w.max_parallel().unwrap_or(0)
+        ));
+    }
+    notes
+}
+
+/// Isolation facts: one untimed probe per side; then one untimed warm-up run per side.
+fn probe_and_warm_up(
+    w: Workload,
+    setup: &Setup,
+    progress: &mut Progress,
+) -> Result<Vec<Isolation>, Error> {
+    let mut isolation = Vec::new();
+    for side in Side::ALL {
+        progress.show(&format!("{}: {} probe", w.name(), side.name()));
+        let iso = if side == Side::Vm && w != Workload::Linux {
+            Isolation {
+                kernel: None,
+                pid: None,
+                cpus: Some("1".into()),
+                note: Some("the guest is its own kernel: no kernel under it and no process ID; CPUs from the VM config (kvmini run's default, 1 vCPU)".into()),
+                ..Isolation::default()
+            }
+        } else {
+            let (sample, spec) = run_side(w, side, setup, true, false)?;
+            isolation_from_probe(w, side, &sample, &spec)
+        };
+        isolation.push(iso);
+        progress.step(1);
+    }
+    if w.warm_up() {
+        for side in Side::ALL {
+            progress.show(&format!("{}: {} warm-up", w.name(), side.name()));
+            run_side(w, side, setup, false, false)?;
+            progress.step(1);
+        }
+    }
+    Ok(isolation)
+}
+
+/// `runs[k]` runs of each side `k`, interleaved; `what` names them in the progress line.
+fn interleaved(
+    w: Workload,
+    setup: &Setup,
+    progress: &mut Progress,
+    runs: [usize; 3],
+    what: &str,
+    sample_memory: bool,
+) -> Result<Vec<Vec<Sample>>, Error> {
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); Side::ALL.len()];
+    for i in 0..runs.iter().copied().max().unwrap_or(0) {
+        for (k, side) in Side::ALL.into_iter().enumerate() {
+            if i >= runs[k] {
+                continue;
+            }
+            progress.show(&format!(
+                "{}: {what} {}/{}, {}",
+                w.name(),
+                i + 1,
+                runs[k],
+                side.name()
+            ));
+            let (s, _) = run_side(w, side, setup, false, sample_memory)?;
+            samples[k].push(s);
+            progress.step(1);
+        }
+    }
+    Ok(samples)
+}
+
+/// P instances at once, for each level P, per side.
+fn density(
+    w: Workload,
+    levels: &[usize],
+    setup: &Setup,
+    progress: &mut Progress,
+) -> Result<Vec<Vec<Density>>, Error> {
+    let mut density: Vec<Vec<Density>> = vec![Vec::new(); Side::ALL.len()];
+    for &p in levels {
+        for (k, side) in Side::ALL.into_iter().enumerate() {
+            progress.show(&format!("{}: {p} at once, {}", w.name(), side.name()));
+            let specs: Vec<Spec> = (0..p).map(|_| setup.spec(w, side, false)).collect();
+            let marker = setup.marker(w, side, false);
+            let b = sample::run_batch(&specs, &marker).map_err(|e| failed(w, side, setup, e))?;
+            let lat: Vec<f64> = b.instances.iter().map(|s| s.total_ms).collect();
+            density[k].push(Density {
+                parallel: p,
+                wall_ms: b.wall_ms,
+                latency_ms: Summary::of(&lat),
+                instances: b.instances,
+            });
+            progress.step(1);
+        }
+    }
+    Ok(density)
+}
+
+/// What the `compute` loop printed in `runs`.
+fn compute(runs: &[Sample]) -> Compute {
+    let parsed: Vec<(String, u64)> = runs
+        .iter()
+        .filter_map(|s| workload::parse_compute(&s.stdout))
+        .collect();
+    let mut seen: Vec<String> = parsed.iter().map(|(c, _)| c.clone()).collect();
+    seen.dedup();
+    seen.sort();
+    seen.dedup();
+    Compute {
+        checksum: parsed.first().map(|(c, _)| c.clone()).unwrap_or_default(),
+        checksums_seen: seen,
+        cycles: Summary::of(&parsed.iter().map(|(_, c)| *c as f64).collect::<Vec<_>>()),
+    }
+}
+
+/// What one side measured, summarized.
+struct Measured {
+    runs: Vec<Sample>,
+    memory_runs: Vec<Sample>,
+    isolation: Isolation,
+    density: Vec<Density>,
+}
+
+fn side_report(w: Workload, side: Side, setup: &Setup, m: Measured) -> SideReport {
+    let peak = |f: fn(&Peak) -> u64| {
+        m.memory_runs
+            .iter()
+            .filter_map(|s| s.memory.as_ref().map(f))
+            .max()
+            .unwrap_or(0)
+    };
+    let col = |f: fn(&Sample) -> f64| Summary::of(&m.runs.iter().map(f).collect::<Vec<_>>());
+    SideReport {
+        side,
+        label: setup.label(side),
+        command: setup.spec(w, side, false).command_line(),
+        container_args: (side == Side::Container).then(|| setup.container_args(w, false)),
+        first_output_ms: col(|s| s.first_output_ms),
+        total_ms: col(|s| s.total_ms),
+        cpu_ms: col(|s| s.user_ms + s.sys_ms),
+        peak_rss_kib: peak(|m| m.rss_kib),
+        peak_pss_kib: peak(|m| m.pss_kib),
+        maxrss_kib: m.runs.iter().map(|s| s.maxrss_kib).max().unwrap_or(0),
+        isolation: m.isolation,
+        compute: (w == Workload::Compute).then(|| compute(&m.runs)),
+        density: m.density,
+        runs: m.runs,
+        memory_runs: m.memory_runs,
+    }
+}
+
+/// For `compute`: whether every run on every side printed the one same checksum.
+fn checksums_agree(sides: &[SideReport]) -> bool {
+    let all: BTreeSet<&String> = sides
+        .iter()
+        .filter_map(|s| s.compute.as_ref())
+        .flat_map(|c| c.checksums_seen.iter())
+        .collect();
+    all.len() == 1
+        && sides.iter().all(|s| {
+            s.compute
+                .as_ref()
+                .is_some_and(|c| c.checksums_seen.len() == 1)
+        })
+}
+
+/// Measures workload `w` on every side.
+pub(crate) fn measure_workload(
+    w: Workload,
+    opts: &Options,
+    levels: &[usize],
+    parallel: &[usize],
+    setup: &Setup,
+    progress: &mut Progress,
+) -> Result<WorkloadReport, Error> {
+    let runs = w.runs(opts.runs);
+    let isolation = probe_and_warm_up(w, setup, progress)?;
+    let timed = interleaved(w, setup, progress, [runs; 3], "run", false)?;
+    let memory_runs = Side::ALL.map(|side| w.memory_runs(side, opts.runs));
+    let sampled = interleaved(w, setup, progress, memory_runs, "memory run", true)?;
+    let density = density(w, levels, setup, progress)?;
+
+    let sides: Vec<SideReport> = Side::ALL
+        .into_iter()
+        .zip(timed)
+        .zip(sampled)
+        .zip(isolation)
+        .zip(density)
+        .map(|((((side, runs), memory_runs), isolation), density)| {
+            let m = Measured {
+                runs,
+                memory_runs,
+                isolation,
+                density,
+            };
+            side_report(w, side, setup, m)
+        })
+        .collect();
+    Ok(WorkloadReport {
+        name: w.name(),
+        description: w.description(),
+        runs,
+        skipped: None,
+        notes: notes(w, opts, levels, parallel),
+        checksums_agree: (w == Workload::Compute).then(|| checksums_agree(&sides)),
+        sides,
+    })
+}
