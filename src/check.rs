@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd};
+use kvmini_measure::stats;
 use serde::Serialize;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -281,11 +282,6 @@ impl Probe {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// Which hidden CPUID features a guest still sees, at CPL 0 and at CPL 3.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CpuidLeaks {
@@ -341,9 +337,10 @@ pub fn measure(kvm: &Kvm) -> Result<Measurements, ProbeError> {
     for (user, slot) in [false, true].into_iter().zip(&mut io_exit) {
         p.enter(IO_ENTRY, 0, 0, user)?;
         let samples = (0..IO_SAMPLES)
-            .map(|_| p.run_to_port())
+            .map(|_| p.run_to_port().map(|d| d.as_secs_f64()))
             .collect::<Result<Vec<_>, _>>()?;
-        *slot = median(samples);
+        let median = stats::median(&samples).unwrap_or_default();
+        *slot = Duration::from_secs_f64(median);
     }
     let ring0 = p.ns_per_iteration(false, io_exit[0])?;
     let ring3 = p.ns_per_iteration(true, io_exit[1])?;
