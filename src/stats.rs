@@ -4,10 +4,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Per-vCPU exit counters, one per `KVM_EXIT_*` reason kvmini sees.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ExitCounts {
     /// Port reads (`in`).
     pub io_in: u64,
@@ -67,7 +68,8 @@ impl ExitCounts {
 }
 
 /// Accesses no device claimed.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Unclaimed {
     /// Port reads (answered with all-ones).
     pub port_reads: u64,
@@ -152,8 +154,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The whole report.
-#[derive(Clone, Debug, Serialize)]
+/// The whole report. It reads back from its own JSON (`--stats=json`), fields that are
+/// missing taking their defaults, so that tools can parse what kvmini printed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// Why the VM stopped, in words.
     pub stop_reason: String,
@@ -367,6 +371,18 @@ mod tests {
         );
         assert!(text.contains("in guest 0.300 ms, in kvmini 0.100 ms, total wall 2.000 ms"));
         assert!(text.contains("first serial byte at never"));
+    }
+
+    #[test]
+    fn json_report_reads_back() {
+        let text = serde_json::to_string(&sample()).unwrap();
+        let back: Stats = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.exits, sample().exits);
+        assert_eq!(back.total_ms, sample().total_ms);
+        let partial: Stats =
+            serde_json::from_str(r#"{"exit_status":3,"userspace_ms":1.5}"#).unwrap();
+        assert_eq!((partial.exit_status, partial.userspace_ms), (3, Some(1.5)));
+        assert_eq!(partial.first_run_ms, None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::error::Error;
 use crate::host::shown;
-use crate::kvmini_stats::{KvminiStats, Unclaimed};
+use crate::kvmini_stats::Unclaimed;
 use crate::report::{Outcome, Row};
 
 /// The exit-cost guests and the exit status each ends with (see guest/raw/exits.s).
@@ -167,8 +167,8 @@ fn count_exits(cx: &Context) -> Result<BTreeMap<&'static str, Unclaimed>, Error>
                 stderr: run.stderr_text().trim().to_string(),
             });
         }
-        let stats =
-            KvminiStats::from_stderr(&run.stderr_text()).ok_or(Error::NoStats { command })?;
+        let stats = crate::kvmini_stats::from_stderr(&run.stderr_text())
+            .ok_or(Error::NoStats { command })?;
         counts.insert(kind, stats.unclaimed);
     }
     Ok(counts)

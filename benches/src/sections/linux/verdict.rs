@@ -35,7 +35,7 @@ fn init_status(after_up: &str) -> Option<i32> {
 /// Whether a boot did what it must; `kvmini` adds the checks of kvmini's statistics.
 pub fn verdict(kvmini: bool, run: &Run) -> Verdict {
     let stats = kvmini
-        .then(|| KvminiStats::from_stderr(&run.stderr_text()))
+        .then(|| crate::kvmini_stats::from_stderr(&run.stderr_text()))
         .flatten();
     let text = run.stdout_text();
     let after_up = text.find(USERSPACE_LINE).map(|p| &text[p..]);
