@@ -11,9 +11,7 @@ use kvmini::RunOutcome;
 
 /// Path of a built guest; fails with the command to build it when it is missing.
 pub fn guest(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("guest/build")
-        .join(name);
+    let path = repo_root().join("guest/build").join(name);
     assert!(
         path.exists(),
         "{} is missing: run `make guests` (make test does)",
@@ -55,22 +53,18 @@ pub fn run(config: &VmConfig, buf: &SharedBuffer) -> (RunOutcome, String) {
     (outcome, buf.text())
 }
 
-/// The `kvmini` binary (the kvmini-cli package), built beside the test executables: in
-/// `target/<triple>/<profile>/`, one level above `deps/` where this test runs from.
-/// `cargo test` at the top of the workspace builds it with the tests.
+/// The top of the checkout. The integration tests belong to the kvmini-cli package (cli/),
+/// so that cargo builds the `kvmini` binary they run.
+pub fn repo_root() -> PathBuf {
+    let cli = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    cli.parent()
+        .expect("cli/ is inside the checkout")
+        .to_path_buf()
+}
+
+/// The `kvmini` binary cargo built for these tests.
 pub fn kvmini_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("kvmini"))
-        .expect("the test runs from target/<triple>/<profile>/deps");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests from the top of the workspace (cargo test, or make test), which builds it",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_kvmini"))
 }
 
 /// Runs the `kvmini` binary.

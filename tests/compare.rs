@@ -3,7 +3,6 @@
 //! it skips with a message, unless `KVMINI_REQUIRE_KVM=1` (as CI sets, which installs runc),
 //! in which case it fails.
 
-#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
