@@ -138,6 +138,40 @@ pub struct VmConfig {
     /// Time every `KVM_RUN` (two clock reads per exit) to split the run into time in the
     /// guest and time in kvmini for the statistics.
     pub time_exits: bool,
+    /// Save the VM into this directory when the guest asks for it (the value
+    /// `SNAPSHOT_NOW`, 0x7f, on port 0x80), then stop.
+    pub snapshot: Option<PathBuf>,
+}
+
+/// A VM to restore from a snapshot: the snapshot holds the machine, this says how to run it.
+#[derive(Clone, Debug)]
+pub struct RestoreConfig {
+    /// The snapshot directory.
+    pub dir: PathBuf,
+    /// Serial output.
+    pub serial: SerialOutput,
+    /// Stop the VM when the guest writes more than this many bytes to the serial port.
+    pub serial_limit: Option<u64>,
+    /// Stop the VM after this long.
+    pub timeout: Option<Duration>,
+    /// Serial input.
+    pub serial_input: SerialInput,
+    /// Time every `KVM_RUN` for the statistics.
+    pub time_exits: bool,
+}
+
+impl RestoreConfig {
+    /// Restoring `dir` with every default.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RestoreConfig {
+            dir: dir.into(),
+            serial: SerialOutput::default(),
+            serial_limit: None,
+            timeout: None,
+            serial_input: SerialInput::default(),
+            time_exits: true,
+        }
+    }
 }
 
 impl VmConfig {
@@ -162,6 +196,7 @@ impl VmConfig {
             host_workarounds: HostWorkarounds::default(),
             serial_input: SerialInput::default(),
             time_exits: true,
+            snapshot: None,
         }
     }
 

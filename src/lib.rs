@@ -42,12 +42,14 @@ mod devices;
 mod host;
 mod kick;
 mod memory;
+mod snapshot;
 pub mod stats;
 pub mod status;
 mod stop;
 mod vcpu;
 mod vmm;
 
+pub use config::RestoreConfig;
 pub use config::VmConfig;
 pub use stop::StopReason;
 pub use vmm::{run, Error, RunOutcome, Vmm};

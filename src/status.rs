@@ -26,7 +26,8 @@ pub const FIRST_RESERVED: i32 = BAD_INPUT;
 pub const TABLE: &str = "\
 Exit status:
   0        the guest stopped cleanly (hlt with interrupts off, i8042 reset, power-off)
-           or wrote 0 to the exit port, or the user quit with Ctrl-A x
+           or wrote 0 to the exit port, or the user quit with Ctrl-A x, or the VM was
+           saved (--snapshot)
   V        the guest wrote byte V to I/O port 0xf4 (guests should use 1-119)
   120      bad input or usage (options, a missing, corrupt or truncated image, an
            image that does not fit in guest memory)
@@ -41,9 +42,11 @@ Exit status:
 pub fn for_stop(reason: &StopReason) -> i32 {
     match reason {
         StopReason::GuestExit(v) => i32::from(*v),
-        StopReason::Halted | StopReason::Reset | StopReason::PowerOff | StopReason::UserQuit => {
-            CLEAN
-        }
+        StopReason::Halted
+        | StopReason::Reset
+        | StopReason::PowerOff
+        | StopReason::UserQuit
+        | StopReason::Snapshot => CLEAN,
         StopReason::Crash(_) => GUEST_CRASH,
         StopReason::Timeout => TIMEOUT,
         StopReason::OutputLimit(_) => OUTPUT_LIMIT,

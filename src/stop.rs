@@ -28,6 +28,8 @@ pub enum StopReason {
     OutputLimit(u64),
     /// The user pressed Ctrl-A x on the console.
     UserQuit,
+    /// The guest asked to be saved (`--snapshot`); the VM stopped for it.
+    Snapshot,
 }
 
 impl std::fmt::Display for StopReason {
@@ -43,6 +45,7 @@ impl std::fmt::Display for StopReason {
                 write!(f, "guest wrote more than {l} bytes to the serial port")
             }
             StopReason::UserQuit => write!(f, "quit from the console (Ctrl-A x)"),
+            StopReason::Snapshot => write!(f, "stopped to save a snapshot"),
         }
     }
 }
@@ -53,6 +56,7 @@ impl From<DeviceRequest> for StopReason {
             DeviceRequest::Exit(v) => StopReason::GuestExit(v),
             DeviceRequest::Reset => StopReason::Reset,
             DeviceRequest::OutputLimit(l) => StopReason::OutputLimit(l),
+            DeviceRequest::Snapshot => StopReason::Snapshot,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod check;
 mod compare;
+mod restore;
 mod run;
 
 use std::process::ExitCode;
@@ -28,6 +29,9 @@ enum Command {
     /// Boot IMAGE in a new VM and run it until the guest stops.
     #[command(after_help = status::TABLE)]
     Run(Box<run::RunArgs>),
+    /// Build a new VM from a snapshot directory and run it from where the guest was saved.
+    #[command(after_help = status::TABLE)]
+    Restore(restore::RestoreArgs),
     /// Tell whether KVM is usable here and what kind of host this is; exits 0 when kvmini
     /// can run guests, 121 when it cannot.
     Check(check::CheckArgs),
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Run(args) => run::main(&args),
+        Command::Restore(args) => restore::main(&args),
         Command::Check(args) => check::main(&args),
         Command::Compare(args) => compare::main(args),
     };

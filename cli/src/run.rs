@@ -2,7 +2,7 @@
 //! stops.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -10,7 +10,7 @@ use clap::ValueEnum;
 use kvmini::config::{
     self, CpuMode, HostWorkarounds, ImageFormat, SerialInput, SerialOutput, UnclaimedMmio, VmConfig,
 };
-use kvmini::{status, StopReason, Vmm};
+use kvmini::{status, Error, RunOutcome, StopReason, Vmm};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -40,18 +40,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_u64)]
     entry: Option<u64>,
 
-    /// Where serial (COM1) output goes: stdio, none, or file:PATH.
-    #[arg(long, default_value = "stdio", value_parser = parse_serial)]
-    serial: SerialOutput,
+    #[command(flatten)]
+    control: Control,
 
-    /// Stop the VM (status 123) once the guest has written more than SIZE bytes to the serial
-    /// port [default: no limit].
-    #[arg(long, value_name = "SIZE", value_parser = parse_byte_size)]
-    serial_limit: Option<u64>,
-
-    /// Stop the VM (status 124) after SECONDS (fractions allowed).
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-    timeout: Option<Duration>,
+    /// Save the VM into DIR (new or empty) when the guest asks for it by writing 0x7f to port
+    /// 0x80, then stop with status 0; `kvmini restore DIR` goes on from there.
+    #[arg(long, value_name = "DIR")]
+    snapshot: Option<PathBuf>,
 
     /// What a guest access to guest-physical memory that is neither RAM nor a device means:
     /// fatal stops the VM as a crash; ignore reads all-ones, drops writes and counts both.
@@ -87,12 +82,29 @@ pub struct RunArgs {
     /// Arguments for the guest's init, after "--" (kvmini's initramfs runs them as a command).
     #[arg(last = true, value_name = "INIT_ARGS")]
     init_args: Vec<String>,
+}
+
+/// How a VM runs and what is printed when it stops: the options `run` and `restore` share.
+#[derive(clap::Args, Debug)]
+pub struct Control {
+    /// Where serial (COM1) output goes: stdio, none, or file:PATH.
+    #[arg(long, default_value = "stdio", value_parser = parse_serial)]
+    pub serial: SerialOutput,
+
+    /// Stop the VM (status 123) once the guest has written more than SIZE bytes to the serial
+    /// port [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = parse_byte_size)]
+    pub serial_limit: Option<u64>,
+
+    /// Stop the VM (status 124) after SECONDS (fractions allowed).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
 
     /// At exit, print to stderr the count of each exit reason, unclaimed accesses, time in the
     /// guest and in kvmini, total wall time and boot milestones; --stats=json prints one JSON
     /// object instead.
     #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "text", value_name = "FORMAT")]
-    stats: Option<StatsArg>,
+    pub stats: Option<StatsArg>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -123,7 +135,7 @@ enum WorkaroundsArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum StatsArg {
+pub enum StatsArg {
     Text,
     Json,
 }
@@ -186,9 +198,9 @@ impl RunArgs {
             }),
             load_addr: self.load_addr,
             entry: self.entry,
-            serial: self.serial.clone(),
-            serial_limit: self.serial_limit,
-            timeout: self.timeout,
+            serial: self.control.serial.clone(),
+            serial_limit: self.control.serial_limit,
+            timeout: self.control.timeout,
             unclaimed_mmio: match self.unclaimed_mmio {
                 MmioArg::Fatal => UnclaimedMmio::Fatal,
                 MmioArg::Ignore => UnclaimedMmio::Ignore,
@@ -205,14 +217,25 @@ impl RunArgs {
             },
             serial_input: SerialInput::Stdin,
             // Only --stats shows the split, so only --stats pays for it.
-            time_exits: self.stats.is_some(),
+            time_exits: self.control.stats.is_some(),
+            snapshot: self.snapshot.clone(),
         }
     }
 }
 
 pub fn main(args: &RunArgs) -> i32 {
     let config = args.to_config();
-    let outcome = match Vmm::new(&config).and_then(Vmm::run) {
+    let result = Vmm::new(&config).and_then(Vmm::run);
+    finish(result, &args.control, args.snapshot.as_deref())
+}
+
+/// Prints how the VM stopped and its statistics; returns the exit status.
+pub fn finish(
+    result: Result<RunOutcome, Error>,
+    control: &Control,
+    snapshot: Option<&Path>,
+) -> i32 {
+    let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("kvmini: error: {e}");
@@ -225,18 +248,22 @@ pub fn main(args: &RunArgs) -> i32 {
         StopReason::Crash(report) => eprint!("kvmini: {report}"),
         StopReason::Timeout => eprintln!(
             "kvmini: timed out after {} s (--timeout); the guest was still running",
-            args.timeout.unwrap_or_default().as_secs_f64()
+            control.timeout.unwrap_or_default().as_secs_f64()
         ),
         StopReason::OutputLimit(limit) => eprintln!(
             "kvmini: stopped: the guest wrote more than {limit} bytes to the serial port (--serial-limit)"
         ),
         StopReason::UserQuit => eprintln!("kvmini: quit (Ctrl-A x)"),
+        StopReason::Snapshot => eprintln!(
+            "kvmini: saved the VM into {}; `kvmini restore {0}` goes on from here",
+            snapshot.unwrap_or(Path::new("?")).display()
+        ),
         StopReason::GuestExit(v) if i32::from(*v) >= status::FIRST_RESERVED => eprintln!(
             "kvmini: note: the guest's exit code {v} is in the range kvmini reserves for its own statuses"
         ),
         _ => {}
     }
-    match args.stats {
+    match control.stats {
         Some(StatsArg::Text) => eprint!("{}", outcome.stats),
         Some(StatsArg::Json) => eprintln!(
             "{}",

@@ -11,14 +11,27 @@ use super::{BusDevice, DeviceRequest};
 pub const DEBUG_PORT: u64 = 0x80;
 /// The value kvmini's `/init` writes when user space is up.
 pub const USERSPACE_UP: u8 = 0x60;
+/// The value a guest writes to be saved right there: under `--snapshot DIR` kvmini stops the
+/// VM and saves it (the last value of the user-space range).
+pub const SNAPSHOT_NOW: u8 = 0x7f;
 
 /// The debug port: first-write times of every value.
 #[derive(Debug, Default)]
 pub struct DebugPort {
     first: Vec<(u8, Instant)>,
+    /// [`SNAPSHOT_NOW`] asks for a snapshot (the user gave `--snapshot`).
+    snapshot_armed: bool,
 }
 
 impl DebugPort {
+    /// A debug port; with `snapshot_armed`, [`SNAPSHOT_NOW`] stops the VM for a snapshot.
+    pub fn new(snapshot_armed: bool) -> Self {
+        DebugPort {
+            first: Vec::new(),
+            snapshot_armed,
+        }
+    }
+
     /// When `value` was first written, if ever.
     pub fn first_write(&self, value: u8) -> Option<Instant> {
         self.first
@@ -40,12 +53,11 @@ impl BusDevice for DebugPort {
     fn write(&mut self, _offset: u64, data: &[u8]) -> Option<DeviceRequest> {
         // Firmware and kernels also use port 0x80 as a delay (`outb %al, $0x80`), writing the
         // same few values over and over: only the first write of each value is kept.
-        if let Some(&v) = data.first() {
-            if self.first_write(v).is_none() {
-                self.first.push((v, Instant::now()));
-            }
+        let &v = data.first()?;
+        if self.first_write(v).is_none() {
+            self.first.push((v, Instant::now()));
         }
-        None
+        (v == SNAPSHOT_NOW && self.snapshot_armed).then_some(DeviceRequest::Snapshot)
     }
 }
 
@@ -63,5 +75,17 @@ mod tests {
         assert_eq!(d.first_write(USERSPACE_UP), Some(t));
         assert_eq!(d.values(), vec![USERSPACE_UP, 0x41]);
         assert!(d.first_write(0x20).is_none());
+        assert_eq!(
+            d.write(0, &[SNAPSHOT_NOW]),
+            None,
+            "not armed: only a marker"
+        );
+    }
+
+    #[test]
+    fn an_armed_port_turns_the_snapshot_value_into_a_request() {
+        let mut d = DebugPort::new(true);
+        assert_eq!(d.write(0, &[0x41]), None);
+        assert_eq!(d.write(0, &[SNAPSHOT_NOW]), Some(DeviceRequest::Snapshot));
     }
 }

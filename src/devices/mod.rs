@@ -17,4 +17,6 @@ pub enum DeviceRequest {
     Reset,
     /// Stop the VM; the guest wrote more serial output than allowed.
     OutputLimit(u64),
+    /// Stop the VM and save it; the guest asked for a snapshot.
+    Snapshot,
 }

@@ -209,6 +209,47 @@ impl SerialDevice {
         }
     }
 
+    /// A UART with saved registers and receive FIFO.
+    pub fn from_state(
+        state: &crate::snapshot::state::SerialState,
+        irq: IrqTrigger,
+        sink: SerialSink,
+    ) -> Result<Self, vm_superio::serial::Error<io::Error>> {
+        let saved = vm_superio::serial::SerialState {
+            baud_divisor_low: state.baud_divisor[0],
+            baud_divisor_high: state.baud_divisor[1],
+            interrupt_enable: state.interrupt_enable,
+            interrupt_identification: state.interrupt_identification,
+            line_control: state.line_control,
+            line_status: state.line_status,
+            modem_control: state.modem_control,
+            modem_status: state.modem_status,
+            scratch: state.scratch,
+            in_buffer: state.in_buffer.clone(),
+        };
+        Ok(SerialDevice {
+            uart: Serial::from_state(&saved, irq, NoEvents, sink)?,
+            input_ready: state.input_ready,
+        })
+    }
+
+    /// The registers and receive FIFO, to save.
+    pub fn state(&self) -> crate::snapshot::state::SerialState {
+        let s = self.uart.state();
+        crate::snapshot::state::SerialState {
+            baud_divisor: [s.baud_divisor_low, s.baud_divisor_high],
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+            input_ready: self.input_ready,
+        }
+    }
+
     /// When the guest wrote its first byte.
     pub fn first_byte_at(&self) -> Option<Instant> {
         self.uart.writer().first_byte_at

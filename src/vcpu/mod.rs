@@ -213,6 +213,26 @@ impl Vcpu {
         Ok(handle_exit(&devices, exit, stats))
     }
 
+    /// The vCPU's file descriptor, to read or set its state while it is stopped.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    /// Lets KVM finish the instruction of the last exit (an `out` or an MMIO access completes
+    /// only on the next `KVM_RUN`) without running the guest further: `KVM_RUN` with
+    /// `immediate_exit` set returns at once, after the completion. The state read afterwards
+    /// is the state after that instruction.
+    pub fn complete_pending_exit(&mut self) -> Result<(), Error> {
+        self.fd.set_kvm_immediate_exit(1);
+        let result = self.fd.run().map(|_| ());
+        self.fd.set_kvm_immediate_exit(0);
+        match result {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::Run(e)),
+        }
+    }
+
     /// The stop reason for a crash: the kind, with the registers and the code at RIP.
     fn crash(&self, kind: CrashKind) -> StopReason {
         let host_note = match kind {

@@ -1,0 +1,133 @@
+//! What a snapshot holds besides guest memory: plain data, serialized with serde. Each part
+//! is what one owner gives and takes back: a vCPU ([`VcpuState`]), the in-kernel PC platform
+//! ([`PlatformState`]), the UART ([`SerialState`]), and the machine they form ([`Machine`]).
+
+use kvm_bindings::{
+    kvm_clock_data, kvm_cpuid_entry2, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
+    kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+};
+use serde::{Deserialize, Serialize};
+
+/// The machine the state belongs to: a restore builds the same one before setting the state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Guest RAM in bytes.
+    pub mem_size: u64,
+    /// Number of vCPUs.
+    pub cpus: u8,
+    /// A Linux guest: the in-kernel PIC, IO-APIC, LAPICs and PIT, and the UART's IRQ.
+    pub pc_platform: bool,
+    /// Unclaimed MMIO reads as all-ones instead of stopping the VM.
+    pub ignore_unclaimed_mmio: bool,
+    /// What was booted, for `--stats`.
+    pub boot_summary: String,
+    /// The kernel command line, for `--stats`.
+    pub cmdline: Option<String>,
+    /// CPUID features hidden from the guest, for `--stats` (the CPUID itself is per vCPU).
+    pub hidden_cpu_features: Vec<String>,
+}
+
+/// The host a snapshot was taken on, as far as a restore must match it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    /// `pvm`, `hardware`, `nested` or `unknown`.
+    pub kind: String,
+    /// The vCPUs' TSC frequency: without TSC scaling a guest can only go on at the same one.
+    pub tsc_khz: u32,
+}
+
+/// One vCPU, everything `KVM_GET_*` gives.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VcpuState {
+    /// The CPUID the vCPU was given.
+    pub cpuid: Vec<kvm_cpuid_entry2>,
+    /// General registers.
+    pub regs: kvm_regs,
+    /// Segment and control registers.
+    pub sregs: kvm_sregs,
+    /// The XSAVE area: x87, SSE and the extended state (KVM_GET_FPU would say the same again).
+    pub xsave: kvm_xsave,
+    /// Extended control registers (XCR0).
+    pub xcrs: kvm_xcrs,
+    /// Every MSR KVM lists.
+    pub msrs: Vec<kvm_msr_entry>,
+    /// The local APIC, with the PC platform.
+    pub lapic: Option<kvm_lapic_state>,
+    /// Running, halted, waiting for SIPI...
+    pub mp_state: kvm_mp_state,
+    /// Pending exceptions, interrupts and NMIs.
+    pub events: kvm_vcpu_events,
+    /// Debug registers.
+    pub debugregs: kvm_debugregs,
+}
+
+/// The in-kernel PC platform of a Linux guest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlatformState {
+    /// The PICs (master, slave) and the IO-APIC, in `KVM_IRQCHIP_*` order.
+    pub irqchips: Vec<kvm_irqchip>,
+    /// The PIT.
+    pub pit: kvm_pit_state2,
+    /// The KVM clock.
+    pub clock: kvm_clock_data,
+}
+
+/// The 8250 UART's registers and receive FIFO (vm-superio's `SerialState`, as plain data).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialState {
+    /// Divisor latch, low and high byte.
+    pub baud_divisor: [u8; 2],
+    /// IER.
+    pub interrupt_enable: u8,
+    /// IIR.
+    pub interrupt_identification: u8,
+    /// LCR.
+    pub line_control: u8,
+    /// LSR.
+    pub line_status: u8,
+    /// MCR.
+    pub modem_control: u8,
+    /// MSR.
+    pub modem_status: u8,
+    /// SCR.
+    pub scratch: u8,
+    /// Received bytes the guest has not read.
+    pub in_buffer: Vec<u8>,
+    /// A guest driver has enabled the receive interrupt (kvmini's own console state).
+    pub input_ready: bool,
+}
+
+/// Where guest memory is in the memory file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryLayout {
+    /// The RAM regions, in order: (guest-physical start, size); each lies in the file right
+    /// after the one before.
+    pub regions: Vec<(u64, u64)>,
+    /// The ranges of the file that hold data (offset, length); the rest are holes that read
+    /// as zeros. A restore reads these ahead.
+    pub resident: Vec<(u64, u64)>,
+}
+
+impl MemoryLayout {
+    /// The memory file's length.
+    pub fn file_len(&self) -> u64 {
+        self.regions.iter().map(|(_, size)| size).sum()
+    }
+}
+
+/// Everything but guest memory.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VmState {
+    /// The host it was taken on.
+    pub host: HostState,
+    /// The machine.
+    pub machine: Machine,
+    /// The vCPUs, by index.
+    pub vcpus: Vec<VcpuState>,
+    /// The PC platform, for Linux guests.
+    pub platform: Option<PlatformState>,
+    /// The UART.
+    pub serial: SerialState,
+    /// The memory file's layout.
+    pub memory: MemoryLayout,
+}

@@ -1,0 +1,185 @@
+//! The steps that build a VM, shared by a cold boot (`Vmm::new`) and a restore
+//! (`Vmm::restore`): the PC platform, the devices on their buses, the vCPUs.
+
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{kvm_err, Devices, Error};
+use crate::arch::x86_64::{cpuid, layout, mptable, regs};
+use crate::boot::cmdline::CmdlineArgs;
+use crate::boot::raw::RawArgs;
+use crate::boot::{self, BootArgs, BootImage};
+use crate::config::{SerialOutput, VmConfig};
+use crate::devices::bus;
+use crate::devices::debug_port::{DebugPort, DEBUG_PORT};
+use crate::devices::exit_port::{ExitPort, EXIT_PORT};
+use crate::devices::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
+use crate::devices::serial::{IrqTrigger, SerialDevice, SerialSink, COM1_LEN, COM1_PORT};
+use crate::devices::Bus;
+use crate::host::Workarounds;
+use crate::memory::GuestMem;
+use crate::snapshot::state::SerialState;
+use crate::vcpu::Vcpu;
+
+/// The serial line's interrupt: ISA IRQ 4, COM1's.
+const COM1_GSI: u32 = 4;
+
+/// What the boot code needs of the configuration, with this host's command-line additions.
+pub fn boot_args<'a>(config: &'a VmConfig, host: &Workarounds) -> BootArgs<'a> {
+    BootArgs {
+        raw: RawArgs {
+            mode: config.mode.unwrap_or_default(),
+            load_addr: config.load_addr,
+            entry: config.entry,
+        },
+        cmdline: CmdlineArgs {
+            base: config.cmdline.as_deref(),
+            host_params: host.cmdline,
+            init_args: &config.init_args,
+        },
+        initrd: config.initrd.as_deref(),
+    }
+}
+
+/// The PC that Linux expects: in-kernel PIC, IO-APIC, local APICs and PIT. Returns the
+/// trigger of the serial line's interrupt (IRQ 4).
+pub fn create_pc_platform(vm: &VmFd) -> Result<IrqTrigger, Error> {
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| kvm_err("eventfd")(e.into()))?;
+    vm.register_irqfd(&evt, COM1_GSI)
+        .map_err(kvm_err("KVM_IRQFD"))?;
+    Ok(IrqTrigger::new(evt))
+}
+
+/// The MP table that lists `cpus` processors, where Linux looks for it.
+pub fn write_mptable(mem: &GuestMem, cpus: u8) -> Result<(), Error> {
+    let table = mptable::build(layout::MPTABLE_START as u32, cpus);
+    mem.write_slice(&table, GuestAddress(layout::MPTABLE_START))
+        .map_err(|source| boot::Error::Memory {
+            what: "the MP table",
+            source,
+        })?;
+    Ok(())
+}
+
+/// How the devices are made.
+pub struct DeviceArgs<'a> {
+    /// Where serial output goes.
+    pub serial: &'a SerialOutput,
+    /// The serial output limit.
+    pub serial_limit: Option<u64>,
+    /// The UART's interrupt.
+    pub serial_irq: IrqTrigger,
+    /// The UART's saved registers, for a restore.
+    pub serial_state: Option<&'a SerialState>,
+    /// The guest's snapshot request (a value on the debug port) stops the VM for a save.
+    pub snapshot_armed: bool,
+}
+
+/// The UART, the exit port, the debug port and the i8042, on the port bus; the MMIO bus is
+/// empty.
+pub fn create_devices(args: DeviceArgs<'_>) -> Result<Devices, Error> {
+    let sink = serial_sink(args.serial, args.serial_limit)?;
+    let uart = match args.serial_state {
+        Some(state) => SerialDevice::from_state(state, args.serial_irq, sink)
+            .map_err(|_| crate::snapshot::Error::Corrupt("the UART's state"))?,
+        None => SerialDevice::new(args.serial_irq, sink),
+    };
+    let serial = Arc::new(Mutex::new(uart));
+    let debug_port = Arc::new(Mutex::new(DebugPort::new(args.snapshot_armed)));
+    let i8042: bus::SharedDevice = Arc::new(Mutex::new(I8042::default()));
+    let mut io_bus = Bus::new();
+    io_bus.insert(COM1_PORT, COM1_LEN, serial.clone())?;
+    io_bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitPort)))?;
+    io_bus.insert(DEBUG_PORT, 1, debug_port.clone())?;
+    io_bus.insert_with_origin(I8042_DATA_PORT, 1, I8042_DATA_PORT, i8042.clone())?;
+    io_bus.insert_with_origin(I8042_COMMAND_PORT, 1, I8042_DATA_PORT, i8042)?;
+    Ok(Devices {
+        serial,
+        debug_port,
+        io_bus: Arc::new(io_bus),
+        mmio_bus: Arc::new(Bus::new()),
+    })
+}
+
+/// The user's hidden CPUID features and the host's, each once.
+pub fn hidden_cpu_features(config: &VmConfig, host: &Workarounds) -> Vec<String> {
+    let mut hidden = config.hide_cpu_features.clone();
+    for name in host.hidden_cpu_features {
+        if !hidden.iter().any(|h| h == name) {
+            hidden.push(name.to_string());
+        }
+    }
+    hidden
+}
+
+/// Creates the vCPUs with their CPUID; Linux's get their local APIC's LINT pins wired, and the
+/// boot processor its entry state. The others wait, in the in-kernel local APIC, for the guest
+/// to start them (INIT, SIPI).
+pub fn create_vcpus(
+    kvm: &Kvm,
+    vm: &VmFd,
+    mem: &GuestMem,
+    boot: &BootImage,
+    devices: &Devices,
+    config: &VmConfig,
+    hidden: &[String],
+) -> Result<Vec<Vcpu>, Error> {
+    let hide: Vec<_> = hidden.iter().filter_map(|n| cpuid::feature(n)).collect();
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
+    for id in 0..config.cpus {
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let mut cpuid = supported.clone();
+        cpuid::filter_entries(cpuid.as_mut_slice(), id, config.cpus, &hide);
+        fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        if boot.linux {
+            let mut lapic = fd.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+            regs::set_lint_modes(&mut lapic.regs);
+            fd.set_lapic(&lapic).map_err(kvm_err("KVM_SET_LAPIC"))?;
+        }
+        if id == 0 {
+            let mut sregs = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+            let regs = boot::setup_entry(mem, &boot.entry, &mut sregs)?;
+            fd.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+            fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        }
+        vcpus.push(Vcpu::new(
+            fd,
+            devices.io_bus.clone(),
+            devices.mmio_bus.clone(),
+            mem.clone(),
+            config.unclaimed_mmio,
+            config.time_exits,
+        ));
+    }
+    Ok(vcpus)
+}
+
+fn serial_sink(output: &SerialOutput, limit: Option<u64>) -> Result<SerialSink, Error> {
+    Ok(match output {
+        SerialOutput::Stdout => SerialSink::stdout(limit),
+        SerialOutput::Null => SerialSink::null(limit),
+        SerialOutput::Buffer(buf) => SerialSink::new(Box::new(buf.clone()), limit),
+        SerialOutput::File(path) => {
+            SerialSink::file(path, limit).map_err(|source| Error::SerialFile {
+                path: path.clone(),
+                source,
+            })?
+        }
+    })
+}

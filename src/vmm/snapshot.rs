@@ -1,0 +1,192 @@
+//! Saving a stopped VM and building one from a snapshot: the same machine, then its state.
+
+use std::time::Instant;
+
+use kvm_bindings::{
+    kvm_irqchip, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+};
+use kvm_ioctls::VmFd;
+
+use super::build::{self, DeviceArgs};
+use super::{kvm_err, set_tss, Error, Vmm};
+use crate::config::{RestoreConfig, UnclaimedMmio};
+use crate::devices::lock;
+use crate::devices::serial::IrqTrigger;
+use crate::host;
+use crate::memory;
+use crate::snapshot::state::{HostState, PlatformState, VmState};
+use crate::snapshot::{self, Writer};
+use crate::vcpu::Vcpu;
+
+/// The in-kernel interrupt controllers, in `KVM_IRQCHIP_*` order.
+const IRQCHIPS: [u32; 3] = [
+    KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE,
+    KVM_IRQCHIP_IOAPIC,
+];
+
+fn save_platform(vm: &VmFd) -> Result<PlatformState, Error> {
+    let mut irqchips = Vec::with_capacity(IRQCHIPS.len());
+    for chip_id in IRQCHIPS {
+        let mut chip = kvm_irqchip {
+            chip_id,
+            ..Default::default()
+        };
+        vm.get_irqchip(&mut chip)
+            .map_err(kvm_err("KVM_GET_IRQCHIP"))?;
+        irqchips.push(chip);
+    }
+    Ok(PlatformState {
+        irqchips,
+        pit: vm.get_pit2().map_err(kvm_err("KVM_GET_PIT2"))?,
+        clock: vm.get_clock().map_err(kvm_err("KVM_GET_CLOCK"))?,
+    })
+}
+
+fn restore_platform(vm: &VmFd, platform: &PlatformState) -> Result<(), Error> {
+    for chip in &platform.irqchips {
+        vm.set_irqchip(chip).map_err(kvm_err("KVM_SET_IRQCHIP"))?;
+    }
+    vm.set_pit2(&platform.pit)
+        .map_err(kvm_err("KVM_SET_PIT2"))?;
+    // Flags 0: the guest's clock goes on from the saved value, not counting the time the VM
+    // spent saved (the saved flags say which host clock the value came from).
+    let mut clock = platform.clock;
+    clock.flags = 0;
+    vm.set_clock(&clock).map_err(kvm_err("KVM_SET_CLOCK"))
+}
+
+impl Vmm {
+    /// Saves the stopped VM through `writer`: the vCPUs, the PC platform, the UART and guest
+    /// memory.
+    pub(super) fn save(&mut self, writer: Writer) -> Result<(), Error> {
+        snapshot::vcpu::check_xsave_size(&self.kvm)?;
+        for vcpu in &mut self.vcpus {
+            vcpu.complete_pending_exit()?;
+        }
+        let msr_index = self
+            .kvm
+            .get_msr_index_list()
+            .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?;
+        let boot_vcpu = self
+            .vcpus
+            .first()
+            .ok_or(snapshot::Error::Corrupt("no vCPU"))?;
+        let tsc_khz = boot_vcpu
+            .fd()
+            .get_tsc_khz()
+            .map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+        let vcpus = self
+            .vcpus
+            .iter()
+            .map(|v| snapshot::vcpu::save(v.fd(), msr_index.as_slice(), self.machine.pc_platform))
+            .collect::<Result<Vec<_>, _>>()?;
+        let platform = match self.machine.pc_platform {
+            true => Some(save_platform(&self.vm)?),
+            false => None,
+        };
+        let mut file = writer.memory_file()?;
+        let memory = snapshot::memory::save(&self.mem, &mut file)?;
+        let state = VmState {
+            host: HostState {
+                kind: host::kind().short().to_string(),
+                tsc_khz,
+            },
+            machine: self.machine.clone(),
+            vcpus,
+            platform,
+            serial: lock(&self.devices.serial).state(),
+            memory,
+        };
+        writer.finish(&state)?;
+        Ok(())
+    }
+
+    /// Builds the VM saved in `config.dir` and gives it its state: ready to run from where the
+    /// guest was. Times in the statistics count from here.
+    pub fn restore(config: &RestoreConfig) -> Result<Self, Error> {
+        let start = Instant::now();
+        let (state, memory_file) = snapshot::open(&config.dir)?;
+        let VmState {
+            host: saved_host,
+            machine,
+            vcpus: vcpu_states,
+            platform,
+            serial,
+            memory: layout,
+        } = state;
+        if layout.file_len() != machine.mem_size || vcpu_states.len() != usize::from(machine.cpus) {
+            return Err(snapshot::Error::Corrupt("the machine and its state disagree").into());
+        }
+        let here = host::kind().short();
+        if saved_host.kind != here {
+            return Err(snapshot::Error::HostKind {
+                saved: saved_host.kind,
+                here: here.to_string(),
+            }
+            .into());
+        }
+        let kvm = host::open_kvm()?;
+        snapshot::vcpu::check_xsave_size(&kvm)?;
+        let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
+        let mem = snapshot::memory::map(memory_file, &layout)?;
+        memory::register(&vm, &mem)?;
+        set_tss(&vm)?;
+        let serial_irq = match (&platform, machine.pc_platform) {
+            (Some(platform), true) => {
+                let irq = build::create_pc_platform(&vm)?;
+                restore_platform(&vm, platform)?;
+                irq
+            }
+            (None, false) => IrqTrigger::default(),
+            _ => return Err(snapshot::Error::Corrupt("the PC platform's state").into()),
+        };
+        let devices = build::create_devices(DeviceArgs {
+            serial: &config.serial,
+            serial_limit: config.serial_limit,
+            serial_irq,
+            serial_state: Some(&serial),
+            snapshot_armed: false,
+        })?;
+        let unclaimed_mmio = match machine.ignore_unclaimed_mmio {
+            true => UnclaimedMmio::Ignore,
+            false => UnclaimedMmio::Fatal,
+        };
+        let mut vcpus = Vec::with_capacity(vcpu_states.len());
+        for (id, saved) in vcpu_states.iter().enumerate() {
+            let fd = vm
+                .create_vcpu(id as u64)
+                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+            let tsc_khz = fd.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+            if tsc_khz != saved_host.tsc_khz {
+                return Err(snapshot::Error::TscKhz {
+                    saved: saved_host.tsc_khz,
+                    here: tsc_khz,
+                }
+                .into());
+            }
+            snapshot::vcpu::restore(&fd, saved)?;
+            vcpus.push(Vcpu::new(
+                fd,
+                devices.io_bus.clone(),
+                devices.mmio_bus.clone(),
+                mem.clone(),
+                unclaimed_mmio,
+                config.time_exits,
+            ));
+        }
+        Ok(Vmm {
+            vcpus,
+            vm,
+            kvm,
+            mem,
+            devices,
+            machine,
+            timeout: config.timeout,
+            serial_input: config.serial_input,
+            snapshot: None,
+            start,
+            ready: Instant::now(),
+        })
+    }
+}

@@ -1,0 +1,194 @@
+//! Snapshots: a guest saved mid-run goes on in a new process from the next instruction, as
+//! often as it is restored, and every damaged or foreign snapshot is refused with status 120.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{guest, kvm_or_skip, kvmini_status, scratch};
+use kvmini::status::BAD_INPUT;
+
+const FIRST_HALF: &str = "count 1\ncount 2\ncount 3\ncount 4\ncount 5\n";
+const SECOND_HALF: &str = "count 6\ncount 7\ncount 8\ncount 9\n";
+/// count.bin's status when it counted to 9 with memory and registers in agreement.
+const COUNTED: i32 = 42;
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// count.bin saved after "count 5" into a new directory named `name`.
+fn saved(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let count = guest("count.bin");
+    let (code, out, err) = kvmini_status(&[
+        "run",
+        path(&count),
+        "--mode",
+        "long",
+        "--snapshot",
+        path(&dir),
+        "--timeout",
+        "30",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, FIRST_HALF);
+    assert!(err.contains("saved the VM into"), "{err}");
+    dir
+}
+
+fn restore(dir: &Path) -> (i32, String, String) {
+    kvmini_status(&["restore", path(dir), "--timeout", "30"])
+}
+
+#[test]
+fn a_saved_guest_goes_on_from_the_next_line_every_time_it_is_restored() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = saved("count-snapshot");
+    let memory = dir.join("memory");
+    let before = std::fs::read(&memory).unwrap();
+    // Sparse: the guest touched a few pages of its 16 MiB.
+    let allocated = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&memory).unwrap());
+    assert!(
+        allocated * 512 < 1 << 20,
+        "{allocated} blocks for the memory file"
+    );
+    for _ in 0..3 {
+        let (code, out, err) = restore(&dir);
+        assert_eq!(out, SECOND_HALF, "{err}");
+        assert_eq!(code, COUNTED, "{err}");
+    }
+    assert!(
+        std::fs::read(&memory).unwrap() == before,
+        "restoring never writes the snapshot"
+    );
+    // Without --snapshot, the guest's request is only a marker.
+    let (code, out, _) = kvmini_status(&["run", path(&guest("count.bin")), "--mode", "long"]);
+    assert_eq!((code, out), (COUNTED, format!("{FIRST_HALF}{SECOND_HALF}")));
+}
+
+#[test]
+fn saving_refuses_a_used_or_unwritable_directory_before_the_guest_runs() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let used = scratch("used-dir");
+    std::fs::create_dir_all(&used).unwrap();
+    std::fs::write(used.join("file"), b"x").unwrap();
+    let count = guest("count.bin");
+    for (dir, says) in [
+        (path(&used), "exists and is not empty"),
+        ("/proc/kvmini-snapshot", "/proc/kvmini-snapshot"),
+    ] {
+        let (code, out, err) =
+            kvmini_status(&["run", path(&count), "--mode", "long", "--snapshot", dir]);
+        assert_eq!(code, BAD_INPUT, "{err}");
+        assert!(err.contains(says), "{err}");
+        assert_eq!(out, "", "the guest must not run");
+    }
+    // A save that did not happen leaves nothing behind, not even an empty directory.
+    let fresh = scratch("never-saved");
+    let _ = std::fs::remove_dir_all(&fresh);
+    let (code, _, _) = kvmini_status(&[
+        "run",
+        path(&guest("hello64.bin")),
+        "--mode",
+        "long",
+        "--snapshot",
+        path(&fresh),
+    ]);
+    assert_eq!(code, 64);
+    assert!(!fresh.exists());
+    let leftovers = std::fs::read_dir(fresh.parent().unwrap())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with(".never-saved.tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+/// A copy of `dir` named `name`, changed by `damage`.
+fn damaged(dir: &Path, name: &str, damage: impl Fn(&Path)) -> PathBuf {
+    let copy = scratch(name);
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["state", "memory"] {
+        std::fs::copy(dir.join(file), copy.join(file)).unwrap();
+    }
+    damage(&copy);
+    copy
+}
+
+fn rewrite(file: PathBuf, change: impl Fn(&mut Vec<u8>)) {
+    let mut bytes = std::fs::read(&file).unwrap();
+    change(&mut bytes);
+    std::fs::write(&file, bytes).unwrap();
+}
+
+#[test]
+fn damaged_or_foreign_snapshots_are_refused_with_status_120() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = saved("count-for-damage");
+    let empty = scratch("empty-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (scratch("no-such-snapshot"), "does not exist"),
+        (empty, "is not a kvmini snapshot"),
+        (
+            damaged(&dir, "other-version", |d| {
+                rewrite(d.join("state"), |b| b[8] = 9)
+            }),
+            "format version 9",
+        ),
+        (
+            damaged(&dir, "other-build", |d| {
+                rewrite(d.join("state"), |b| b[12] ^= 0xff)
+            }),
+            "kvmini build whose state layout differs",
+        ),
+        (
+            damaged(&dir, "truncated-state", |d| {
+                rewrite(d.join("state"), |b| b.truncate(b.len() - 100))
+            }),
+            "the state file is truncated",
+        ),
+        (
+            damaged(&dir, "corrupt-state", |d| {
+                rewrite(d.join("state"), |b| {
+                    let last = b.len() - 1;
+                    b[last] ^= 0x5a
+                })
+            }),
+            "checksum does not match",
+        ),
+        (
+            damaged(&dir, "short-memory", |d| {
+                rewrite(d.join("memory"), |b| b.truncate(1 << 20))
+            }),
+            "the memory file is 1048576 bytes",
+        ),
+        (
+            damaged(&dir, "no-memory", |d| {
+                std::fs::remove_file(d.join("memory")).unwrap()
+            }),
+            "memory",
+        ),
+    ];
+    for (snapshot, says) in cases {
+        let (code, out, err) = restore(&snapshot);
+        assert_eq!(code, BAD_INPUT, "{}: {err}", snapshot.display());
+        assert!(
+            err.contains(says),
+            "{}: expected {says:?}: {err}",
+            snapshot.display()
+        );
+        assert_eq!(out, "", "no guest runs on a refused snapshot");
+    }
+}
