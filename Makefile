@@ -43,14 +43,31 @@ run: build guests
 linux:
 	$(MAKE) -C guest/linux
 
+# The Linux guest, booted once with kvmini.snapshot=1 and saved when its user space is ready
+# for work: `kvmini restore $(SNAPSHOT) -- CMD...` runs CMD in it in milliseconds.  Made
+# again when the kernel, the initramfs or kvmini change.  See docs/snapshots.md.
+SNAPSHOT := $(GUESTS)/linux-snapshot
+SNAPSHOT_CMDLINE := console=ttyS0 reboot=k panic=-1 kvmini.snapshot=1
+
+.PHONY: snapshot
+snapshot: build linux
+	@$(MAKE) --no-print-directory $(SNAPSHOT)/state
+
+# Only once the kernel, the initramfs and kvmini are made: their times decide.
+$(SNAPSHOT)/state: $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(KVMINI)
+	rm -rf $(SNAPSHOT)
+	$(KVMINI) run $(GUESTS)/vmlinux --initrd $(GUESTS)/initramfs.cpio --mem 128M \
+	  --cmdline "$(SNAPSHOT_CMDLINE)" --snapshot $(SNAPSHOT) --timeout 900 </dev/null
+
 # Boots the Linux guest under QEMU: CMD="uname -r", SMP=2, KERNEL=../build/bzImage.
 linux-qemu:
 	$(MAKE) -C guest/linux qemu
 
 # The whole suite: unit tests, the guests booted through the library and the binary, the
-# Linux boots (the kernel is built first; minutes the first time), kvmini compare against
+# Linux boots (the kernel is built first; minutes the first time) and restores of the Linux
+# snapshot, kvmini compare against
 # runc, and a short run of the benchmark so that it cannot rot.
-test: guests linux deps-compare
+test: guests linux snapshot deps-compare
 	$(CARGO) test --all-targets
 	$(MAKE) --no-print-directory bench-smoke
 

@@ -156,6 +156,9 @@ pub struct RestoreConfig {
     pub timeout: Option<Duration>,
     /// Serial input.
     pub serial_input: SerialInput,
+    /// Bytes for the guest's serial input before anything else (kvmini's Linux guest reads
+    /// its command from there after a restore).
+    pub input: Vec<u8>,
     /// Time every `KVM_RUN` for the statistics.
     pub time_exits: bool,
 }
@@ -169,6 +172,7 @@ impl RestoreConfig {
             serial_limit: None,
             timeout: None,
             serial_input: SerialInput::default(),
+            input: Vec::new(),
             time_exits: true,
         }
     }

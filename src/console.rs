@@ -142,23 +142,30 @@ pub struct Console {
 }
 
 impl Console {
-    /// Starts feeding standard input to `serial` if it is a terminal or a pipe; Ctrl-A x
-    /// stops the VM through `latch`.
+    /// Feeds `initial` to `serial`, then standard input if it is a terminal or a pipe; Ctrl-A x
+    /// stops the VM through `latch`. `None` when there is nothing to feed.
     pub fn start(
         serial: Arc<Mutex<SerialDevice>>,
         latch: Arc<StopLatch>,
+        initial: Vec<u8>,
     ) -> std::io::Result<Option<Self>> {
         let kind = stdin_kind();
+        if kind == StdinKind::Other && initial.is_empty() {
+            return Ok(None);
+        }
         let raw = match kind {
             StdinKind::Terminal => Some(RawMode::enter()?),
-            StdinKind::Pipe => None,
-            StdinKind::Other => return Ok(None),
+            StdinKind::Pipe | StdinKind::Other => None,
         };
         let stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
         let stop_thread = stop.clone();
         let thread = std::thread::Builder::new()
             .name("kvmini-stdin".into())
-            .spawn(move || feed(serial, latch, &stop_thread, kind == StdinKind::Terminal))?;
+            .spawn(move || {
+                if enqueue(&serial, &initial, &stop_thread) && kind != StdinKind::Other {
+                    feed(serial, latch, &stop_thread, kind == StdinKind::Terminal)
+                }
+            })?;
         Ok(Some(Console {
             thread: Some(thread),
             stop,
@@ -195,6 +202,29 @@ fn wait_readable(fd: i32, stop: &EventFd, timeout_ms: i32) -> bool {
     n >= 0 && fds[1].revents == 0
 }
 
+/// Puts `bytes` into the UART's receive FIFO as the guest drains it; false when it is time to
+/// stop.
+fn enqueue(serial: &Mutex<SerialDevice>, bytes: &[u8], stop: &EventFd) -> bool {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let taken = {
+            let mut uart = lock(serial);
+            if uart.input_ready() {
+                uart.enqueue_input(rest)
+            } else {
+                0
+            }
+        };
+        rest = &rest[taken..];
+        // No driver listening yet, or the guest has not drained its FIFO: give it a
+        // moment (or stop).
+        if !rest.is_empty() && !wait_readable(-1, stop, 5) {
+            return false;
+        }
+    }
+    true
+}
+
 fn feed(serial: Arc<Mutex<SerialDevice>>, latch: Arc<StopLatch>, stop: &EventFd, terminal: bool) {
     let mut escape = EscapeFilter::default();
     let mut buf = [0u8; 64];
@@ -212,22 +242,8 @@ fn feed(serial: Arc<Mutex<SerialDevice>>, latch: Arc<StopLatch>, stop: &EventFd,
         } else {
             (buf[..n as usize].to_vec(), false)
         };
-        let mut rest = bytes.as_slice();
-        while !rest.is_empty() {
-            let taken = {
-                let mut uart = lock(&serial);
-                if uart.input_ready() {
-                    uart.enqueue_input(rest)
-                } else {
-                    0
-                }
-            };
-            rest = &rest[taken..];
-            // No driver listening yet, or the guest has not drained its FIFO: give it a
-            // moment (or stop).
-            if !rest.is_empty() && !wait_readable(-1, stop, 5) {
-                return;
-            }
+        if !enqueue(&serial, &bytes, stop) {
+            return;
         }
         if quit {
             latch.stop(StopReason::UserQuit);

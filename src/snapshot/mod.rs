@@ -213,6 +213,30 @@ pub fn decode(bytes: &[u8], dir: &Path) -> Result<VmState, Error> {
     bincode::deserialize(payload).map_err(|_| Error::Corrupt("the state does not decode"))
 }
 
+/// Refuses a snapshot taken on another kind of host.
+pub fn check_host_kind(saved: &state::HostState, here: &str) -> Result<(), Error> {
+    if saved.kind == here {
+        Ok(())
+    } else {
+        Err(Error::HostKind {
+            saved: saved.kind.clone(),
+            here: here.to_string(),
+        })
+    }
+}
+
+/// Refuses a snapshot whose vCPUs ran at another TSC frequency than this host's.
+pub fn check_tsc_khz(saved: &state::HostState, here: u32) -> Result<(), Error> {
+    if saved.tsc_khz == here {
+        Ok(())
+    } else {
+        Err(Error::TscKhz {
+            saved: saved.tsc_khz,
+            here,
+        })
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
@@ -328,6 +352,21 @@ mod tests {
                 resident: vec![(0x10_0000, 0x1000)],
             },
         }
+    }
+
+    #[test]
+    fn a_snapshot_resumes_only_on_the_same_kind_of_host_and_tsc() {
+        let saved = sample().host;
+        assert!(check_host_kind(&saved, "pvm").is_ok());
+        let err = check_host_kind(&saved, "hardware").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("taken on a pvm host, and this one is hardware"));
+        assert!(err.is_bad_input());
+        assert!(check_tsc_khz(&saved, 2_445_412).is_ok());
+        let err = check_tsc_khz(&saved, 2_000_000).unwrap_err();
+        assert!(err.to_string().contains("2445412 kHz"), "{err}");
+        assert!(err.is_bad_input());
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct Vmm {
     machine: Machine,
     timeout: Option<Duration>,
     serial_input: SerialInput,
+    /// Serial input to give the guest first.
+    input: Vec<u8>,
     /// Where to save the VM when it stops for a snapshot.
     snapshot: Option<crate::snapshot::Writer>,
     start: Instant,
@@ -197,6 +199,7 @@ impl Vmm {
             machine,
             timeout: config.timeout,
             serial_input: config.serial_input,
+            input: Vec::new(),
             snapshot,
             start,
             ready: Instant::now(),
@@ -209,7 +212,8 @@ impl Vmm {
         let latch = Arc::new(StopLatch::default());
         let console = match self.serial_input {
             SerialInput::Stdin if self.machine.pc_platform => {
-                Console::start(self.devices.serial.clone(), latch.clone())
+                let input = std::mem::take(&mut self.input);
+                Console::start(self.devices.serial.clone(), latch.clone(), input)
                     .map_err(Error::Console)?
             }
             _ => None,

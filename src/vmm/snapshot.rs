@@ -118,14 +118,7 @@ impl Vmm {
         if layout.file_len() != machine.mem_size || vcpu_states.len() != usize::from(machine.cpus) {
             return Err(snapshot::Error::Corrupt("the machine and its state disagree").into());
         }
-        let here = host::kind().short();
-        if saved_host.kind != here {
-            return Err(snapshot::Error::HostKind {
-                saved: saved_host.kind,
-                here: here.to_string(),
-            }
-            .into());
-        }
+        snapshot::check_host_kind(&saved_host, host::kind().short())?;
         let kvm = host::open_kvm()?;
         snapshot::vcpu::check_xsave_size(&kvm)?;
         let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
@@ -158,13 +151,7 @@ impl Vmm {
                 .create_vcpu(id as u64)
                 .map_err(kvm_err("KVM_CREATE_VCPU"))?;
             let tsc_khz = fd.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
-            if tsc_khz != saved_host.tsc_khz {
-                return Err(snapshot::Error::TscKhz {
-                    saved: saved_host.tsc_khz,
-                    here: tsc_khz,
-                }
-                .into());
-            }
+            snapshot::check_tsc_khz(&saved_host, tsc_khz)?;
             snapshot::vcpu::restore(&fd, saved)?;
             vcpus.push(Vcpu::new(
                 fd,
@@ -184,6 +171,7 @@ impl Vmm {
             machine,
             timeout: config.timeout,
             serial_input: config.serial_input,
+            input: config.input.clone(),
             snapshot: None,
             start,
             ready: Instant::now(),
