@@ -139,8 +139,11 @@ pub struct VmConfig {
     /// guest and time in kvmini for the statistics.
     pub time_exits: bool,
     /// Save the VM into this directory when the guest asks for it (the value
-    /// `SNAPSHOT_NOW`, 0x7f, on port 0x80), then stop.
+    /// `SNAPSHOT_NOW`, 0x7f, on port 0x80), SIGUSR1 arrives or the user types Ctrl-A s;
+    /// then stop.
     pub snapshot: Option<PathBuf>,
+    /// After the snapshot, go on running instead of stopping.
+    pub snapshot_continue: bool,
 }
 
 /// A VM to restore from a snapshot: the snapshot holds the machine, this says how to run it.
@@ -201,6 +204,7 @@ impl VmConfig {
             serial_input: SerialInput::default(),
             time_exits: true,
             snapshot: None,
+            snapshot_continue: false,
         }
     }
 

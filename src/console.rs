@@ -10,7 +10,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::lock;
 use crate::devices::serial::SerialDevice;
-use crate::stop::{StopLatch, StopReason};
+use crate::stop::{SnapshotTrigger, StopLatch, StopReason};
 
 /// Ctrl-A: the escape key.
 const ESCAPE: u8 = 0x01;
@@ -104,22 +104,33 @@ impl Drop for RawMode {
     }
 }
 
-/// Turns typed bytes into guest input, catching Ctrl-A x (quit) and Ctrl-A Ctrl-A (a literal
-/// Ctrl-A).
+/// What the user asked of kvmini at the console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Ctrl-A x: stop the VM.
+    Quit,
+    /// Ctrl-A s: save the VM (with `--snapshot`).
+    Snapshot,
+}
+
+/// Turns typed bytes into guest input, catching Ctrl-A x (quit), Ctrl-A s (snapshot) and
+/// Ctrl-A Ctrl-A (a literal Ctrl-A).
 #[derive(Debug, Default)]
 pub struct EscapeFilter {
     pending_escape: bool,
 }
 
 impl EscapeFilter {
-    /// Filters `input`; returns the bytes for the guest and whether the user asked to quit.
-    pub fn filter(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+    /// Filters `input`; returns the bytes for the guest and what the user asked of kvmini,
+    /// if anything (what follows a command in the same read is dropped).
+    pub fn filter(&mut self, input: &[u8]) -> (Vec<u8>, Option<Command>) {
         let mut out = Vec::with_capacity(input.len());
         for &b in input {
             if self.pending_escape {
                 self.pending_escape = false;
                 match b {
-                    b'x' | b'X' => return (out, true),
+                    b'x' | b'X' => return (out, Some(Command::Quit)),
+                    b's' | b'S' => return (out, Some(Command::Snapshot)),
                     ESCAPE => out.push(ESCAPE),
                     other => out.push(other),
                 }
@@ -129,7 +140,7 @@ impl EscapeFilter {
                 out.push(b);
             }
         }
-        (out, false)
+        (out, None)
     }
 }
 
@@ -148,6 +159,7 @@ impl Console {
         serial: Arc<Mutex<SerialDevice>>,
         latch: Arc<StopLatch>,
         initial: Vec<u8>,
+        snapshot: SnapshotTrigger,
     ) -> std::io::Result<Option<Self>> {
         let kind = stdin_kind();
         if kind == StdinKind::Other && initial.is_empty() {
@@ -163,7 +175,8 @@ impl Console {
             .name("kvmini-stdin".into())
             .spawn(move || {
                 if enqueue(&serial, &initial, &stop_thread) && kind != StdinKind::Other {
-                    feed(serial, latch, &stop_thread, kind == StdinKind::Terminal)
+                    let terminal = kind == StdinKind::Terminal;
+                    feed(serial, latch, &stop_thread, terminal, &snapshot)
                 }
             })?;
         Ok(Some(Console {
@@ -225,7 +238,13 @@ fn enqueue(serial: &Mutex<SerialDevice>, bytes: &[u8], stop: &EventFd) -> bool {
     true
 }
 
-fn feed(serial: Arc<Mutex<SerialDevice>>, latch: Arc<StopLatch>, stop: &EventFd, terminal: bool) {
+fn feed(
+    serial: Arc<Mutex<SerialDevice>>,
+    latch: Arc<StopLatch>,
+    stop: &EventFd,
+    terminal: bool,
+    snapshot: &SnapshotTrigger,
+) {
     let mut escape = EscapeFilter::default();
     let mut buf = [0u8; 64];
     while wait_readable(libc::STDIN_FILENO, stop, -1) {
@@ -237,17 +256,22 @@ fn feed(serial: Arc<Mutex<SerialDevice>>, latch: Arc<StopLatch>, stop: &EventFd,
             }
             return; // End of input: the guest simply gets no more.
         }
-        let (bytes, quit) = if terminal {
+        let (bytes, command) = if terminal {
             escape.filter(&buf[..n as usize])
         } else {
-            (buf[..n as usize].to_vec(), false)
+            (buf[..n as usize].to_vec(), None)
         };
         if !enqueue(&serial, &bytes, stop) {
             return;
         }
-        if quit {
-            latch.stop(StopReason::UserQuit);
-            return;
+        match command {
+            Some(Command::Quit) => return latch.stop(StopReason::UserQuit),
+            Some(Command::Snapshot) if snapshot.fire() => latch.stop(StopReason::Snapshot),
+            // The terminal is raw: a line needs its carriage return.
+            Some(Command::Snapshot) => eprint!(
+                "\r\nkvmini: Ctrl-A s saves the VM only when it runs with --snapshot DIR, once\r\n"
+            ),
+            None => {}
         }
     }
 }
@@ -257,16 +281,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ctrl_a_x_quits_and_ctrl_a_ctrl_a_is_literal() {
+    fn ctrl_a_x_quits_ctrl_a_s_saves_and_ctrl_a_ctrl_a_is_literal() {
         let mut f = EscapeFilter::default();
-        assert_eq!(f.filter(b"ls\r"), (b"ls\r".to_vec(), false));
+        assert_eq!(f.filter(b"ls\r"), (b"ls\r".to_vec(), None));
         assert_eq!(
             f.filter(&[ESCAPE, ESCAPE, b'a']),
-            (vec![ESCAPE, b'a'], false)
+            (vec![ESCAPE, b'a'], None)
         );
-        assert_eq!(f.filter(&[b'q', ESCAPE]), (vec![b'q'], false));
+        assert_eq!(f.filter(&[b'q', ESCAPE]), (vec![b'q'], None));
         // The escape spans two reads.
-        assert_eq!(f.filter(b"x"), (vec![], true));
-        assert_eq!(f.filter(&[ESCAPE, b'c']), (vec![b'c'], false));
+        assert_eq!(f.filter(b"x"), (vec![], Some(Command::Quit)));
+        assert_eq!(f.filter(&[ESCAPE, b'c']), (vec![b'c'], None));
+        assert_eq!(
+            f.filter(&[b'l', ESCAPE, b's', b'x']),
+            (vec![b'l'], Some(Command::Snapshot))
+        );
     }
 }

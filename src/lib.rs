@@ -42,6 +42,7 @@ mod devices;
 mod host;
 mod kick;
 mod memory;
+mod signal;
 mod snapshot;
 pub mod stats;
 pub mod status;

@@ -3,7 +3,7 @@
 //! the timeout all stop the VM through it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::crash::CrashReport;
 use crate::devices::{lock, DeviceRequest};
@@ -61,6 +61,28 @@ impl From<DeviceRequest> for StopReason {
     }
 }
 
+/// The one snapshot a run with `--snapshot` takes: the guest (0x7f on port 0x80), SIGUSR1 or
+/// Ctrl-A s fire it, and only the first of them stops the VM to save it.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotTrigger(Arc<AtomicBool>);
+
+impl SnapshotTrigger {
+    /// A trigger; an unarmed one never fires.
+    pub fn new(armed: bool) -> Self {
+        SnapshotTrigger(Arc::new(AtomicBool::new(armed)))
+    }
+
+    /// Whether a snapshot can still be asked for.
+    pub fn is_armed(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Asks for the snapshot; true for the first caller of an armed trigger.
+    pub fn fire(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
 /// The VM-wide stop: the first reason wins, and every registered vCPU thread is kicked out
 /// of `KVM_RUN` so that all of them stop with the VM.
 #[derive(Debug, Default)]
@@ -103,5 +125,43 @@ impl StopLatch {
     /// The reason, once stopped.
     pub fn reason(&self) -> Option<StopReason> {
         lock(&self.reason).clone()
+    }
+
+    /// Makes the latch ready for the VM to run again (after a snapshot that lets it go on);
+    /// the vCPU threads register again when they start.
+    pub fn reset(&self) {
+        let mut slot = lock(&self.reason);
+        lock(&self.threads).clear();
+        *slot = None;
+        self.stopped.store(false, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_trigger_fires_once_and_only_when_armed() {
+        let unarmed = SnapshotTrigger::new(false);
+        assert!(!unarmed.fire());
+        let armed = SnapshotTrigger::new(true);
+        let other = armed.clone();
+        assert!(armed.is_armed());
+        assert!(other.fire());
+        assert!(!armed.fire());
+        assert!(!armed.is_armed());
+    }
+
+    #[test]
+    fn the_first_stop_reason_wins_until_a_reset() {
+        let latch = StopLatch::default();
+        latch.stop(StopReason::Timeout);
+        latch.stop(StopReason::Halted);
+        assert!(latch.is_stopped());
+        assert!(matches!(latch.reason(), Some(StopReason::Timeout)));
+        latch.reset();
+        assert!(!latch.is_stopped());
+        assert!(latch.reason().is_none());
     }
 }

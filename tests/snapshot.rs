@@ -192,3 +192,59 @@ fn damaged_or_foreign_snapshots_are_refused_with_status_120() {
         assert_eq!(out, "", "no guest runs on a refused snapshot");
     }
 }
+
+#[test]
+fn sigusr1_saves_a_running_guest_wherever_it_is() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = scratch("spin-snapshot");
+    let _ = std::fs::remove_dir_all(&dir);
+    let spin = guest("spin.bin");
+    let mut child = std::process::Command::new(common::kvmini_bin())
+        .args(["run", path(&spin), "--mode", "long", "--timeout", "30"])
+        .args(["--snapshot", path(&dir)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the guest has printed its line it loops in ring 0, with nothing to save it but
+    // the signal.
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "spin: looping forever\n");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("saved the VM into"), "{err}");
+    // Restored, it loops on without printing its line again, until the timeout.
+    let (code, out, err) = kvmini_status(&["restore", path(&dir), "--timeout", "1"]);
+    assert_eq!(code, kvmini::status::TIMEOUT, "{err}");
+    assert_eq!(out, "");
+}
+
+#[test]
+fn with_snapshot_continue_the_saved_guest_also_runs_to_its_end() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let dir = scratch("count-continue");
+    let _ = std::fs::remove_dir_all(&dir);
+    let count = guest("count.bin");
+    let (code, out, err) = kvmini_status(&[
+        "run",
+        path(&count),
+        "--mode",
+        "long",
+        "--snapshot",
+        path(&dir),
+        "--snapshot-continue",
+    ]);
+    assert_eq!(code, COUNTED, "{err}");
+    assert_eq!(out, format!("{FIRST_HALF}{SECOND_HALF}"));
+    let (code, out, err) = restore(&dir);
+    assert_eq!((code, out), (COUNTED, SECOND_HALF.to_string()), "{err}");
+}

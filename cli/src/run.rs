@@ -44,9 +44,14 @@ pub struct RunArgs {
     control: Control,
 
     /// Save the VM into DIR (new or empty) when the guest asks for it by writing 0x7f to port
-    /// 0x80, then stop with status 0; `kvmini restore DIR` goes on from there.
+    /// 0x80, when kvmini gets SIGUSR1, or at Ctrl-A s on the console; then stop with status 0.
+    /// `kvmini restore DIR` goes on from there.
     #[arg(long, value_name = "DIR")]
     snapshot: Option<PathBuf>,
+
+    /// With --snapshot: after saving, let the VM go on running instead of stopping.
+    #[arg(long, requires = "snapshot")]
+    snapshot_continue: bool,
 
     /// What a guest access to guest-physical memory that is neither RAM nor a device means:
     /// fatal stops the VM as a crash; ignore reads all-ones, drops writes and counts both.
@@ -219,6 +224,7 @@ impl RunArgs {
             // Only --stats shows the split, so only --stats pays for it.
             time_exits: self.control.stats.is_some(),
             snapshot: self.snapshot.clone(),
+            snapshot_continue: self.snapshot_continue,
         }
     }
 }

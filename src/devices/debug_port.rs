@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use super::{BusDevice, DeviceRequest};
+use crate::stop::SnapshotTrigger;
 
 /// I/O port of the debug port.
 pub const DEBUG_PORT: u64 = 0x80;
@@ -19,16 +20,17 @@ pub const SNAPSHOT_NOW: u8 = 0x7f;
 #[derive(Debug, Default)]
 pub struct DebugPort {
     first: Vec<(u8, Instant)>,
-    /// [`SNAPSHOT_NOW`] asks for a snapshot (the user gave `--snapshot`).
-    snapshot_armed: bool,
+    /// Fired by [`SNAPSHOT_NOW`].
+    snapshot: SnapshotTrigger,
 }
 
 impl DebugPort {
-    /// A debug port; with `snapshot_armed`, [`SNAPSHOT_NOW`] stops the VM for a snapshot.
-    pub fn new(snapshot_armed: bool) -> Self {
+    /// A debug port; [`SNAPSHOT_NOW`] fires `snapshot`, which stops the VM for a snapshot when
+    /// it was armed.
+    pub fn new(snapshot: SnapshotTrigger) -> Self {
         DebugPort {
             first: Vec::new(),
-            snapshot_armed,
+            snapshot,
         }
     }
 
@@ -57,7 +59,7 @@ impl BusDevice for DebugPort {
         if self.first_write(v).is_none() {
             self.first.push((v, Instant::now()));
         }
-        (v == SNAPSHOT_NOW && self.snapshot_armed).then_some(DeviceRequest::Snapshot)
+        (v == SNAPSHOT_NOW && self.snapshot.fire()).then_some(DeviceRequest::Snapshot)
     }
 }
 
@@ -84,8 +86,9 @@ mod tests {
 
     #[test]
     fn an_armed_port_turns_the_snapshot_value_into_a_request() {
-        let mut d = DebugPort::new(true);
+        let mut d = DebugPort::new(SnapshotTrigger::new(true));
         assert_eq!(d.write(0, &[0x41]), None);
         assert_eq!(d.write(0, &[SNAPSHOT_NOW]), Some(DeviceRequest::Snapshot));
+        assert_eq!(d.write(0, &[SNAPSHOT_NOW]), None, "one snapshot per run");
     }
 }

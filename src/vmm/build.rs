@@ -23,6 +23,7 @@ use crate::devices::Bus;
 use crate::host::Workarounds;
 use crate::memory::GuestMem;
 use crate::snapshot::state::SerialState;
+use crate::stop::SnapshotTrigger;
 use crate::vcpu::Vcpu;
 
 /// The serial line's interrupt: ISA IRQ 4, COM1's.
@@ -82,8 +83,8 @@ pub struct DeviceArgs<'a> {
     pub serial_irq: IrqTrigger,
     /// The UART's saved registers, for a restore.
     pub serial_state: Option<&'a SerialState>,
-    /// The guest's snapshot request (a value on the debug port) stops the VM for a save.
-    pub snapshot_armed: bool,
+    /// Fired by the guest's snapshot request (a value on the debug port).
+    pub snapshot: SnapshotTrigger,
 }
 
 /// The UART, the exit port, the debug port and the i8042, on the port bus; the MMIO bus is
@@ -96,7 +97,7 @@ pub fn create_devices(args: DeviceArgs<'_>) -> Result<Devices, Error> {
         None => SerialDevice::new(args.serial_irq, sink),
     };
     let serial = Arc::new(Mutex::new(uart));
-    let debug_port = Arc::new(Mutex::new(DebugPort::new(args.snapshot_armed)));
+    let debug_port = Arc::new(Mutex::new(DebugPort::new(args.snapshot)));
     let i8042: bus::SharedDevice = Arc::new(Mutex::new(I8042::default()));
     let mut io_bus = Bus::new();
     io_bus.insert(COM1_PORT, COM1_LEN, serial.clone())?;

@@ -19,10 +19,11 @@ use crate::devices::serial::{IrqTrigger, SerialDevice};
 use crate::devices::{bus, lock, Bus};
 use crate::host::{self, Workarounds};
 use crate::memory::{self, GuestMem};
+use crate::signal::SnapshotSignal;
 use crate::snapshot::state::Machine;
 use crate::stats::{Stats, Timeline, VcpuStats};
 use crate::status;
-use crate::stop::{StopLatch, StopReason};
+use crate::stop::{SnapshotTrigger, StopLatch, StopReason};
 use crate::vcpu::{self, Vcpu};
 use build::DeviceArgs;
 
@@ -124,6 +125,10 @@ pub struct Vmm {
     input: Vec<u8>,
     /// Where to save the VM when it stops for a snapshot.
     snapshot: Option<crate::snapshot::Writer>,
+    /// Fired by whatever asks for the snapshot first.
+    snapshot_trigger: SnapshotTrigger,
+    /// After saving, go on running.
+    snapshot_continue: bool,
     start: Instant,
     ready: Instant,
 }
@@ -172,12 +177,13 @@ impl Vmm {
         } else {
             IrqTrigger::default()
         };
+        let snapshot_trigger = SnapshotTrigger::new(snapshot.is_some());
         let devices = build::create_devices(DeviceArgs {
             serial: &config.serial,
             serial_limit: config.serial_limit,
             serial_irq,
             serial_state: None,
-            snapshot_armed: config.snapshot.is_some(),
+            snapshot: snapshot_trigger.clone(),
         })?;
         let hidden = build::hidden_cpu_features(config, &host);
         let vcpus = build::create_vcpus(&kvm, &vm, &mem, &boot, &devices, config, &hidden)?;
@@ -201,6 +207,8 @@ impl Vmm {
             serial_input: config.serial_input,
             input: Vec::new(),
             snapshot,
+            snapshot_trigger,
+            snapshot_continue: config.snapshot_continue,
             start,
             ready: Instant::now(),
         })
@@ -210,25 +218,51 @@ impl Vmm {
     /// thread of its own; the first vCPU (or the console) to stop the VM stops them all.
     pub fn run(mut self) -> Result<RunOutcome, Error> {
         let latch = Arc::new(StopLatch::default());
+        // Before any thread starts: they inherit the blocked SIGUSR1.
+        let _signal = match self.snapshot_trigger.is_armed() {
+            true => Some(
+                SnapshotSignal::start(self.snapshot_trigger.clone(), latch.clone())
+                    .map_err(Error::Thread)?,
+            ),
+            false => None,
+        };
         let console = match self.serial_input {
             SerialInput::Stdin if self.machine.pc_platform => {
                 let input = std::mem::take(&mut self.input);
-                Console::start(self.devices.serial.clone(), latch.clone(), input)
+                let trigger = self.snapshot_trigger.clone();
+                Console::start(self.devices.serial.clone(), latch.clone(), input, trigger)
                     .map_err(Error::Console)?
             }
             _ => None,
         };
-        let vcpus = std::mem::take(&mut self.vcpus);
-        let vcpu_count = vcpus.len();
-        let ran = run_vcpus(vcpus, &latch, self.timeout);
-        drop(console);
-        let (stats, vcpus) = ran?;
-        let reason = latch.reason().unwrap_or(StopReason::Halted);
-        let end = Instant::now();
-        if let (StopReason::Snapshot, Some(writer)) = (&reason, self.snapshot.take()) {
+        let vcpu_count = self.vcpus.len();
+        let started = Instant::now();
+        // The vCPUs keep counting across runs: the last run's figures are the whole run's.
+        let (reason, stats) = loop {
+            // A run that goes on after a snapshot has what is left of the timeout (a zero
+            // duration would disarm the timer).
+            let timeout = self.timeout.map(|t| {
+                t.saturating_sub(started.elapsed())
+                    .max(Duration::from_nanos(1))
+            });
+            let (stats, vcpus) = run_vcpus(std::mem::take(&mut self.vcpus), &latch, timeout)?;
             self.vcpus = vcpus;
+            let reason = latch.reason().unwrap_or(StopReason::Halted);
+            let Some(writer) = self
+                .snapshot
+                .take()
+                .filter(|_| matches!(reason, StopReason::Snapshot))
+            else {
+                break (reason, stats);
+            };
             self.save(writer)?;
-        }
+            if !self.snapshot_continue {
+                break (reason, stats);
+            }
+            latch.reset();
+        };
+        let end = Instant::now();
+        drop(console);
         Ok(self.outcome(reason, &stats, vcpu_count, end))
     }
 

@@ -16,6 +16,7 @@ use crate::host;
 use crate::memory;
 use crate::snapshot::state::{HostState, PlatformState, VmState};
 use crate::snapshot::{self, Writer};
+use crate::stop::SnapshotTrigger;
 use crate::vcpu::Vcpu;
 
 /// The in-kernel interrupt controllers, in `KVM_IRQCHIP_*` order.
@@ -139,7 +140,7 @@ impl Vmm {
             serial_limit: config.serial_limit,
             serial_irq,
             serial_state: Some(&serial),
-            snapshot_armed: false,
+            snapshot: SnapshotTrigger::default(),
         })?;
         let unclaimed_mmio = match machine.ignore_unclaimed_mmio {
             true => UnclaimedMmio::Ignore,
@@ -173,6 +174,8 @@ impl Vmm {
             serial_input: config.serial_input,
             input: config.input.clone(),
             snapshot: None,
+            snapshot_trigger: SnapshotTrigger::default(),
+            snapshot_continue: false,
             start,
             ready: Instant::now(),
         })
