@@ -194,6 +194,20 @@ pub struct Stats {
     pub cmdline: Option<String>,
     /// CPUID features hidden from the guest.
     pub hidden_cpu_features: Vec<String>,
+    /// The snapshot this run saved, if it saved one.
+    pub snapshot: Option<SnapshotStats>,
+}
+
+/// What saving a snapshot cost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotStats {
+    /// Milliseconds from the VM's stop to the snapshot in place.
+    pub save_ms: f64,
+    /// Bytes of guest memory written (the rest of the memory file is holes).
+    pub memory_bytes: u64,
+    /// Bytes of the state file.
+    pub state_bytes: u64,
 }
 
 /// When things happened, relative to `start`.
@@ -242,6 +256,7 @@ impl Stats {
             vcpus: 1,
             cmdline: None,
             hidden_cpu_features: Vec::new(),
+            snapshot: None,
         }
     }
 }
@@ -313,9 +328,17 @@ impl fmt::Display for Stats {
             at(self.first_serial_byte_ms)
         )?;
         match self.userspace_ms {
-            Some(t) => writeln!(f, ", user space up at {t:.3} ms"),
-            None => writeln!(f),
+            Some(t) => writeln!(f, ", user space up at {t:.3} ms")?,
+            None => writeln!(f)?,
         }
+        if let Some(s) = &self.snapshot {
+            writeln!(
+                f,
+                "  snapshot:  saved in {:.3} ms: {} bytes of memory, {} bytes of state",
+                s.save_ms, s.memory_bytes, s.state_bytes
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -286,14 +286,15 @@ impl Writer {
             .map_err(io(&path))
     }
 
-    /// Writes the state and puts the directory in place.
-    pub fn finish(self, state: &VmState) -> Result<(), Error> {
+    /// Writes the state and puts the directory in place; returns the state file's size.
+    pub fn finish(self, state: &VmState) -> Result<u64, Error> {
         let path = self.tmp.join(STATE_FILE);
         let mut file = File::create(&path).map_err(io(&path))?;
-        file.write_all(&encode(state)).map_err(io(&path))?;
+        let bytes = encode(state);
+        file.write_all(&bytes).map_err(io(&path))?;
         file.sync_all().map_err(io(&path))?;
         std::fs::rename(&self.tmp, &self.dir).map_err(io(&self.dir))?;
-        Ok(())
+        Ok(bytes.len() as u64)
     }
 }
 

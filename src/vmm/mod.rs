@@ -238,6 +238,7 @@ impl Vmm {
         let vcpu_count = self.vcpus.len();
         let started = Instant::now();
         // The vCPUs keep counting across runs: the last run's figures are the whole run's.
+        let mut saved = None;
         let (reason, stats) = loop {
             // A run that goes on after a snapshot has what is left of the timeout (a zero
             // duration would disarm the timer).
@@ -255,7 +256,7 @@ impl Vmm {
             else {
                 break (reason, stats);
             };
-            self.save(writer)?;
+            saved = Some(self.save(writer)?);
             if !self.snapshot_continue {
                 break (reason, stats);
             }
@@ -263,7 +264,9 @@ impl Vmm {
         };
         let end = Instant::now();
         drop(console);
-        Ok(self.outcome(reason, &stats, vcpu_count, end))
+        let mut outcome = self.outcome(reason, &stats, vcpu_count, end);
+        outcome.stats.snapshot = saved;
+        Ok(outcome)
     }
 
     /// The outcome of a run that ended at `end` for `reason`: a reset after a kernel panic is

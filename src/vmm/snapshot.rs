@@ -16,6 +16,7 @@ use crate::host;
 use crate::memory;
 use crate::snapshot::state::{HostState, PlatformState, VmState};
 use crate::snapshot::{self, Writer};
+use crate::stats::SnapshotStats;
 use crate::stop::SnapshotTrigger;
 use crate::vcpu::Vcpu;
 
@@ -60,7 +61,8 @@ fn restore_platform(vm: &VmFd, platform: &PlatformState) -> Result<(), Error> {
 impl Vmm {
     /// Saves the stopped VM through `writer`: the vCPUs, the PC platform, the UART and guest
     /// memory.
-    pub(super) fn save(&mut self, writer: Writer) -> Result<(), Error> {
+    pub(super) fn save(&mut self, writer: Writer) -> Result<SnapshotStats, Error> {
+        let start = Instant::now();
         snapshot::vcpu::check_xsave_size(&self.kvm)?;
         for vcpu in &mut self.vcpus {
             vcpu.complete_pending_exit()?;
@@ -88,6 +90,7 @@ impl Vmm {
         };
         let mut file = writer.memory_file()?;
         let memory = snapshot::memory::save(&self.mem, &mut file)?;
+        let memory_bytes = memory.resident.iter().map(|(_, len)| len).sum();
         let state = VmState {
             host: HostState {
                 kind: host::kind().short().to_string(),
@@ -99,8 +102,12 @@ impl Vmm {
             serial: lock(&self.devices.serial).state(),
             memory,
         };
-        writer.finish(&state)?;
-        Ok(())
+        let state_bytes = writer.finish(&state)?;
+        Ok(SnapshotStats {
+            save_ms: start.elapsed().as_secs_f64() * 1e3,
+            memory_bytes,
+            state_bytes,
+        })
     }
 
     /// Builds the VM saved in `config.dir` and gives it its state: ready to run from where the
