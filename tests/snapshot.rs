@@ -248,3 +248,37 @@ fn with_snapshot_continue_the_saved_guest_also_runs_to_its_end() {
     let (code, out, err) = restore(&dir);
     assert_eq!((code, out), (COUNTED, SECOND_HALF.to_string()), "{err}");
 }
+
+#[test]
+fn a_full_disk_fails_the_save_with_status_120_and_leaves_nothing() {
+    if !kvm_or_skip() {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: mounting a tiny tmpfs needs root");
+        return;
+    }
+    let disk = scratch("tiny-disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs", path(&disk)])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a 16 KiB tmpfs");
+    let target = disk.join("snap");
+    let (code, out, err) = kvmini_status(&[
+        "run",
+        path(&guest("count.bin")),
+        "--mode",
+        "long",
+        "--snapshot",
+        path(&target),
+    ]);
+    let left = std::fs::read_dir(&disk).unwrap().count();
+    let _ = std::process::Command::new("umount").arg(&disk).status();
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(out, FIRST_HALF);
+    assert_eq!(left, 0, "a failed save leaves nothing behind");
+}

@@ -80,6 +80,9 @@ pub enum Error {
         /// Here.
         here: u32,
     },
+    /// The host cannot give the vCPUs the CPUID they had.
+    #[error("this host's KVM refuses the snapshot's CPUID ({0}): it was taken on a CPU this one cannot stand in for")]
+    Cpuid(kvm_ioctls::Error),
     /// The memory file has the wrong length.
     #[error("the memory file is {found} bytes, and the snapshot's guest memory is {expected}: it is truncated or not this snapshot's")]
     MemoryFileLength {
@@ -364,6 +367,12 @@ mod tests {
             .to_string()
             .contains("taken on a pvm host, and this one is hardware"));
         assert!(err.is_bad_input());
+        assert!(Error::Cpuid(kvm_ioctls::Error::new(libc::EINVAL)).is_bad_input());
+        assert!(!Error::Kvm {
+            what: "KVM_SET_REGS",
+            source: kvm_ioctls::Error::new(libc::EINVAL)
+        }
+        .is_bad_input());
         assert!(check_tsc_khz(&saved, 2_445_412).is_ok());
         let err = check_tsc_khz(&saved, 2_000_000).unwrap_err();
         assert!(err.to_string().contains("2445412 kHz"), "{err}");

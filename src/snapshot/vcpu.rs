@@ -67,7 +67,7 @@ pub fn save(fd: &VcpuFd, msr_index: &[u32], lapic: bool) -> Result<VcpuState, Er
 /// ([`check_xsave_size`]) on this host.
 pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), Error> {
     let cpuid = CpuId::from_entries(&state.cpuid).map_err(|_| Error::Corrupt("CPUID entries"))?;
-    fd.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
+    fd.set_cpuid2(&cpuid).map_err(Error::Cpuid)?;
     fd.set_mp_state(state.mp_state)
         .map_err(kvm("KVM_SET_MP_STATE"))?;
     fd.set_regs(&state.regs).map_err(kvm("KVM_SET_REGS"))?;
