@@ -169,6 +169,13 @@ fn damaged_or_foreign_snapshots_are_refused_with_status_120() {
             "checksum does not match",
         ),
         (
+            // count.bin itself, at 1 MiB in guest memory, is part of the saved data.
+            damaged(&dir, "corrupt-memory", |d| {
+                rewrite(d.join("memory"), |b| b[0x10_0010] ^= 0x01)
+            }),
+            "the memory file's data does not match its checksum",
+        ),
+        (
             damaged(&dir, "short-memory", |d| {
                 rewrite(d.join("memory"), |b| b.truncate(1 << 20))
             }),

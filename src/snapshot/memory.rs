@@ -18,6 +18,24 @@ use crate::memory::GuestMem;
 
 const PAGE: u64 = 4096;
 
+/// FNV-1a over 64-bit words: the data of a memory file are whole pages, and word steps keep
+/// checking a Linux guest's 14 MiB at a few milliseconds.
+#[derive(Clone, Copy, Debug)]
+struct DataHash(u64);
+
+impl DataHash {
+    fn new() -> Self {
+        DataHash(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for word in bytes.chunks_exact(8) {
+            let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            self.0 = (self.0 ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
 /// The pages of `len` bytes at `host` that are mapped (touched at least once).
 fn resident_pages(host: *mut u8, len: u64) -> Result<Vec<bool>, Error> {
     let pages = len.div_ceil(PAGE) as usize;
@@ -37,6 +55,7 @@ pub fn save(mem: &GuestMem, file: &mut File) -> Result<MemoryLayout, Error> {
     let mut layout = MemoryLayout::default();
     let mut offset = 0u64;
     let mut page = vec![0u8; PAGE as usize];
+    let mut hash = DataHash::new();
     for region in mem.iter() {
         let (start, len) = (region.start_addr().raw_value(), region.len());
         layout.regions.push((start, len));
@@ -55,6 +74,7 @@ pub fn save(mem: &GuestMem, file: &mut File) -> Result<MemoryLayout, Error> {
             }
             file.write_all_at(&page, offset + at)
                 .map_err(Error::MemoryFile)?;
+            hash.update(&page);
             match layout.resident.last_mut() {
                 Some((o, l)) if *o + *l == offset + at => *l += PAGE,
                 _ => layout.resident.push((offset + at, PAGE)),
@@ -65,6 +85,7 @@ pub fn save(mem: &GuestMem, file: &mut File) -> Result<MemoryLayout, Error> {
     // The holes at the end count too: the file is as long as guest memory.
     file.set_len(offset).map_err(Error::MemoryFile)?;
     file.sync_all().map_err(Error::MemoryFile)?;
+    layout.checksum = hash.0;
     Ok(layout)
 }
 
@@ -79,6 +100,7 @@ pub fn map(file: File, layout: &MemoryLayout) -> Result<GuestMem, Error> {
         });
     }
     prefetch(&file, &layout.resident);
+    verify(&file, layout)?;
     let mut regions = Vec::with_capacity(layout.regions.len());
     let mut offset = 0u64;
     for &(start, size) in &layout.regions {
@@ -96,6 +118,28 @@ pub fn map(file: File, layout: &MemoryLayout) -> Result<GuestMem, Error> {
         offset += size;
     }
     GuestMemoryMmap::from_regions(regions).map_err(|_| Error::Corrupt("memory regions"))
+}
+
+/// Reads the data ranges and checks their checksum.
+fn verify(file: &File, layout: &MemoryLayout) -> Result<(), Error> {
+    let mut hash = DataHash::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for &(offset, len) in &layout.resident {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            file.read_exact_at(&mut buf[..n], offset + done)
+                .map_err(Error::MemoryFile)?;
+            hash.update(&buf[..n]);
+            done += n as u64;
+        }
+    }
+    if hash.0 != layout.checksum {
+        return Err(Error::Corrupt(
+            "the memory file's data does not match its checksum",
+        ));
+    }
+    Ok(())
 }
 
 /// Data ranges closer than this are read ahead as one: one system call instead of many, for
@@ -182,6 +226,15 @@ mod tests {
         let again = map(File::open(&path).unwrap(), &layout).unwrap();
         let word: u32 = again.read_obj(GuestAddress(0x2000)).unwrap();
         assert_eq!(word, 0x1234_5678);
+
+        // A changed byte in the data is found.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0x2001] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            map(File::open(&path).unwrap(), &layout),
+            Err(Error::Corrupt(_))
+        ));
 
         std::fs::write(&path, b"short").unwrap();
         assert!(matches!(

@@ -164,6 +164,11 @@ fn fingerprint() -> u64 {
         std::mem::size_of::<kvm_clock_data>(),
         std::mem::size_of::<state::SerialState>(),
         std::mem::size_of::<state::Machine>(),
+        std::mem::size_of::<state::HostState>(),
+        std::mem::size_of::<state::VcpuState>(),
+        std::mem::size_of::<state::PlatformState>(),
+        std::mem::size_of::<state::MemoryLayout>(),
+        std::mem::size_of::<state::VmState>(),
     ];
     let bytes: Vec<u8> = sizes
         .iter()
@@ -354,6 +359,7 @@ mod tests {
             memory: MemoryLayout {
                 regions: vec![(0, 16 << 20)],
                 resident: vec![(0x10_0000, 0x1000)],
+                checksum: 0x1234,
             },
         }
     }

@@ -106,6 +106,9 @@ pub struct MemoryLayout {
     /// The ranges of the file that hold data (offset, length); the rest are holes that read
     /// as zeros. A restore reads these ahead.
     pub resident: Vec<(u64, u64)>,
+    /// A checksum of the data in those ranges, in order: a restore reads them anyway (that
+    /// warms the page cache for the guest) and refuses a memory file whose data changed.
+    pub checksum: u64,
 }
 
 impl MemoryLayout {
