@@ -197,7 +197,7 @@ impl Drop for Console {
 }
 
 /// Waits until `fd` is readable or `stop` fires; false when it is time to stop.
-fn wait_readable(fd: i32, stop: &EventFd, timeout_ms: i32) -> bool {
+pub(crate) fn wait_readable(fd: i32, stop: &EventFd, timeout_ms: i32) -> bool {
     let mut fds = [
         libc::pollfd {
             fd,

@@ -67,24 +67,7 @@ impl SnapshotSignal {
 }
 
 fn watch(fd: &OwnedFd, stop: &EventFd, trigger: &SnapshotTrigger, latch: &StopLatch) {
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 || fds[1].revents != 0 {
-            return;
-        }
+    while crate::console::wait_readable(fd.as_raw_fd(), stop, -1) {
         let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
         // SAFETY: reading one signalfd_siginfo into a buffer of its size.
         let r = unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) };
