@@ -323,6 +323,9 @@ pub enum Error {
         /// Its format.
         format: ImageFormat,
     },
+    /// A command for a restored guest that has no console input.
+    #[error("a command after -- goes to the guest's console, which only a Linux guest's snapshot reads ({} is not one)", .0.display())]
+    CommandNeedsLinux(PathBuf),
     /// A CPUID feature name kvmini does not know.
     #[error("unknown CPU feature '{0}'; known: {known}", known = crate::arch::x86_64::cpuid::feature_names().join(", "))]
     UnknownCpuFeature(String),

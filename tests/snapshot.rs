@@ -188,6 +188,9 @@ fn damaged_or_foreign_snapshots_are_refused_with_status_120() {
             "memory",
         ),
     ];
+    let (code, _, err) = kvmini_status(&["restore", path(&dir), "--", "uname"]);
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(err.contains("only a Linux guest's snapshot reads"), "{err}");
     for (snapshot, says) in cases {
         let (code, out, err) = restore(&snapshot);
         assert_eq!(code, BAD_INPUT, "{}: {err}", snapshot.display());

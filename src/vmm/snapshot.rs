@@ -123,6 +123,9 @@ impl Vmm {
             serial,
             memory: layout,
         } = state;
+        if !config.input.is_empty() && !machine.pc_platform {
+            return Err(crate::config::Error::CommandNeedsLinux(config.dir.clone()).into());
+        }
         if layout.file_len() != machine.mem_size || vcpu_states.len() != usize::from(machine.cpus) {
             return Err(snapshot::Error::Corrupt("the machine and its state disagree").into());
         }
