@@ -7,6 +7,7 @@
 #ifndef KVMINI_GUEST_LINUX_SYS_H
 #define KVMINI_GUEST_LINUX_SYS_H
 
+#define SYS_read            0
 #define SYS_write           1
 #define SYS_rt_sigaction    13
 #define SYS_rt_sigprocmask  14

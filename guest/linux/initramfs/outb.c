@@ -1,5 +1,7 @@
 /*
  * outb PORT VALUE — write one byte to an x86 I/O port from user space.
+ * outb PORT -     — the same, with VALUE read from standard input (one line): started
+ *                   ahead of time, it writes the port without an exec when the value comes.
  *
  * The kvmini guest's /init uses it for the boot-time marker (port 0x80) and
  * to end the VM with a status (port 0xf4).  It asks the kernel for access to
@@ -48,14 +50,28 @@ __attribute__((used)) static void __attribute__((noreturn)) outb_main(long *sp)
 	char **argv = (char **)(sp + 1);
 	long port, value;
 
+	int from_stdin = argc == 3 && argv[2][0] == '-' && argv[2][1] == 0;
+
 	if (argc != 3 || (port = parse(argv[1])) < 0 ||
-	    (value = parse(argv[2])) < 0 || value > 0xff) {
-		write_str(2, "usage: outb PORT VALUE   (PORT 0-0xffff, VALUE 0-0xff)\n");
+	    (!from_stdin && ((value = parse(argv[2])) < 0 || value > 0xff))) {
+		write_str(2, "usage: outb PORT VALUE|-   (PORT 0-0xffff, VALUE 0-0xff)\n");
 		sys_exit(2);
 	}
 	if (syscall3(SYS_ioperm, port, 1, 1) != 0) {
 		write_str(2, "outb: ioperm failed\n");
 		sys_exit(1);
+	}
+	if (from_stdin) {
+		char line[16];
+		long n = syscall3(SYS_read, 0, (long)line, sizeof(line) - 1);
+
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
+			n--;
+		line[n > 0 ? n : 0] = 0;
+		if (n <= 0 || (value = parse(line)) < 0 || value > 0xff) {
+			write_str(2, "outb: no value 0-0xff on standard input\n");
+			sys_exit(2);
+		}
 	}
 	__asm__ volatile("outb %b0, %w1" : : "a"(value), "Nd"(port));
 	sys_exit(0);
