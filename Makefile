@@ -84,22 +84,25 @@ deps-compare:
 # fail it, a broken run does.  FIRECRACKER=/path/to/firecracker adds
 # Firecracker; BENCH_ARGS="--runs 10" passes options (--help lists them).
 BENCH_FLOOR := bench/build/floor
+BENCH_FLOORS := $(BENCH_FLOOR) bench/build/floor_restore
 BENCH_ARGS  ?=
 
 .PHONY: bench-smoke bench-peers
 
 BENCH := $(CARGO) run --release --quiet -p kvmini-bench -- --kvmini $(KVMINI)
 
-bench: build guests $(BENCH_FLOOR) bench-peers
+bench: build guests $(BENCH_FLOORS) bench-peers
 	$(BENCH) $(BENCH_ARGS)
 
 # A short run of the whole benchmark, part of `make test` so that it cannot
 # rot.  Peers that are absent are reported as not installed.
-bench-smoke: build guests $(BENCH_FLOOR)
+bench-smoke: build guests $(BENCH_FLOORS)
 	$(BENCH) --runs 2 --warmup 0 --density 5 --settle-ms 300 \
 	  --json bench/build/smoke.json
 
-$(BENCH_FLOOR): benches/floor.c | deps
+# The floors: benches/floor.c (start-up) and benches/floor_restore.c (resuming the
+# saved count.bin guest), sharing benches/floor_io.h.
+bench/build/%: benches/%.c benches/floor_io.h | deps
 	@mkdir -p $(@D)
 	gcc -O2 -Wall -Wextra -o $@ $<
 
