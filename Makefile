@@ -102,7 +102,7 @@ bench-smoke: build guests $(BENCH_FLOORS)
 
 # The floors: benches/floor.c (start-up) and benches/floor_restore.c (resuming the
 # saved count.bin guest), sharing benches/floor_io.h.
-bench/build/%: benches/%.c benches/floor_io.h | deps
+$(BENCH_FLOORS): bench/build/%: benches/%.c benches/floor_io.h | deps
 	@mkdir -p $(@D)
 	gcc -O2 -Wall -Wextra -o $@ $<
 
