@@ -98,6 +98,7 @@ bench: build guests $(BENCH_FLOORS) bench-peers
 # rot.  Peers that are absent are reported as not installed.
 bench-smoke: build guests $(BENCH_FLOORS)
 	$(BENCH) --runs 2 --warmup 0 --density 5 --settle-ms 300 \
+	  --linux-restores 1 --restore-density 2 \
 	  --json bench/build/smoke.json
 
 # The floors: benches/floor.c (start-up) and benches/floor_restore.c (resuming the

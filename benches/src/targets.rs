@@ -4,6 +4,7 @@
 use crate::report::{ratio_text, Target};
 use crate::sections::exit_cost::ExitCost;
 use crate::sections::memory::Memory;
+use crate::sections::snapshot::Snapshot;
 use crate::sections::startup::Startup;
 use crate::sections::Subject;
 
@@ -126,11 +127,76 @@ fn memory_targets(memory: &Memory) -> Vec<Target> {
     targets
 }
 
+/// The snapshot targets: ratios of medians between the subjects named.
+fn snapshot_targets(snapshot: &Snapshot) -> Vec<Target> {
+    type Of = fn(&Subject) -> &[f64];
+    let first: Of = |s| &s.first_ms;
+    let exit: Of = |s| &s.exit_ms;
+    let pairs: [(&str, &str, &str, Of, &str, Option<f64>); 4] = [
+        (
+            "kvmini restore count",
+            "floor_restore count",
+            "launch->first byte",
+            first,
+            "<= 1.3x",
+            Some(1.3),
+        ),
+        (
+            "kvmini restore count",
+            "kvmini run count.bin (cold)",
+            "launch->first byte",
+            first,
+            "(reported)",
+            None,
+        ),
+        (
+            "kvmini restore count",
+            "kvmini run count.bin (cold)",
+            "launch->exit",
+            exit,
+            "(reported)",
+            None,
+        ),
+        (
+            "kvmini restore linux",
+            "runc busybox uname -r",
+            "launch->exit",
+            exit,
+            "(reported)",
+            None,
+        ),
+    ];
+    pairs
+        .into_iter()
+        .map(|(a, b, what, of, goal, bound)| {
+            let (a, b) = (snapshot.subject(a), snapshot.subject(b));
+            let r = ratio(a.median(of(a)), b.median(of(b)));
+            let missing = match (&a.absent, &b.absent) {
+                (Some(why), _) | (_, Some(why)) => format!("n/a: {why}"),
+                _ => "n/a".into(),
+            };
+            target(
+                &format!("{what} p50, {} / {}", a.name, b.name),
+                goal,
+                r,
+                ratio_or(r, &missing),
+                bound.and_then(|bound| r.map(|r| r <= bound)),
+            )
+        })
+        .collect()
+}
+
 /// Every target, with what was measured.
-pub fn targets(startup: &Startup, exits: &ExitCost, memory: &Memory) -> Vec<Target> {
+pub fn targets(
+    startup: &Startup,
+    exits: &ExitCost,
+    memory: &Memory,
+    snapshot: &Snapshot,
+) -> Vec<Target> {
     let mut t = startup_targets(startup);
     t.extend(exit_targets(exits));
     t.extend(memory_targets(memory));
+    t.extend(snapshot_targets(snapshot));
     t
 }
 

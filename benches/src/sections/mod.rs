@@ -6,12 +6,14 @@
 //! - [`exit_cost`]: the cost of one exit to the VMM, kvmini against the floor;
 //! - [`memory`]: what a running kvmini keeps resident beyond its guest's RAM;
 //! - [`density`]: many VMs started at once;
+//! - [`snapshot`]: restoring saved VMs against cold starts, the floor and a container;
 //! - [`linux`]: boots of the Linux guest under kvmini and QEMU (`--linux N`, run alone).
 
 pub mod density;
 pub mod exit_cost;
 pub mod linux;
 pub mod memory;
+pub mod snapshot;
 pub mod startup;
 
 use std::path::PathBuf;
