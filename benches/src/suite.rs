@@ -20,7 +20,7 @@ use crate::sections::density::Density;
 use crate::sections::exit_cost::{ExitCost, FromMedians, EXIT_KINDS};
 use crate::sections::linux::{self, Linux};
 use crate::sections::memory::Memory;
-use crate::sections::snapshot::{self, Snapshot};
+use crate::sections::snapshot::{self, LinuxRestores, Snapshot};
 use crate::sections::startup::Startup;
 use crate::sections::{Context, Section, SubjectResult, GUESTS};
 use crate::{targets, Options};
@@ -204,6 +204,24 @@ pub fn default(o: &Options, cx: &Context, root: &Path) -> Result<bool, Error> {
     Ok(!fatal)
 }
 
+/// The cold boot of vmlinux against the restore, launch->exit medians.
+fn restore_vs_cold(section: &Linux, restores: &LinuxRestores) -> String {
+    let restore = restores.subjects.iter().find(|s| !s.peer);
+    let restored = restore.and_then(|s| s.median(&s.exit_ms));
+    let shown = match (section.kvmini_exit_median_s("vmlinux"), restored) {
+        (Some(cold), Some(ms)) => format!(
+            "cold {cold:.1} s / restored {:.2} s = {}",
+            ms / 1e3,
+            report::ratio_text(cold * 1e3 / ms.max(1e-9))
+        ),
+        _ => match restore.and_then(|s| s.absent.clone()) {
+            Some(why) => format!("n/a: {why}"),
+            None => "n/a: no good boot or restore".into(),
+        },
+    };
+    format!("  kvmini vmlinux, launch->exit, cold boot / restore: {shown}\n")
+}
+
 /// Runs only the Linux boot section (`--linux N`); `Ok(false)` when a kvmini boot failed.
 pub fn linux(o: &Options, cx: &Context, boots: usize) -> Result<bool, Error> {
     if !host::kvm_usable()? {
@@ -216,10 +234,16 @@ pub fn linux(o: &Options, cx: &Context, boots: usize) -> Result<bool, Error> {
     let check = host::check(&o.kvmini)?;
     let mut machine = Machine::before(&check);
     let mut section = Linux::new(cx, boots, o.linux_timeout(), &host::qemu());
-    let elapsed = rounds(&mut [&mut section], 0, boots, false);
+    let counts = snapshot::Counts {
+        linux: boots,
+        density: 0,
+    };
+    let mut restores = LinuxRestores::new(cx, counts);
+    let elapsed = rounds(&mut [&mut section, &mut restores], 0, boots, false);
     machine.after(elapsed);
 
-    let rows = section.rows();
+    let mut rows = section.rows();
+    let restore_rows = restores.rows();
     let mut text = format!("kvmini Linux boot benchmark, {}\n", machine.date);
     text += &format!(
         "host kind: {} ({})\n",
@@ -227,11 +251,15 @@ pub fn linux(o: &Options, cx: &Context, boots: usize) -> Result<bool, Error> {
     );
     text += &machine.line("boots");
     text += &section.header();
-    text += &commands(&[&section]);
+    text += &commands(&[&section, &restores]);
     text += &report::median_table(&rows);
     text += &section.after_table();
+    text += "\nthe same guest restored from guest/build/linux-snapshot, in the same rounds:\n";
+    text += &report::median_table(&restore_rows);
+    text += &restore_vs_cold(&section, &restores);
+    rows.extend(restore_rows);
     print!("{text}");
-    let fatal = failures(&[&section]);
+    let fatal = failures(&[&section, &restores]);
     write_json(&o.json_path(), &section.results(&machine, rows, text))?;
     Ok(!fatal)
 }

@@ -12,7 +12,7 @@ use super::{single, Counts};
 use crate::host::shown;
 use crate::report::Row;
 use crate::sections::{
-    failure_lines, header_lines, measure_all, Context, Subject, GUESTS, RUN_LIMIT,
+    failure_lines, header_lines, measure_all, Context, Section, Subject, GUESTS, RUN_LIMIT,
 };
 
 /// The Linux snapshot, relative to the checkout.
@@ -86,9 +86,11 @@ impl LinuxRestores {
             .is_none()
             .then(|| PathBuf::from(LINUX_SNAPSHOT))
     }
+}
 
+impl Section for LinuxRestores {
     /// Its lines in the header.
-    pub fn commands(&self) -> Vec<(String, String)> {
+    fn commands(&self) -> Vec<(String, String)> {
         let mut c = header_lines(&self.subjects);
         if self.density.count > 0 {
             c.push((
@@ -104,7 +106,7 @@ impl LinuxRestores {
     }
 
     /// Restores in the first `runs` kept rounds, and the density test in the first.
-    pub fn measure(&mut self, keep: bool) {
+    fn measure(&mut self, keep: bool) {
         if !keep || self.done >= self.runs {
             return;
         }
@@ -116,7 +118,7 @@ impl LinuxRestores {
     }
 
     /// Its rows.
-    pub fn rows(&self) -> Vec<Row> {
+    fn rows(&self) -> Vec<Row> {
         let mut rows: Vec<Row> = self
             .subjects
             .iter()
@@ -132,7 +134,7 @@ impl LinuxRestores {
     }
 
     /// Lines for standard error about what failed.
-    pub fn failures(&self) -> Vec<String> {
+    fn failures(&self) -> Vec<String> {
         let mut f = failure_lines(&self.subjects);
         for r in [&self.density.one, &self.density.all].into_iter().flatten() {
             if let Err(why) = r {
@@ -143,7 +145,7 @@ impl LinuxRestores {
     }
 
     /// Whether kvmini failed here.
-    pub fn fatal(&self) -> bool {
+    fn fatal(&self) -> bool {
         let density = [&self.density.one, &self.density.all]
             .into_iter()
             .any(|r| matches!(r, Some(Err(_))));
