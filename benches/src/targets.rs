@@ -127,60 +127,68 @@ fn memory_targets(memory: &Memory) -> Vec<Target> {
     targets
 }
 
+/// One snapshot target: `measured` p50 of subject `a` over that of `b`, at most `bound`
+/// (none: only reported).
+struct Pair {
+    a: &'static str,
+    b: &'static str,
+    measured: &'static str,
+    of: fn(&Subject) -> &[f64],
+    bound: Option<f64>,
+}
+
+const SNAPSHOT_PAIRS: [Pair; 4] = [
+    Pair {
+        a: "kvmini restore count",
+        b: "floor_restore count",
+        measured: "launch->first byte",
+        of: |s| &s.first_ms,
+        bound: Some(1.3),
+    },
+    Pair {
+        a: "kvmini restore count",
+        b: "kvmini run count.bin (cold)",
+        measured: "launch->first byte",
+        of: |s| &s.first_ms,
+        bound: None,
+    },
+    Pair {
+        a: "kvmini restore count",
+        b: "kvmini run count.bin (cold)",
+        measured: "launch->exit",
+        of: |s| &s.exit_ms,
+        bound: None,
+    },
+    Pair {
+        a: "kvmini restore linux",
+        b: "runc busybox uname -r",
+        measured: "launch->exit",
+        of: |s| &s.exit_ms,
+        bound: None,
+    },
+];
+
 /// The snapshot targets: ratios of medians between the subjects named.
 fn snapshot_targets(snapshot: &Snapshot) -> Vec<Target> {
-    type Of = fn(&Subject) -> &[f64];
-    let first: Of = |s| &s.first_ms;
-    let exit: Of = |s| &s.exit_ms;
-    let pairs: [(&str, &str, &str, Of, &str, Option<f64>); 4] = [
-        (
-            "kvmini restore count",
-            "floor_restore count",
-            "launch->first byte",
-            first,
-            "<= 1.3x",
-            Some(1.3),
-        ),
-        (
-            "kvmini restore count",
-            "kvmini run count.bin (cold)",
-            "launch->first byte",
-            first,
-            "(reported)",
-            None,
-        ),
-        (
-            "kvmini restore count",
-            "kvmini run count.bin (cold)",
-            "launch->exit",
-            exit,
-            "(reported)",
-            None,
-        ),
-        (
-            "kvmini restore linux",
-            "runc busybox uname -r",
-            "launch->exit",
-            exit,
-            "(reported)",
-            None,
-        ),
-    ];
-    pairs
-        .into_iter()
-        .map(|(a, b, what, of, goal, bound)| {
-            let (a, b) = (snapshot.subject(a), snapshot.subject(b));
-            let r = ratio(a.median(of(a)), b.median(of(b)));
-            let missing = match (&a.absent, &b.absent) {
-                (Some(why), _) | (_, Some(why)) => format!("n/a: {why}"),
-                _ => "n/a".into(),
+    SNAPSHOT_PAIRS
+        .iter()
+        .map(|p| {
+            let (a, b) = (snapshot.subject(p.a), snapshot.subject(p.b));
+            let r = ratio(a.median((p.of)(a)), b.median((p.of)(b)));
+            let why = [a, b]
+                .into_iter()
+                .find_map(|s| s.absent.as_ref().or(s.failure.as_ref()).map(|w| (s, w)));
+            let missing = match why {
+                Some((s, w)) if s.absent.is_some() => format!("n/a: {w}"),
+                Some((s, _)) => format!("n/a: {} failed", s.name),
+                None => "n/a".into(),
             };
             target(
-                &format!("{what} p50, {} / {}", a.name, b.name),
-                goal,
+                &format!("{} p50, {} / {}", p.measured, a.name, b.name),
+                &p.bound.map_or("(reported)".into(), |b| format!("<= {b}x")),
                 r,
                 ratio_or(r, &missing),
-                bound.and_then(|bound| r.map(|r| r <= bound)),
+                p.bound.and_then(|bound| r.map(|r| r <= bound)),
             )
         })
         .collect()
