@@ -69,6 +69,24 @@ static void port_io(struct kvm_run *run)
     }
 }
 
+/* Gives the VM `size` bytes at `mem` as guest RAM from guest-physical 0 (slot 0) and creates
+ * its one vCPU; returns the vCPU's descriptor. */
+static int one_slot_one_vcpu(int vm, uint8_t *mem, uint64_t size)
+{
+    struct kvm_userspace_memory_region region = {
+        .slot = 0,
+        .guest_phys_addr = 0,
+        .memory_size = size,
+        .userspace_addr = (uintptr_t)mem,
+    };
+    if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+        die(STATUS_CRASH, "KVM_SET_USER_MEMORY_REGION");
+    int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+    if (vcpu < 0)
+        die(STATUS_CRASH, "KVM_CREATE_VCPU");
+    return vcpu;
+}
+
 /* The vCPU's kvm_run area. */
 static struct kvm_run *map_run(int kvm, int vcpu)
 {

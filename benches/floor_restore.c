@@ -127,18 +127,7 @@ int main(int argc, char **argv)
         die(STATUS_CRASH, "mmap the memory file");
     close(file);
 
-    struct kvm_userspace_memory_region region = {
-        .slot = 0,
-        .guest_phys_addr = 0,
-        .memory_size = (uint64_t)st.st_size,
-        .userspace_addr = (uintptr_t)mem,
-    };
-    if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-        die(STATUS_CRASH, "KVM_SET_USER_MEMORY_REGION");
-
-    int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-    if (vcpu < 0)
-        die(STATUS_CRASH, "KVM_CREATE_VCPU");
+    int vcpu = one_slot_one_vcpu(vm, mem, (uint64_t)st.st_size);
     struct kvm_run *run = map_run(kvm, vcpu);
 
     long_mode(vcpu);

@@ -91,6 +91,20 @@ pub fn measure_all(subjects: &mut [Subject], keep: bool) {
     }
 }
 
+/// The rows of `subjects`: launch to first byte (with `first_byte`), to exit, and peak RSS.
+pub fn timing_rows(subjects: &[Subject], first_byte: bool) -> Vec<Row> {
+    subjects
+        .iter()
+        .flat_map(|s| {
+            let first = first_byte.then(|| s.row("launch->first byte", "ms", &s.first_ms));
+            first.into_iter().chain([
+                s.row("launch->exit", "ms", &s.exit_ms),
+                s.row("peak RSS", "MiB", &s.rss_mib),
+            ])
+        })
+        .collect()
+}
+
 /// The lines for standard error of the subjects that failed.
 pub fn failure_lines(subjects: &[Subject]) -> Vec<String> {
     subjects.iter().filter_map(Subject::failure_line).collect()

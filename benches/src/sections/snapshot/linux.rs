@@ -12,7 +12,8 @@ use super::{single, Counts};
 use crate::host::shown;
 use crate::report::Row;
 use crate::sections::{
-    failure_lines, header_lines, measure_all, Context, Section, Subject, GUESTS, RUN_LIMIT,
+    failure_lines, header_lines, measure_all, timing_rows, Context, Section, Subject, GUESTS,
+    RUN_LIMIT,
 };
 
 /// The Linux snapshot, relative to the checkout.
@@ -119,16 +120,7 @@ impl Section for LinuxRestores {
 
     /// Its rows.
     fn rows(&self) -> Vec<Row> {
-        let mut rows: Vec<Row> = self
-            .subjects
-            .iter()
-            .flat_map(|s| {
-                [
-                    s.row("launch->exit", "ms", &s.exit_ms),
-                    s.row("peak RSS", "MiB", &s.rss_mib),
-                ]
-            })
-            .collect();
+        let mut rows = timing_rows(&self.subjects, false);
         rows.extend(self.density.rows(self.missing.as_deref()));
         rows
     }

@@ -16,7 +16,9 @@ mod save;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{failure_lines, header_lines, measure_all, Context, Section, Subject, FLOOR, GUESTS};
+use super::{
+    failure_lines, header_lines, measure_all, timing_rows, Context, Section, Subject, FLOOR, GUESTS,
+};
 use crate::report::{Outcome, Row};
 
 pub use linux::LinuxRestores;
@@ -180,17 +182,7 @@ impl Section for Snapshot {
     }
 
     fn rows(&self) -> Vec<Row> {
-        let mut rows: Vec<Row> = self
-            .tiny
-            .iter()
-            .flat_map(|s| {
-                [
-                    s.row("launch->first byte", "ms", &s.first_ms),
-                    s.row("launch->exit", "ms", &s.exit_ms),
-                    s.row("peak RSS", "MiB", &s.rss_mib),
-                ]
-            })
-            .collect();
+        let mut rows = timing_rows(&self.tiny, true);
         rows.extend(self.save.rows());
         rows.extend(self.disk.iter().flat_map(OnDisk::rows));
         rows.extend(self.linux.rows());
