@@ -162,31 +162,28 @@ impl OnDisk {
         }
     }
 
-    /// Its rows: one value each.
+    /// Its rows: one value each, the memory file in MiB and the state file in KiB.
     pub fn rows(&self) -> Vec<Row> {
-        let mib = |r: &Result<(u64, u64), String>| r.clone().map(|(b, _)| b as f64 / 1048576.0);
-        let kib = |r: &Result<(u64, u64), String>| r.clone().map(|(b, _)| b as f64 / 1024.0);
-        let of = |file: &str, r: &Result<(u64, u64), String>| {
-            let size = r
-                .as_ref()
-                .map_or(String::new(), |(_, len)| format!(" ({len} bytes apparent)"));
-            format!("du {}/{file}{size}", self.dir.display())
-        };
-        vec![
-            single(
-                &self.name,
-                "memory file on disk",
-                "MiB",
-                &of("memory", &self.memory),
-                mib(&self.memory),
-            ),
-            single(
-                &self.name,
-                "state file on disk",
-                "KiB",
-                &of("state", &self.state),
-                kib(&self.state),
-            ),
-        ]
+        let files = [
+            ("memory", &self.memory, "MiB", 1048576.0),
+            ("state", &self.state, "KiB", 1024.0),
+        ];
+        files
+            .into_iter()
+            .map(|(file, size, unit, per)| {
+                let apparent = size
+                    .as_ref()
+                    .map_or(String::new(), |(_, len)| format!(" ({len} bytes apparent)"));
+                let how = format!("du {}/{file}{apparent}", self.dir.display());
+                let value = size.clone().map(|(blocks, _)| blocks as f64 / per);
+                single(
+                    &self.name,
+                    &format!("{file} file on disk"),
+                    unit,
+                    &how,
+                    value,
+                )
+            })
+            .collect()
     }
 }
