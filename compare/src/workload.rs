@@ -208,6 +208,19 @@ mod tests {
     }
 
     #[test]
+    fn only_linux_has_a_side_from_a_snapshot() {
+        assert_eq!(
+            Workload::Linux.sides(),
+            [Side::Container, Side::Vm, Side::Snapshot, Side::Baseline]
+        );
+        for w in [Workload::Hello, Workload::Compute] {
+            assert!(!w.sides().contains(&Side::Snapshot), "{w:?}");
+        }
+        assert_eq!(Side::Snapshot.name(), "snapshot");
+        assert_eq!(serde_json::to_value(Side::Snapshot).unwrap(), "snapshot");
+    }
+
+    #[test]
     fn compute_lines_parse() {
         assert_eq!(
             parse_compute("checksum=f990e536e445db6a cycles=456367570\n"),
