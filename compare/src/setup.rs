@@ -426,3 +426,26 @@ pub(crate) fn prepare(
         check,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_side_needs_both_files_of_the_snapshot() {
+        let guests =
+            std::env::temp_dir().join(format!("kvmini-compare-setup-{}", std::process::id()));
+        let dir = guests.join(LINUX_SNAPSHOT);
+        std::fs::create_dir_all(&dir).unwrap();
+        let why = snapshot_missing(&guests).expect("no snapshot yet");
+        assert!(
+            why.contains("make snapshot") && why.contains("linux-snapshot"),
+            "{why}"
+        );
+        std::fs::write(dir.join("memory"), b"").unwrap();
+        assert!(snapshot_missing(&guests).is_some());
+        std::fs::write(dir.join("state"), b"").unwrap();
+        assert_eq!(snapshot_missing(&guests), None);
+        std::fs::remove_dir_all(&guests).unwrap();
+    }
+}
