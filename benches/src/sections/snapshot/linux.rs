@@ -10,7 +10,7 @@ use kvmini_measure::runner::{self, Running, Spec, Status};
 
 use super::{single, Counts};
 use crate::host::shown;
-use crate::report::Row;
+use crate::report::{Outcome, Row};
 use crate::sections::{
     failure_lines, header_lines, measure_all, timing_rows, Context, Section, Subject, GUESTS,
     RUN_LIMIT,
@@ -230,60 +230,101 @@ impl Density {
         if self.count == 0 {
             return Vec::new();
         }
-        let why = |r: &Option<Result<Peak, String>>| match (missing, r) {
-            (Some(m), _) => Err(m.to_string()),
-            (None, None) => Err("not measured".to_string()),
-            (None, Some(r)) => r.clone(),
+        let state = |r: &Option<Result<Peak, String>>| match (missing, r) {
+            (Some(m), _) => Err(Outcome::NotInstalled { reason: m.into() }),
+            (None, Some(Ok(peak))) => Ok(*peak),
+            (None, Some(Err(why))) => Err(Outcome::Failed {
+                reason: why.clone(),
+            }),
+            (None, None) => Err(Outcome::Failed {
+                reason: "not measured: the restore alone failed".into(),
+            }),
         };
-        let (one, all) = (why(&self.one), why(&self.all));
+        let (one, all) = (state(&self.one), state(&self.all));
         let mib = |kib: u64| kib as f64 / 1024.0;
         let n = self.count;
         let cmd = shown(&self.spec.program.display().to_string(), &self.spec.args);
+        let one_name = "kvmini restore linux, one alone".to_string();
+        let all_name = format!("kvmini restore linux x{n} at once");
+        type Figure = fn(&Peak) -> u64;
+        let (rss, pss): (Figure, Figure) = (|p| p.rss_kib, |p| p.pss_kib);
+        let figures = [
+            (&one_name, "peak RSS (process tree)", &one, rss),
+            (&one_name, "peak PSS (process tree)", &one, pss),
+            (&all_name, "peak PSS, all together", &all, pss),
+            (&all_name, "peak RSS, all together", &all, rss),
+        ];
+        let mut rows: Vec<Row> = figures
+            .into_iter()
+            .map(|(name, what, peak, figure)| {
+                let v = peak.as_ref().map(|p| mib(figure(p))).map_err(Clone::clone);
+                single(name, what, "MiB", &cmd, v)
+            })
+            .collect();
         let per_vm = match (&one, &all) {
             (Ok(o), Ok(a)) if n > 1 => {
                 Ok(mib(a.pss_kib.saturating_sub(o.pss_kib)) / (n - 1) as f64)
             }
-            (Ok(_), Ok(_)) => Err("needs at least 2 restores at once".into()),
+            (Ok(_), Ok(_)) => Err(Outcome::NotInstalled {
+                reason: "needs at least 2 restores at once (--restore-density)".into(),
+            }),
             (Err(e), _) | (_, Err(e)) => Err(e.clone()),
         };
-        let one_name = "kvmini restore linux, one alone";
-        let all_name = format!("kvmini restore linux x{n} at once");
-        vec![
-            single(
-                one_name,
-                "peak RSS (process tree)",
-                "MiB",
-                &cmd,
-                one.clone().map(|p| mib(p.rss_kib)),
-            ),
-            single(
-                one_name,
-                "peak PSS (process tree)",
-                "MiB",
-                &cmd,
-                one.map(|p| mib(p.pss_kib)),
-            ),
-            single(
-                &all_name,
-                "peak PSS, all together",
-                "MiB",
-                &cmd,
-                all.clone().map(|p| mib(p.pss_kib)),
-            ),
-            single(
-                &all_name,
-                "peak RSS, all together",
-                "MiB",
-                &cmd,
-                all.map(|p| mib(p.rss_kib)),
-            ),
-            single(
-                &all_name,
-                "extra PSS per added VM",
-                "MiB",
-                &format!("(PSS of {n} - PSS of 1) / {}", n - 1),
-                per_vm,
-            ),
-        ]
+        let how = format!("(PSS of {n} - PSS of 1) / {}", n.saturating_sub(1));
+        rows.push(single(
+            &all_name,
+            "extra PSS per added VM",
+            "MiB",
+            &how,
+            per_vm,
+        ));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peak(rss_mib: u64, pss_mib: u64) -> Option<Result<Peak, String>> {
+        Some(Ok(Peak {
+            rss_kib: rss_mib << 10,
+            pss_kib: pss_mib << 10,
+            ..Peak::default()
+        }))
+    }
+
+    fn p50(row: &Row) -> Option<f64> {
+        match &row.outcome {
+            Outcome::Measured(s) => Some(s.p50),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn density_rows_give_the_pss_each_further_restore_adds() {
+        let mut d = Density {
+            count: 3,
+            spec: Spec::new("kvmini", ["restore"]),
+            one: peak(8, 8),
+            all: peak(24, 10),
+        };
+        let rows = d.rows(None);
+        let values: Vec<Option<f64>> = rows.iter().map(p50).collect();
+        assert_eq!(
+            values,
+            [Some(8.0), Some(8.0), Some(10.0), Some(24.0), Some(1.0)]
+        );
+        assert!(rows[4].subject.contains("x3 at once"));
+        let missing = d.rows(Some("no snapshot"));
+        assert!(missing.iter().all(
+            |r| matches!(&r.outcome, Outcome::NotInstalled { reason } if reason == "no snapshot")
+        ));
+        d.all = Some(Err("2 of 3 restores failed".into()));
+        let rows = d.rows(None);
+        assert!(p50(&rows[0]).is_some());
+        assert!(
+            matches!(&rows[4].outcome, Outcome::Failed { reason } if reason.contains("2 of 3"))
+        );
     }
 }

@@ -207,12 +207,9 @@ pub fn single(
     measurement: &str,
     unit: &'static str,
     how: &str,
-    v: Result<f64, String>,
+    v: Result<f64, Outcome>,
 ) -> Row {
-    let outcome = match v {
-        Ok(v) => Outcome::measured(&[v]),
-        Err(reason) => Outcome::NotInstalled { reason },
-    };
+    let outcome = v.map_or_else(|why| why, |v| Outcome::measured(&[v]));
     Row::new(subject, measurement, unit, how).with(outcome)
 }
 

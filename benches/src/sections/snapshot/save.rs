@@ -175,7 +175,12 @@ impl OnDisk {
                     .as_ref()
                     .map_or(String::new(), |(_, len)| format!(" ({len} bytes apparent)"));
                 let how = format!("du {}/{file}{apparent}", self.dir.display());
-                let value = size.clone().map(|(blocks, _)| blocks as f64 / per);
+                let value = match size {
+                    Ok((blocks, _)) => Ok(*blocks as f64 / per),
+                    Err(reason) => Err(Outcome::Failed {
+                        reason: reason.clone(),
+                    }),
+                };
                 single(
                     &self.name,
                     &format!("{file} file on disk"),
