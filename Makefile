@@ -114,8 +114,10 @@ bench-peers:
 # The Linux boot benchmark (benches/src/sections/linux/), only that section: LINUX_BOOTS
 # boots each, interleaved, of guest/build/vmlinux (PVH) and bzImage with the
 # initramfs running `uname -r`, under kvmini and under QEMU's microvm given
-# kvmini's kernel command line.  ~15-25 minutes on a software-virtualized host.
-# Prints a table and writes bench/build/linux-results.json.
+# kvmini's kernel command line; in the same rounds, when guest/build/linux-snapshot
+# exists (make snapshot), restores of it running `uname -r` and runc's busybox
+# `uname -r`, and the cold boot / restore ratio.  ~15-25 minutes on a
+# software-virtualized host.  Prints a table and writes bench/build/linux-results.json.
 LINUX_BOOTS ?= 5
 .PHONY: bench-linux
 bench-linux: build linux bench-peers
