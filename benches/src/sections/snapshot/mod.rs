@@ -213,7 +213,7 @@ pub fn single(
     Row::new(subject, measurement, unit, how).with(outcome)
 }
 
-/// The floor binary next to the start-up floor, for the preflight.
+/// Both floors (start-up and restore), which the default run needs built.
 pub fn floors() -> [PathBuf; 2] {
     [PathBuf::from(FLOOR), PathBuf::from(FLOOR_RESTORE)]
 }
