@@ -84,22 +84,26 @@ deps-compare:
 # fail it, a broken run does.  FIRECRACKER=/path/to/firecracker adds
 # Firecracker; BENCH_ARGS="--runs 10" passes options (--help lists them).
 BENCH_FLOOR := bench/build/floor
+BENCH_FLOORS := $(BENCH_FLOOR) bench/build/floor_restore
 BENCH_ARGS  ?=
 
 .PHONY: bench-smoke bench-peers
 
 BENCH := $(CARGO) run --release --quiet -p kvmini-bench -- --kvmini $(KVMINI)
 
-bench: build guests $(BENCH_FLOOR) bench-peers
+bench: build guests $(BENCH_FLOORS) bench-peers
 	$(BENCH) $(BENCH_ARGS)
 
 # A short run of the whole benchmark, part of `make test` so that it cannot
 # rot.  Peers that are absent are reported as not installed.
-bench-smoke: build guests $(BENCH_FLOOR)
+bench-smoke: build guests $(BENCH_FLOORS)
 	$(BENCH) --runs 2 --warmup 0 --density 5 --settle-ms 300 \
+	  --linux-restores 1 --restore-density 2 \
 	  --json bench/build/smoke.json
 
-$(BENCH_FLOOR): benches/floor.c | deps
+# The floors: benches/floor.c (start-up) and benches/floor_restore.c (resuming the
+# saved count.bin guest), sharing benches/floor_io.h.
+$(BENCH_FLOORS): bench/build/%: benches/%.c benches/floor_io.h | deps
 	@mkdir -p $(@D)
 	gcc -O2 -Wall -Wextra -o $@ $<
 
@@ -110,8 +114,10 @@ bench-peers:
 # The Linux boot benchmark (benches/src/sections/linux/), only that section: LINUX_BOOTS
 # boots each, interleaved, of guest/build/vmlinux (PVH) and bzImage with the
 # initramfs running `uname -r`, under kvmini and under QEMU's microvm given
-# kvmini's kernel command line.  ~15-25 minutes on a software-virtualized host.
-# Prints a table and writes bench/build/linux-results.json.
+# kvmini's kernel command line; in the same rounds, when guest/build/linux-snapshot
+# exists (make snapshot), restores of it running `uname -r` and runc's busybox
+# `uname -r`, and the cold boot / restore ratio.  ~15-25 minutes on a
+# software-virtualized host.  Prints a table and writes bench/build/linux-results.json.
 LINUX_BOOTS ?= 5
 .PHONY: bench-linux
 bench-linux: build linux bench-peers

@@ -6,84 +6,25 @@
  * Opens /dev/kvm, creates a VM with one memory slot (16 MiB of anonymous memory, mapped
  * lazily, the same size as kvmini's default) and one vCPU, loads IMAGE at guest-physical
  * 0x10000, enters it in real mode at CS:IP = 0x1000:0000 with DS = ES = SS = 0x1000 and
- * SP = 0xfff0 (the kvmtool flat-binary convention kvmini follows too), and runs it:
- *
- *   - a write to port 0x3f8 (COM1 THR) goes to standard output, unbuffered;
- *   - a read of port 0x3fd (COM1 LSR) returns 0x20: the transmitter is always empty;
- *   - a write of V to port 0xf4 ends the program with status V, `hlt` with status 0;
- *   - any other port read returns all-ones and any other port write is dropped; MMIO
- *     outside RAM reads all-ones and drops writes: the guest just goes on;
- *   - anything else (a triple fault, an emulation failure) ends it with status 122.
+ * SP = 0xfff0 (the kvmtool flat-binary convention kvmini follows too), and runs it
+ * with the devices of floor_io.h (COM1 output, the exit port 0xf4); `hlt` ends it with
+ * status 0, anything else (a triple fault, an emulation failure) with status 122.
  *
  * The benchmark measures kvmini against this program: whatever kvmini spends beyond it is
  * kvmini's own cost. Interfaces: Documentation/virt/kvm/api.rst in the Linux tree.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <unistd.h>
+
+#include "floor_io.h"
 
 #define MEM_SIZE   (16u << 20)
 #define LOAD_ADDR  0x10000u
 #define LOAD_SEG   (LOAD_ADDR >> 4)
 /* Three pages below 4 GiB that KVM on Intel without "unrestricted guest" needs for real mode. */
 #define TSS_ADDR   0xfffbd000u
-
-#define COM1_THR   0x3f8
-#define COM1_LSR   0x3fd
-#define LSR_THRE   0x20
-#define EXIT_PORT  0xf4
-
-#define STATUS_BAD_INPUT 120
-#define STATUS_NO_KVM    121
-#define STATUS_CRASH     122
-
-static void die(int status, const char *what)
-{
-    fprintf(stderr, "floor: %s: %s\n", what, strerror(errno));
-    exit(status);
-}
-
-static void serial_out(const uint8_t *bytes, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(STDOUT_FILENO, bytes, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return; /* nobody reads our output: the guest still runs to its end */
-        bytes += n;
-        len -= (size_t)n;
-    }
-}
-
-/* One KVM_EXIT_IO: `count` accesses of `size` bytes each, the data at `data` in kvm_run. */
-static void port_io(struct kvm_run *run)
-{
-    uint8_t *data = (uint8_t *)run + run->io.data_offset;
-    size_t len = (size_t)run->io.size * run->io.count;
-
-    if (run->io.direction == KVM_EXIT_IO_OUT) {
-        switch (run->io.port) {
-        case COM1_THR:
-            serial_out(data, len);
-            break;
-        case EXIT_PORT:
-            exit(data[0]);
-        default:
-            break; /* nothing there: the write is dropped */
-        }
-    } else {
-        memset(data, run->io.port == COM1_LSR ? LSR_THRE : 0xff, len);
-    }
-}
 
 int main(int argc, char **argv)
 {
@@ -130,25 +71,8 @@ int main(int argc, char **argv)
     }
     close(image);
 
-    struct kvm_userspace_memory_region region = {
-        .slot = 0,
-        .guest_phys_addr = 0,
-        .memory_size = MEM_SIZE,
-        .userspace_addr = (uintptr_t)mem,
-    };
-    if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-        die(STATUS_CRASH, "KVM_SET_USER_MEMORY_REGION");
-
-    int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-    if (vcpu < 0)
-        die(STATUS_CRASH, "KVM_CREATE_VCPU");
-    int run_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-    if (run_size < (int)sizeof(struct kvm_run))
-        die(STATUS_CRASH, "KVM_GET_VCPU_MMAP_SIZE");
-    struct kvm_run *run = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-                               vcpu, 0);
-    if (run == MAP_FAILED)
-        die(STATUS_CRASH, "mmap kvm_run");
+    int vcpu = one_slot_one_vcpu(vm, mem, MEM_SIZE);
+    struct kvm_run *run = map_run(kvm, vcpu);
 
     struct kvm_sregs sregs;
     if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0)
@@ -164,26 +88,5 @@ int main(int argc, char **argv)
     if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0)
         die(STATUS_CRASH, "KVM_SET_REGS");
 
-    for (;;) {
-        if (ioctl(vcpu, KVM_RUN, 0) < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            die(STATUS_CRASH, "KVM_RUN");
-        }
-        switch (run->exit_reason) {
-        case KVM_EXIT_IO:
-            port_io(run);
-            break;
-        case KVM_EXIT_MMIO:
-            /* Nothing lives outside RAM: reads see all-ones, writes vanish. */
-            if (!run->mmio.is_write)
-                memset(run->mmio.data, 0xff, run->mmio.len);
-            break;
-        case KVM_EXIT_HLT:
-            return 0;
-        default:
-            fprintf(stderr, "floor: guest stopped: KVM exit reason %u\n", run->exit_reason);
-            return STATUS_CRASH;
-        }
-    }
+    return run_vcpu(vcpu, run);
 }

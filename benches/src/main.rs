@@ -9,7 +9,8 @@
 //! make bench-linux                             # only the Linux boots: --linux 5
 //! ```
 //!
-//! The benchmark is made of sections (`sections/`: start-up, exit cost, memory, density),
+//! The benchmark is made of sections (`sections/`: start-up, exit cost, memory, density,
+//! snapshot),
 //! each with its own commands, measure step and rows. Every measured command runs once per
 //! round and the rounds repeat (A B C A B C ...), so slow drift of the machine spreads over
 //! all subjects alike. The first `--warmup` rounds are thrown away. It prints p50, p90, min
@@ -71,6 +72,13 @@ struct Options {
     /// How long a memory-test VM runs before its memory is read, ms.
     #[arg(long = "settle-ms", default_value_t = 500, value_name = "N")]
     settle_ms: u64,
+    /// Restores of guest/build/linux-snapshot (`make snapshot` saves it) running `uname -r`,
+    /// and as many runs of its container peer, in the first rounds.
+    #[arg(long = "linux-restores", default_value_t = 5, value_name = "N")]
+    linux_restores: usize,
+    /// Restores of the Linux snapshot alive at once in the snapshot density test (0: none).
+    #[arg(long = "restore-density", default_value_t = 10, value_name = "N")]
+    restore_density: usize,
     /// Run only the Linux boot section: N interleaved boots each of kvmini and QEMU on
     /// guest/build/vmlinux (PVH) and bzImage with initramfs.cpio (make linux builds them).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
@@ -105,6 +113,13 @@ impl Options {
 
     fn settle(&self) -> Duration {
         Duration::from_millis(self.settle_ms)
+    }
+
+    fn snapshot_counts(&self) -> sections::snapshot::Counts {
+        sections::snapshot::Counts {
+            linux: self.linux_restores,
+            density: self.restore_density,
+        }
     }
 
     fn linux_timeout(&self) -> Duration {
@@ -159,6 +174,7 @@ mod tests {
         let sizes: Vec<u64> = o.mem_sizes.iter().map(|s| s.bytes).collect();
         assert_eq!(sizes, [16 << 20, 256 << 20, 2 << 30]);
         assert_eq!((o.settle_ms, o.linux_timeout), (500, 600));
+        assert_eq!((o.linux_restores, o.restore_density), (5, 10));
         let o = parse(&["--linux", "5"]).expect("options parse");
         assert_eq!(o.linux, Some(5));
         assert_eq!(

@@ -20,8 +20,9 @@ use crate::sections::density::Density;
 use crate::sections::exit_cost::{ExitCost, FromMedians, EXIT_KINDS};
 use crate::sections::linux::{self, Linux};
 use crate::sections::memory::Memory;
+use crate::sections::snapshot::{self, LinuxRestores, Snapshot};
 use crate::sections::startup::Startup;
-use crate::sections::{Context, Section, SubjectResult, FLOOR, GUESTS};
+use crate::sections::{Context, Section, SubjectResult, GUESTS};
 use crate::{targets, Options};
 
 /// Runs `warmup + runs` rounds of every section, interleaved; with `show`, says which round
@@ -99,6 +100,8 @@ struct Results<'a> {
     exit_cost_from_medians_ns: FromMedians,
     memory_settle_ms: u64,
     density_vms: usize,
+    linux_restores: usize,
+    restore_density_vms: usize,
     subjects: Vec<SubjectResult>,
     rows: Vec<Row>,
     targets: Vec<Target>,
@@ -108,11 +111,11 @@ struct Results<'a> {
 /// Fails with how to build what the default run needs, when something is missing.
 fn preflight(o: &Options) -> Result<(), Error> {
     host::require(&o.kvmini, "make build first")?;
-    host::require(
-        Path::new(FLOOR),
-        "make bench (it builds benches/floor.c with gcc)",
-    )?;
-    for g in ["hello.elf", "hello16.bin", "spin.bin"]
+    for floor in snapshot::floors() {
+        host::require(&floor, "make bench (it builds benches/floor*.c with gcc)")?;
+    }
+    host::require(Path::new(snapshot::COUNT_ELF), "make guests first")?;
+    for g in ["hello.elf", "hello16.bin", "spin.bin", "count.bin"]
         .into_iter()
         .map(String::from)
         .chain(EXIT_KINDS.iter().map(|(k, _)| format!("exits-{k}.bin")))
@@ -134,17 +137,24 @@ pub fn default(o: &Options, cx: &Context, root: &Path) -> Result<bool, Error> {
     let mut exits = ExitCost::new(cx)?;
     let mut memory = Memory::new(cx, &o.mem_sizes, o.settle());
     let mut density = Density::new(cx, o.density);
+    let mut snapshot = Snapshot::new(cx, o.snapshot_counts());
     let elapsed = rounds(
-        &mut [&mut startup, &mut exits, &mut memory, &mut density],
+        &mut [
+            &mut startup,
+            &mut exits,
+            &mut memory,
+            &mut density,
+            &mut snapshot,
+        ],
         o.warmup,
         o.runs,
         true,
     );
     machine.after(elapsed);
 
-    let sections: [&dyn Section; 4] = [&startup, &exits, &memory, &density];
+    let sections: [&dyn Section; 5] = [&startup, &exits, &memory, &density, &snapshot];
     let rows: Vec<Row> = sections.iter().flat_map(|s| s.rows()).collect();
-    let targets = targets::targets(&startup, &exits, &memory);
+    let targets = targets::targets(&startup, &exits, &memory, &snapshot);
     let io_exit_us = check.measurements.io_exit_us;
     let mut text = format!("kvmini benchmark, {}\n", machine.date);
     text += &format!(
@@ -176,10 +186,14 @@ pub fn default(o: &Options, cx: &Context, root: &Path) -> Result<bool, Error> {
         exit_cost_from_medians_ns: exits.cost_from_medians(),
         memory_settle_ms: o.settle_ms,
         density_vms: o.density,
+        linux_restores: o.linux_restores,
+        restore_density_vms: o.restore_density,
         subjects: startup
             .subjects
             .iter()
             .chain(&exits.subjects)
+            .chain(&snapshot.tiny)
+            .chain(&snapshot.linux.subjects)
             .map(|s| s.result())
             .collect(),
         rows,
@@ -188,6 +202,24 @@ pub fn default(o: &Options, cx: &Context, root: &Path) -> Result<bool, Error> {
     };
     write_json(&o.json_path(), &results)?;
     Ok(!fatal)
+}
+
+/// The cold boot of vmlinux against the restore, launch->exit medians.
+fn restore_vs_cold(section: &Linux, restores: &LinuxRestores) -> String {
+    let restore = restores.subjects.iter().find(|s| !s.peer);
+    let restored = restore.and_then(|s| s.median(&s.exit_ms));
+    let shown = match (section.kvmini_exit_median_s("vmlinux"), restored) {
+        (Some(cold), Some(ms)) => format!(
+            "cold {cold:.1} s / restored {:.2} s = {}",
+            ms / 1e3,
+            report::ratio_text(cold * 1e3 / ms.max(1e-9))
+        ),
+        _ => match restore.and_then(|s| s.absent.clone()) {
+            Some(why) => format!("n/a: {why}"),
+            None => "n/a: no good boot or restore".into(),
+        },
+    };
+    format!("  kvmini vmlinux, launch->exit, cold boot / restore: {shown}\n")
 }
 
 /// Runs only the Linux boot section (`--linux N`); `Ok(false)` when a kvmini boot failed.
@@ -202,10 +234,16 @@ pub fn linux(o: &Options, cx: &Context, boots: usize) -> Result<bool, Error> {
     let check = host::check(&o.kvmini)?;
     let mut machine = Machine::before(&check);
     let mut section = Linux::new(cx, boots, o.linux_timeout(), &host::qemu());
-    let elapsed = rounds(&mut [&mut section], 0, boots, false);
+    let counts = snapshot::Counts {
+        linux: boots,
+        density: 0,
+    };
+    let mut restores = LinuxRestores::new(cx, counts);
+    let elapsed = rounds(&mut [&mut section, &mut restores], 0, boots, false);
     machine.after(elapsed);
 
-    let rows = section.rows();
+    let mut rows = section.rows();
+    let restore_rows = restores.rows();
     let mut text = format!("kvmini Linux boot benchmark, {}\n", machine.date);
     text += &format!(
         "host kind: {} ({})\n",
@@ -213,11 +251,15 @@ pub fn linux(o: &Options, cx: &Context, boots: usize) -> Result<bool, Error> {
     );
     text += &machine.line("boots");
     text += &section.header();
-    text += &commands(&[&section]);
+    text += &commands(&[&section, &restores]);
     text += &report::median_table(&rows);
     text += &section.after_table();
+    text += "\nthe same guest restored from guest/build/linux-snapshot, in the same rounds:\n";
+    text += &report::median_table(&restore_rows);
+    text += &restore_vs_cold(&section, &restores);
+    rows.extend(restore_rows);
     print!("{text}");
-    let fatal = failures(&[&section]);
+    let fatal = failures(&[&section, &restores]);
     write_json(&o.json_path(), &section.results(&machine, rows, text))?;
     Ok(!fatal)
 }

@@ -4,6 +4,7 @@
 use crate::report::{ratio_text, Target};
 use crate::sections::exit_cost::ExitCost;
 use crate::sections::memory::Memory;
+use crate::sections::snapshot::Snapshot;
 use crate::sections::startup::Startup;
 use crate::sections::Subject;
 
@@ -126,11 +127,84 @@ fn memory_targets(memory: &Memory) -> Vec<Target> {
     targets
 }
 
+/// One snapshot target: `measured` p50 of subject `a` over that of `b`, at most `bound`
+/// (none: only reported).
+struct Pair {
+    a: &'static str,
+    b: &'static str,
+    measured: &'static str,
+    of: fn(&Subject) -> &[f64],
+    bound: Option<f64>,
+}
+
+const SNAPSHOT_PAIRS: [Pair; 4] = [
+    Pair {
+        a: "kvmini restore count",
+        b: "floor_restore count",
+        measured: "launch->first byte",
+        of: |s| &s.first_ms,
+        bound: Some(1.3),
+    },
+    Pair {
+        a: "kvmini restore count",
+        b: "kvmini run count.bin (cold)",
+        measured: "launch->first byte",
+        of: |s| &s.first_ms,
+        bound: None,
+    },
+    Pair {
+        a: "kvmini restore count",
+        b: "kvmini run count.bin (cold)",
+        measured: "launch->exit",
+        of: |s| &s.exit_ms,
+        bound: None,
+    },
+    Pair {
+        a: "kvmini restore linux",
+        b: "runc busybox uname -r",
+        measured: "launch->exit",
+        of: |s| &s.exit_ms,
+        bound: None,
+    },
+];
+
+/// The snapshot targets: ratios of medians between the subjects named.
+fn snapshot_targets(snapshot: &Snapshot) -> Vec<Target> {
+    SNAPSHOT_PAIRS
+        .iter()
+        .map(|p| {
+            let (a, b) = (snapshot.subject(p.a), snapshot.subject(p.b));
+            let r = ratio(a.median((p.of)(a)), b.median((p.of)(b)));
+            let why = [a, b]
+                .into_iter()
+                .find_map(|s| s.absent.as_ref().or(s.failure.as_ref()).map(|w| (s, w)));
+            let missing = match why {
+                Some((s, w)) if s.absent.is_some() => format!("n/a: {w}"),
+                Some((s, _)) => format!("n/a: {} failed", s.name),
+                None => "n/a".into(),
+            };
+            target(
+                &format!("{} p50, {} / {}", p.measured, a.name, b.name),
+                &p.bound.map_or("(reported)".into(), |b| format!("<= {b}x")),
+                r,
+                ratio_or(r, &missing),
+                p.bound.and_then(|bound| r.map(|r| r <= bound)),
+            )
+        })
+        .collect()
+}
+
 /// Every target, with what was measured.
-pub fn targets(startup: &Startup, exits: &ExitCost, memory: &Memory) -> Vec<Target> {
+pub fn targets(
+    startup: &Startup,
+    exits: &ExitCost,
+    memory: &Memory,
+    snapshot: &Snapshot,
+) -> Vec<Target> {
     let mut t = startup_targets(startup);
     t.extend(exit_targets(exits));
     t.extend(memory_targets(memory));
+    t.extend(snapshot_targets(snapshot));
     t
 }
 

@@ -11,6 +11,8 @@ use super::workload::Side;
 const WIDTH: u32 = 1000;
 const TITLE_HEIGHT: u32 = 70;
 const LATENCY_HEIGHT: u32 = 190;
+/// Height added to a latency panel for each side beyond three.
+const LATENCY_ROW: u32 = 45;
 const MEMORY_ROW: u32 = 26;
 const MEMORY_EXTRA: u32 = 90;
 
@@ -18,17 +20,19 @@ fn color(side: Side) -> RGBColor {
     match side {
         Side::Container => RGBColor(31, 119, 180),
         Side::Vm => RGBColor(214, 39, 40),
+        Side::Snapshot => RGBColor(255, 127, 14),
         Side::Baseline => RGBColor(110, 110, 110),
     }
 }
 
-/// Row of a side in a latency panel (container on top).
-fn row(side: Side) -> f64 {
-    match side {
-        Side::Container => 2.0,
-        Side::Vm => 1.0,
-        Side::Baseline => 0.0,
-    }
+/// Row of the `i`th of `n` sides in a latency panel (the first, the container, on top).
+fn row(i: usize, n: usize) -> f64 {
+    (n - 1 - i) as f64
+}
+
+/// Height of the latency panel of `w`.
+fn latency_height(w: &WorkloadReport) -> u32 {
+    LATENCY_HEIGHT + LATENCY_ROW * (w.sides.len() as u32).saturating_sub(3)
 }
 
 /// A spread of -0.5..0.5 that is the same for the same index: runs do not hide each other.
@@ -94,13 +98,8 @@ fn latency_panel(area: &Area, w: &WorkloadReport) -> Result<(), String> {
         .collect();
     let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(0.01);
     let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 2.0);
-    let labels: Vec<String> = {
-        let mut l = vec![String::new(); 3];
-        for s in &w.sides {
-            l[row(s.side) as usize] = s.label.clone();
-        }
-        l
-    };
+    let n = w.sides.len();
+    let labels: Vec<String> = w.sides.iter().rev().map(|s| s.label.clone()).collect();
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
@@ -117,16 +116,16 @@ fn latency_panel(area: &Area, w: &WorkloadReport) -> Result<(), String> {
             (lo * 0.7..hi * 1.5)
                 .log_scale()
                 .with_key_points(log_ticks(lo * 0.7, hi * 1.5)),
-            -0.5f64..2.5f64,
+            -0.5f64..(n as f64 - 0.5),
         )
         .map_err(err)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
-        .y_labels(3)
+        .y_labels(n)
         .y_label_formatter(&|y| {
             let i = y.round();
-            if (y - i).abs() < 1e-6 && (0.0..3.0).contains(&i) {
+            if (y - i).abs() < 1e-6 && (0.0..n as f64).contains(&i) {
                 labels[i as usize].clone()
             } else {
                 String::new()
@@ -136,9 +135,9 @@ fn latency_panel(area: &Area, w: &WorkloadReport) -> Result<(), String> {
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
-    for s in &w.sides {
+    for (i, s) in w.sides.iter().enumerate() {
         let c = color(s.side);
-        let y = row(s.side);
+        let y = row(i, n);
         chart
             .draw_series(
                 s.first_output_ms
@@ -257,7 +256,8 @@ pub fn svg(report: &Report) -> Result<String, String> {
         .collect();
     let rows: u32 = done.iter().map(|w| w.sides.len() as u32).sum();
     let memory_height = MEMORY_EXTRA + MEMORY_ROW * rows.max(1);
-    let height = TITLE_HEIGHT + LATENCY_HEIGHT * done.len() as u32 + memory_height;
+    let latency: u32 = done.iter().map(|w| latency_height(w)).sum();
+    let height = TITLE_HEIGHT + latency + memory_height;
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (WIDTH, height)).into_drawing_area();
@@ -284,8 +284,12 @@ pub fn svg(report: &Report) -> Result<String, String> {
                 ("sans-serif", 13).into_font(),
             ))
             .map_err(err)?;
-        let mut breaks: Vec<i32> = (1..=done.len())
-            .map(|i| (LATENCY_HEIGHT as usize * i) as i32)
+        let mut breaks: Vec<i32> = done
+            .iter()
+            .scan(0, |at, w| {
+                *at += latency_height(w) as i32;
+                Some(*at)
+            })
             .collect();
         if done.is_empty() {
             breaks.clear();

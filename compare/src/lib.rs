@@ -4,8 +4,9 @@
 //! Each workload ([`workload::Workload`]) is the same job on three sides
 //! ([`workload::Side`]): in a container run by an OCI runtime's command line
 //! (`RUNTIME run --bundle DIR ID`, runc by default), in a VM run by kvmini (`kvmini run ...`,
-//! kvmini's own binary as a child process), and as a plain host process (the baseline). A
-//! comparison, step by step:
+//! kvmini's own binary as a child process), and as a plain host process (the baseline). The
+//! `linux` workload has a fourth when guest/build/linux-snapshot exists: the same guest
+//! resumed from that snapshot (`kvmini restore DIR -- CMD`). A comparison, step by step:
 //!
 //! 1. Check the options, find the runtime, check for root (runtimes need it for namespaces,
 //!    cgroups and mounts) and for KVM ([`check`] also names the host kind).
@@ -15,7 +16,7 @@
 //!    kvmini writes itself ([`oci`], [`bundle`]).
 //! 3. Per workload, read what each side sees from inside with one untimed probe run (kernel
 //!    release, PID, CPUs), then run each side once untimed to warm caches.
-//! 4. Time the runs, interleaved (container, VM, baseline, container, ...) so machine noise
+//! 4. Time the runs, interleaved (container, VM, [VM from snapshot,] baseline, container, ...) so machine noise
 //!    hits every side alike: launch to the workload's first line of output and to the end of
 //!    the process, and CPU time ([`sample`], over the measuring kit's runner). Then a few
 //!    more runs, interleaved too, sample the memory of the whole process tree from `/proc`
@@ -223,15 +224,22 @@ fn levels(w: Workload, parallel: &[usize]) -> Vec<usize> {
 }
 
 /// How many runs (steps of the progress bar) the comparison makes.
-fn total_steps(opts: &Options, workloads: &[Workload], parallel: &[usize]) -> usize {
+fn total_steps(
+    opts: &Options,
+    workloads: &[Workload],
+    parallel: &[usize],
+    sides_of: impl Fn(Workload) -> Vec<Side>,
+) -> usize {
     workloads
         .iter()
         .map(|&w| {
-            let memory: usize = Side::ALL
+            let sides = sides_of(w);
+            let memory: usize = sides
                 .iter()
                 .map(|side| w.memory_runs(*side, opts.runs))
                 .sum();
-            3 * (1 + usize::from(w.warm_up()) + w.runs(opts.runs) + levels(w, parallel).len())
+            sides.len()
+                * (1 + usize::from(w.warm_up()) + w.runs(opts.runs) + levels(w, parallel).len())
                 + memory
         })
         .sum()
@@ -242,8 +250,8 @@ const METHOD: [&str; 6] = [
     "every side is a child process started the same way (fork and exec from kvmini compare, stdin /dev/null, stdout and stderr piped)",
     "first output: from just before the fork to the arrival of the workload's own first line on the stdout pipe",
     "end: from just before the fork to wait4's return; CPU: ru_utime + ru_stime of the process and the descendants it waited for",
-    "memory: separate runs (up to 5 per side, 1 for linux's vm), not timed: /proc/PID/smaps_rollup of every process of the tree, summed per sample, sampled while it runs, 100 us apart at first, then 1 % of the time so far apart (at most 10 ms), and the launched process alone back to back for its first 2 ms; peak = the largest sum seen; maxrss = the largest ru_maxrss of a timed run (one process; it includes the pages of kvmini compare's forked copy that the child touched before exec)",
-    "order: one untimed probe and (except linux) one untimed warm-up run per side, then the timed runs, then the memory runs, each interleaved container, vm, baseline",
+    "memory: separate runs (up to 5 per side; for linux, 1 of the vm and up to 2 from the snapshot), not timed: /proc/PID/smaps_rollup of every process of the tree, summed per sample, sampled while it runs, 100 us apart at first, then 1 % of the time so far apart (at most 10 ms), and the launched process alone back to back for its first 2 ms; peak = the largest sum seen; maxrss = the largest ru_maxrss of a timed run (one process; it includes the pages of kvmini compare's forked copy that the child touched before exec)",
+    "order: one untimed probe and (except linux) one untimed warm-up run per side, then the timed runs, then the memory runs, each interleaved container, vm, (linux) vm from snapshot, baseline",
     "density: P instances started back to back without waiting, wall time from the first launch to the last exit; not sampled",
 ];
 
@@ -267,7 +275,7 @@ pub fn run(opts: &Options, progress: &mut Progress) -> Result<Report, Error> {
         .copied()
         .filter(|w| !skipped.iter().any(|(s, _)| s == w))
         .collect();
-    *progress = Progress::new(total_steps(opts, &to_run, &parallel));
+    *progress = Progress::new(total_steps(opts, &to_run, &parallel, |w| setup.sides(w)));
 
     let mut reports = Vec::new();
     for &w in &workloads {

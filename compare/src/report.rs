@@ -208,10 +208,14 @@ impl fmt::Display for Report {
             "container: {} ({})",
             self.runtime.path, self.runtime.version
         )?;
-        writeln!(f, "vm:        {} run ...", self.vmm)?;
         writeln!(
             f,
-            "runs:      {} per side, interleaved container, vm, baseline",
+            "vm:        {} run ... (from snapshot: {} restore ...)",
+            self.vmm, self.vmm
+        )?;
+        writeln!(
+            f,
+            "runs:      {} per side, interleaved container, vm, (linux) vm from snapshot, baseline",
             self.runs
         )?;
         let done: Vec<&WorkloadReport> = self

@@ -10,7 +10,7 @@ use kvmini_measure::runner::{Marker, Spec};
 
 use super::progress::Progress;
 use super::sample::RunError;
-use super::workload::{Side, Workload, LINUX_COMMAND, LINUX_VM_MEM, PROBE_SCRIPT};
+use super::workload::{Side, Workload, LINUX_COMMAND, LINUX_SNAPSHOT, LINUX_VM_MEM, PROBE_SCRIPT};
 use super::{bundle, Error, Options, DEFAULT_RUNTIME};
 
 fn is_executable(path: &Path) -> bool {
@@ -121,6 +121,8 @@ pub(crate) struct Setup {
     guests: PathBuf,
     host_busybox: PathBuf,
     initramfs_rootfs: Option<PathBuf>,
+    /// Why the Linux snapshot side does not run, when it does not.
+    pub(crate) snapshot_missing: Option<String>,
     /// (workload, probe?) → bundle directory.
     bundles: Vec<((Workload, bool), PathBuf)>,
     next_id: std::cell::Cell<u64>,
@@ -165,6 +167,27 @@ impl Setup {
         args
     }
 
+    /// `kvmini restore` of the Linux snapshot, running the workload's command (or the probe).
+    fn snapshot_args(&self, probe: bool) -> Vec<String> {
+        let dir = self.guests.join(LINUX_SNAPSHOT).display().to_string();
+        let mut args = vec!["restore".to_string(), dir, "--".into()];
+        if probe {
+            args.extend(["busybox", "sh", "-c", PROBE_SCRIPT].map(String::from));
+        } else {
+            args.extend(LINUX_COMMAND.map(String::from));
+        }
+        args
+    }
+
+    /// The sides of `w` that run here: `linux` without its snapshot has no snapshot side.
+    pub(crate) fn sides(&self, w: Workload) -> Vec<Side> {
+        w.sides()
+            .iter()
+            .copied()
+            .filter(|s| *s != Side::Snapshot || self.snapshot_missing.is_none())
+            .collect()
+    }
+
     fn baseline(&self, w: Workload, probe: bool) -> (PathBuf, Vec<String>) {
         // The same busybox file the container runs.
         let busybox = match (w, &self.initramfs_rootfs) {
@@ -191,6 +214,7 @@ impl Setup {
         match side {
             Side::Container => format!("container ({})", self.runtime_name),
             Side::Vm => "vm (kvmini)".into(),
+            Side::Snapshot => "vm (from snapshot)".into(),
             Side::Baseline => "baseline (host process)".into(),
         }
     }
@@ -225,6 +249,7 @@ impl Setup {
                 )
             }
             Side::Vm => (self.kvmini.clone(), self.vm_args(w, probe), None),
+            Side::Snapshot => (self.kvmini.clone(), self.snapshot_args(probe), None),
             Side::Baseline => {
                 let (program, args) = self.baseline(w, probe);
                 (program, args, None)
@@ -242,8 +267,7 @@ impl Setup {
 pub(crate) fn failed(w: Workload, side: Side, setup: &Setup, source: RunError) -> Error {
     let hint = match side {
         Side::Container => format!(" (is {} a working OCI runtime?)", setup.runtime.display()),
-        Side::Vm => String::new(),
-        Side::Baseline => String::new(),
+        Side::Vm | Side::Snapshot | Side::Baseline => String::new(),
     };
     Error::SideFailed {
         workload: w.name(),
@@ -290,6 +314,17 @@ fn check_guests(
         }
     }
     Ok(skipped)
+}
+
+/// Why the `linux` workload has no side from a snapshot here, if it has none.
+fn snapshot_missing(guests: &Path) -> Option<String> {
+    let dir = guests.join(LINUX_SNAPSHOT);
+    (!dir.join("memory").is_file() || !dir.join("state").is_file()).then(|| {
+        format!(
+            "the vm (from snapshot) side is skipped: {} is missing; `make snapshot` saves it",
+            dir.display()
+        )
+    })
 }
 
 /// Builds the root file systems and the bundles (a run's and a probe's) of every workload
@@ -371,6 +406,7 @@ pub(crate) fn prepare(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "runtime".into());
+    let missing_snapshot = snapshot_missing(&guests);
     let mut setup = Setup {
         runtime,
         runtime_name,
@@ -378,6 +414,7 @@ pub(crate) fn prepare(
         guests: std::path::absolute(&guests).unwrap_or(guests),
         host_busybox,
         initramfs_rootfs: None,
+        snapshot_missing: missing_snapshot,
         bundles: Vec::new(),
         next_id: std::cell::Cell::new(0),
     };
@@ -388,4 +425,27 @@ pub(crate) fn prepare(
         work,
         check,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_side_needs_both_files_of_the_snapshot() {
+        let guests =
+            std::env::temp_dir().join(format!("kvmini-compare-setup-{}", std::process::id()));
+        let dir = guests.join(LINUX_SNAPSHOT);
+        std::fs::create_dir_all(&dir).unwrap();
+        let why = snapshot_missing(&guests).expect("no snapshot yet");
+        assert!(
+            why.contains("make snapshot") && why.contains("linux-snapshot"),
+            "{why}"
+        );
+        std::fs::write(dir.join("memory"), b"").unwrap();
+        assert!(snapshot_missing(&guests).is_some());
+        std::fs::write(dir.join("state"), b"").unwrap();
+        assert_eq!(snapshot_missing(&guests), None);
+        std::fs::remove_dir_all(&guests).unwrap();
+    }
 }

@@ -1,5 +1,6 @@
 //! One workload on every side: the probe, the warm-up, the timed runs, the memory runs and
-//! the density batches, each interleaved container, vm, baseline; then the summaries.
+//! the density batches, each interleaved container, vm, (for linux) vm from a snapshot,
+//! baseline; then the summaries.
 
 use std::collections::BTreeSet;
 
@@ -53,9 +54,18 @@ fn run_side(
 }
 
 /// Notes on what this workload runs differently from what was asked.
-fn notes(w: Workload, opts: &Options, levels: &[usize], parallel: &[usize]) -> Vec<String> {
+fn notes(
+    w: Workload,
+    opts: &Options,
+    levels: &[usize],
+    parallel: &[usize],
+    setup: &Setup,
+) -> Vec<String> {
     let runs = w.runs(opts.runs);
     let mut notes = Vec::new();
+    if let (true, Some(why)) = (w.sides().contains(&Side::Snapshot), &setup.snapshot_missing) {
+        notes.push(why.clone());
+    }
     if runs < opts.runs {
         notes.push(format!(
             "{runs} timed runs per side instead of {} (a boot is slow where guest ring 0 is emulated)",
@@ -84,7 +94,7 @@ fn probe_and_warm_up(
     progress: &mut Progress,
 ) -> Result<Vec<Isolation>, Error> {
     let mut isolation = Vec::new();
-    for side in Side::ALL {
+    for side in setup.sides(w) {
         progress.show(&format!("{}: {} probe", w.name(), side.name()));
         let iso = if side == Side::Vm && w != Workload::Linux {
             Isolation {
@@ -102,7 +112,7 @@ fn probe_and_warm_up(
         progress.step(1);
     }
     if w.warm_up() {
-        for side in Side::ALL {
+        for side in setup.sides(w) {
             progress.show(&format!("{}: {} warm-up", w.name(), side.name()));
             run_side(w, side, setup, false, false)?;
             progress.step(1);
@@ -111,18 +121,20 @@ fn probe_and_warm_up(
     Ok(isolation)
 }
 
-/// `runs[k]` runs of each side `k`, interleaved; `what` names them in the progress line.
+/// `runs[k]` runs of each side `k` of `w`, interleaved; `what` names them in the progress
+/// line.
 fn interleaved(
     w: Workload,
     setup: &Setup,
     progress: &mut Progress,
-    runs: [usize; 3],
+    runs: &[usize],
     what: &str,
     sample_memory: bool,
 ) -> Result<Vec<Vec<Sample>>, Error> {
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); Side::ALL.len()];
+    let sides = setup.sides(w);
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); sides.len()];
     for i in 0..runs.iter().copied().max().unwrap_or(0) {
-        for (k, side) in Side::ALL.into_iter().enumerate() {
+        for (k, side) in sides.iter().copied().enumerate() {
             if i >= runs[k] {
                 continue;
             }
@@ -148,9 +160,10 @@ fn density(
     setup: &Setup,
     progress: &mut Progress,
 ) -> Result<Vec<Vec<Density>>, Error> {
-    let mut density: Vec<Vec<Density>> = vec![Vec::new(); Side::ALL.len()];
+    let sides = setup.sides(w);
+    let mut density: Vec<Vec<Density>> = vec![Vec::new(); sides.len()];
     for &p in levels {
-        for (k, side) in Side::ALL.into_iter().enumerate() {
+        for (k, side) in sides.iter().copied().enumerate() {
             progress.show(&format!("{}: {p} at once, {}", w.name(), side.name()));
             let specs: Vec<Spec> = (0..p).map(|_| setup.spec(w, side, false)).collect();
             let marker = setup.marker(w, side, false);
@@ -247,12 +260,13 @@ pub(crate) fn measure_workload(
 ) -> Result<WorkloadReport, Error> {
     let runs = w.runs(opts.runs);
     let isolation = probe_and_warm_up(w, setup, progress)?;
-    let timed = interleaved(w, setup, progress, [runs; 3], "run", false)?;
-    let memory_runs = Side::ALL.map(|side| w.memory_runs(side, opts.runs));
-    let sampled = interleaved(w, setup, progress, memory_runs, "memory run", true)?;
+    let all = setup.sides(w);
+    let timed = interleaved(w, setup, progress, &vec![runs; all.len()], "run", false)?;
+    let memory_runs: Vec<usize> = all.iter().map(|s| w.memory_runs(*s, opts.runs)).collect();
+    let sampled = interleaved(w, setup, progress, &memory_runs, "memory run", true)?;
     let density = density(w, levels, setup, progress)?;
 
-    let sides: Vec<SideReport> = Side::ALL
+    let sides: Vec<SideReport> = all
         .into_iter()
         .zip(timed)
         .zip(sampled)
@@ -273,7 +287,7 @@ pub(crate) fn measure_workload(
         description: w.description(),
         runs,
         skipped: None,
-        notes: notes(w, opts, levels, parallel),
+        notes: notes(w, opts, levels, parallel, setup),
         checksums_agree: (w == Workload::Compute).then(|| checksums_agree(&sides)),
         sides,
     })

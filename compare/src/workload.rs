@@ -15,19 +15,24 @@ pub enum Side {
     Container,
     /// In a kvmini VM, through `kvmini run`.
     Vm,
+    /// In a kvmini VM resumed from a snapshot, through `kvmini restore` (`linux` only).
+    Snapshot,
     /// As a plain process on the host.
     Baseline,
 }
 
 impl Side {
     /// Every side, in the order each round runs them.
-    pub const ALL: [Side; 3] = [Side::Container, Side::Vm, Side::Baseline];
+    pub const ALL: [Side; 4] = [Side::Container, Side::Vm, Side::Snapshot, Side::Baseline];
+    /// The sides of the workloads that have no snapshot.
+    pub const COLD: [Side; 3] = [Side::Container, Side::Vm, Side::Baseline];
 
     /// Short name.
     pub fn name(self) -> &'static str {
         match self {
             Side::Container => "container",
             Side::Vm => "vm",
+            Side::Snapshot => "snapshot",
             Side::Baseline => "baseline",
         }
     }
@@ -53,6 +58,8 @@ pub const LINUX_COMMAND: [&str; 3] = ["busybox", "echo", "hello"];
 /// with a name, so that a kernel message on a VM's console cannot be taken for one. (No
 /// double quotes: the kernel cannot pass them to a VM's init.)
 pub const PROBE_SCRIPT: &str = "echo kernel=$(uname -r); echo pid=$$; echo cpus=$(nproc)";
+/// The Linux guest saved ready for work (`make snapshot`), in the guest directory.
+pub const LINUX_SNAPSHOT: &str = "linux-snapshot";
 /// Guest memory of the `linux` VM.
 pub const LINUX_VM_MEM: &str = "128M";
 /// Most runs of `linux` per side: a boot is slow where guest ring 0 is emulated.
@@ -80,6 +87,14 @@ impl Workload {
         Self::ALL.into_iter().find(|w| w.name() == name)
     }
 
+    /// Its sides, in the order each round runs them: only `linux` has one from a snapshot.
+    pub fn sides(self) -> &'static [Side] {
+        match self {
+            Workload::Linux => &Side::ALL,
+            _ => &Side::COLD,
+        }
+    }
+
     /// What each side runs, in words.
     pub fn description(self) -> &'static str {
         match self {
@@ -93,7 +108,9 @@ impl Workload {
             }
             Workload::Linux => {
                 "a full Linux user space running `busybox echo hello`: the busybox initramfs as \
-                 a container's rootfs vs kvmini booting guest/build/vmlinux with that initramfs"
+                 a container's rootfs vs kvmini booting guest/build/vmlinux with that initramfs, \
+                 and vs kvmini restoring guest/build/linux-snapshot (that guest saved ready \
+                 for work by `make snapshot`)"
             }
         }
     }
@@ -121,6 +138,7 @@ impl Workload {
     pub fn memory_runs(self, side: Side, runs: usize) -> usize {
         match (self, side) {
             (Workload::Linux, Side::Vm) => 1,
+            (Workload::Linux, Side::Snapshot) => runs.min(2),
             _ => runs.min(MEMORY_RUNS),
         }
     }
@@ -187,6 +205,19 @@ mod tests {
         assert_eq!(Workload::parse("nope"), None);
         assert_eq!(Workload::Linux.runs(20), LINUX_MAX_RUNS);
         assert_eq!(Workload::Hello.runs(20), 20);
+    }
+
+    #[test]
+    fn only_linux_has_a_side_from_a_snapshot() {
+        assert_eq!(
+            Workload::Linux.sides(),
+            [Side::Container, Side::Vm, Side::Snapshot, Side::Baseline]
+        );
+        for w in [Workload::Hello, Workload::Compute] {
+            assert!(!w.sides().contains(&Side::Snapshot), "{w:?}");
+        }
+        assert_eq!(Side::Snapshot.name(), "snapshot");
+        assert_eq!(serde_json::to_value(Side::Snapshot).unwrap(), "snapshot");
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! - [`exit_cost`]: the cost of one exit to the VMM, kvmini against the floor;
 //! - [`memory`]: what a running kvmini keeps resident beyond its guest's RAM;
 //! - [`density`]: many VMs started at once;
+//! - [`snapshot`]: restoring saved VMs against cold starts, the floor and a container;
 //! - [`linux`]: boots of the Linux guest under kvmini and QEMU (`--linux N`, run alone).
 
 pub mod density;
 pub mod exit_cost;
 pub mod linux;
 pub mod memory;
+pub mod snapshot;
 pub mod startup;
 
 use std::path::PathBuf;
@@ -87,6 +89,20 @@ pub fn measure_all(subjects: &mut [Subject], keep: bool) {
     for s in subjects.iter_mut().filter(|s| s.live()) {
         s.measure(keep);
     }
+}
+
+/// The rows of `subjects`: launch to first byte (with `first_byte`), to exit, and peak RSS.
+pub fn timing_rows(subjects: &[Subject], first_byte: bool) -> Vec<Row> {
+    subjects
+        .iter()
+        .flat_map(|s| {
+            let first = first_byte.then(|| s.row("launch->first byte", "ms", &s.first_ms));
+            first.into_iter().chain([
+                s.row("launch->exit", "ms", &s.exit_ms),
+                s.row("peak RSS", "MiB", &s.rss_mib),
+            ])
+        })
+        .collect()
 }
 
 /// The lines for standard error of the subjects that failed.

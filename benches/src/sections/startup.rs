@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{failure_lines, header_lines, measure_all, Context, Section, Subject, FLOOR, GUESTS};
+use super::{
+    failure_lines, header_lines, measure_all, timing_rows, Context, Section, Subject, FLOOR, GUESTS,
+};
 use crate::host::{self, Peer};
 use crate::report::Row;
 
@@ -63,16 +65,7 @@ impl Section for Startup {
     }
 
     fn rows(&self) -> Vec<Row> {
-        self.subjects
-            .iter()
-            .flat_map(|s| {
-                [
-                    s.row("launch->first byte", "ms", &s.first_ms),
-                    s.row("launch->exit", "ms", &s.exit_ms),
-                    s.row("peak RSS", "MiB", &s.rss_mib),
-                ]
-            })
-            .collect()
+        timing_rows(&self.subjects, true)
     }
 
     fn failures(&self) -> Vec<String> {

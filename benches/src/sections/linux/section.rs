@@ -118,6 +118,11 @@ impl Linux {
         out
     }
 
+    /// The median launch->exit of kvmini's good boots of `kernel`, seconds.
+    pub fn kvmini_exit_median_s(&self, kernel: &str) -> Option<f64> {
+        median(&self.by(Vmm::Kvmini, kernel).samples(OUTSIDE[2].2))
+    }
+
     /// The header lines after the machine's: the rounds and the kernel command line.
     pub fn header(&self) -> String {
         let mut text = format!(
