@@ -152,7 +152,7 @@ impl Subject {
             "-accel",
             "kvm",
             "-cpu",
-            "host,-cx16",
+            "host,-cx16,-arch-capabilities",
         ];
         let sizes = ["-m", MEM, "-smp", "1"];
         let plain = ["-nodefaults", "-no-user-config", "-display", "none"];
