@@ -17,31 +17,17 @@ use kvmini::status::{BAD_INPUT, GUEST_CRASH};
 const BOOT_TIMEOUT: &str = "600";
 
 fn boot(kernel: &str, extra: &[&str], init_args: &[&str]) -> (i32, String, String) {
-    let kernel = guest(kernel);
-    let initrd = guest("initramfs.cpio");
-    let mut args = vec![
-        "run".to_string(),
-        kernel.display().to_string(),
-        "--initrd".into(),
-        initrd.display().to_string(),
-        "--mem".into(),
-        "128M".into(),
-        "--timeout".into(),
-        BOOT_TIMEOUT.into(),
-        "--stats".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let (kernel, initrd) = (guest(kernel), guest("initramfs.cpio"));
+    let mut args = vec!["run", kernel.to_str().unwrap()];
+    args.extend(["--initrd", initrd.to_str().unwrap(), "--mem", "128M"]);
+    args.extend(["--timeout", BOOT_TIMEOUT, "--stats"]);
+    args.extend(extra);
     if !init_args.is_empty() {
-        args.push("--".into());
-        args.extend(init_args.iter().map(|s| s.to_string()));
+        args.push("--");
+        args.extend(init_args);
     }
-    let out = Command::new(common::kvmini_bin())
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("kvmini runs");
-    let (stdout, stderr) = texts(&out);
-    (status(&out), stdout, stderr)
+    // Standard input is closed: the guest's console gets nothing from it.
+    common::kvmini_status(&args)
 }
 
 #[test]
@@ -155,13 +141,7 @@ fn restore(command: &[&str]) -> (i32, String, String) {
     let mut args = vec!["restore", snapshot.to_str().unwrap()];
     args.extend(["--timeout", BOOT_TIMEOUT, "--stats", "--"]);
     args.extend(command);
-    let out = Command::new(common::kvmini_bin())
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("kvmini runs");
-    let (stdout, stderr) = texts(&out);
-    (status(&out), stdout, stderr)
+    common::kvmini_status(&args)
 }
 
 #[test]

@@ -17,21 +17,20 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `kvmini run count.bin --snapshot target` with `extra` options: status, stdout, stderr.
+fn run_count(target: &Path, extra: &[&str]) -> (i32, String, String) {
+    let count = guest("count.bin");
+    let mut args = vec!["run", path(&count), "--mode", "long", "--timeout", "30"];
+    args.extend(["--snapshot", path(target)]);
+    args.extend(extra);
+    kvmini_status(&args)
+}
+
 /// count.bin saved after "count 5" into a new directory named `name`.
 fn saved(name: &str) -> PathBuf {
     let dir = scratch(name);
     let _ = std::fs::remove_dir_all(&dir);
-    let count = guest("count.bin");
-    let (code, out, err) = kvmini_status(&[
-        "run",
-        path(&count),
-        "--mode",
-        "long",
-        "--snapshot",
-        path(&dir),
-        "--timeout",
-        "30",
-    ]);
+    let (code, out, err) = run_count(&dir, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, FIRST_HALF);
     assert!(err.contains("saved the VM into"), "{err}");
@@ -78,13 +77,11 @@ fn saving_refuses_a_used_or_unwritable_directory_before_the_guest_runs() {
     let used = scratch("used-dir");
     std::fs::create_dir_all(&used).unwrap();
     std::fs::write(used.join("file"), b"x").unwrap();
-    let count = guest("count.bin");
     for (dir, says) in [
-        (path(&used), "exists and is not empty"),
-        ("/proc/kvmini-snapshot", "/proc/kvmini-snapshot"),
+        (used.as_path(), "exists and is not empty"),
+        (Path::new("/proc/kvmini-snapshot"), "/proc/kvmini-snapshot"),
     ] {
-        let (code, out, err) =
-            kvmini_status(&["run", path(&count), "--mode", "long", "--snapshot", dir]);
+        let (code, out, err) = run_count(dir, &[]);
         assert_eq!(code, BAD_INPUT, "{err}");
         assert!(err.contains(says), "{err}");
         assert_eq!(out, "", "the guest must not run");
@@ -243,16 +240,7 @@ fn with_snapshot_continue_the_saved_guest_also_runs_to_its_end() {
     }
     let dir = scratch("count-continue");
     let _ = std::fs::remove_dir_all(&dir);
-    let count = guest("count.bin");
-    let (code, out, err) = kvmini_status(&[
-        "run",
-        path(&count),
-        "--mode",
-        "long",
-        "--snapshot",
-        path(&dir),
-        "--snapshot-continue",
-    ]);
+    let (code, out, err) = run_count(&dir, &["--snapshot-continue"]);
     assert_eq!(code, COUNTED, "{err}");
     assert_eq!(out, format!("{FIRST_HALF}{SECOND_HALF}"));
     let (code, out, err) = restore(&dir);
@@ -276,15 +264,7 @@ fn a_full_disk_fails_the_save_with_status_120_and_leaves_nothing() {
         .status()
         .unwrap();
     assert!(mounted.success(), "mount a 16 KiB tmpfs");
-    let target = disk.join("snap");
-    let (code, out, err) = kvmini_status(&[
-        "run",
-        path(&guest("count.bin")),
-        "--mode",
-        "long",
-        "--snapshot",
-        path(&target),
-    ]);
+    let (code, out, err) = run_count(&disk.join("snap"), &[]);
     let left = std::fs::read_dir(&disk).unwrap().count();
     let _ = std::process::Command::new("umount").arg(&disk).status();
     assert_eq!(code, BAD_INPUT, "{err}");
