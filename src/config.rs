@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::devices::debug_exit::DebugExitConfig;
 pub use crate::devices::serial::SharedBuffer;
 
 /// Smallest guest memory kvmini accepts.
@@ -144,6 +145,8 @@ pub struct VmConfig {
     pub snapshot: Option<PathBuf>,
     /// After the snapshot, go on running instead of stopping.
     pub snapshot_continue: bool,
+    /// QEMU's debug-exit device instead of kvmini's exit port (`--debug-exit qemu`).
+    pub debug_exit: Option<DebugExitConfig>,
 }
 
 /// A VM to restore from a snapshot: the snapshot holds the machine, this says how to run it.
@@ -205,6 +208,7 @@ impl VmConfig {
             time_exits: true,
             snapshot: None,
             snapshot_continue: false,
+            debug_exit: None,
         }
     }
 
@@ -218,6 +222,9 @@ impl VmConfig {
         }
         if self.cpus == 0 || self.cpus > MAX_CPUS {
             return Err(Error::BadCpus(self.cpus));
+        }
+        if let Some(d) = self.debug_exit {
+            validate_debug_exit(d)?;
         }
         for name in &self.hide_cpu_features {
             if crate::arch::x86_64::cpuid::feature(name).is_none() {
@@ -323,12 +330,54 @@ pub enum Error {
         /// Its format.
         format: ImageFormat,
     },
+    /// A debug-exit width QEMU's device does not have.
+    #[error("--debug-exit iosize={0} is not 1, 2 or 4")]
+    DebugExitSize(u8),
+    /// A debug-exit port range that collides.
+    #[error("--debug-exit iobase={0:#x} runs into {1}; choose other ports")]
+    DebugExitPorts(u16, &'static str),
     /// A command for a restored guest that has no console input.
     #[error("a command after -- goes to the guest's console, which only a Linux guest's snapshot reads ({} is not one)", .0.display())]
     CommandNeedsLinux(PathBuf),
     /// A CPUID feature name kvmini does not know.
     #[error("unknown CPU feature '{0}'; known: {known}", known = crate::arch::x86_64::cpuid::feature_names().join(", "))]
     UnknownCpuFeature(String),
+}
+
+/// The ports of kvmini's other devices, which the debug-exit device must leave alone.
+const FIXED_PORTS: [(&str, u64, u64); 4] = [
+    (
+        "the serial port",
+        crate::devices::serial::COM1_PORT,
+        crate::devices::serial::COM1_LEN,
+    ),
+    (
+        "the boot-marker port",
+        crate::devices::debug_port::DEBUG_PORT,
+        1,
+    ),
+    ("the i8042", crate::devices::i8042::I8042_DATA_PORT, 1),
+    ("the i8042", crate::devices::i8042::I8042_COMMAND_PORT, 1),
+];
+
+fn validate_debug_exit(d: DebugExitConfig) -> Result<(), Error> {
+    if ![1, 2, 4].contains(&d.iosize) {
+        return Err(Error::DebugExitSize(d.iosize));
+    }
+    let (start, end) = (
+        u64::from(d.iobase),
+        u64::from(d.iobase) + u64::from(d.iosize),
+    );
+    if end > 0x1_0000 {
+        return Err(Error::DebugExitPorts(d.iobase, "the end of the I/O space"));
+    }
+    match FIXED_PORTS
+        .iter()
+        .find(|(_, base, len)| start < base + len && *base < end)
+    {
+        Some((name, _, _)) => Err(Error::DebugExitPorts(d.iobase, name)),
+        None => Ok(()),
+    }
 }
 
 fn validate_mem_size(size: u64, host: Option<u64>) -> Result<(), Error> {
@@ -474,6 +523,34 @@ mod tests {
             Err(Error::MemTooLarge { .. })
         ));
         assert_eq!(validate_mem_size(16 << 20, Some(24 << 30)), Ok(()));
+    }
+
+    #[test]
+    fn the_debug_exit_device_needs_a_width_and_ports_of_its_own() {
+        let ok = DebugExitConfig {
+            iobase: 0xf4,
+            iosize: 4,
+        };
+        assert_eq!(validate_debug_exit(ok), Ok(()));
+        assert_eq!(validate_debug_exit(DebugExitConfig::default()), Ok(()));
+        assert_eq!(
+            validate_debug_exit(DebugExitConfig { iosize: 3, ..ok }),
+            Err(Error::DebugExitSize(3))
+        );
+        let err = validate_debug_exit(DebugExitConfig {
+            iobase: 0x3fc,
+            iosize: 4,
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--debug-exit iobase=0x3fc runs into the serial port; choose other ports"
+        );
+        assert!(validate_debug_exit(DebugExitConfig {
+            iobase: 0xfffe,
+            iosize: 4
+        })
+        .is_err());
     }
 
     #[test]

@@ -29,6 +29,7 @@ Exit status:
            or wrote 0 to the exit port, or the user quit with Ctrl-A x, or the VM was
            saved (--snapshot)
   V        the guest wrote byte V to I/O port 0xf4 (guests should use 1-119)
+  (V<<1)|1 with --debug-exit qemu: the guest wrote V to QEMU's debug-exit device
   120      bad input or usage (options, a missing, corrupt or truncated image, an
            image that does not fit in guest memory)
   121      no usable KVM on this host (/dev/kvm missing, not accessible, too old)
@@ -42,6 +43,7 @@ Exit status:
 pub fn for_stop(reason: &StopReason) -> i32 {
     match reason {
         StopReason::GuestExit(v) => i32::from(*v),
+        StopReason::DebugExit(v) => i32::from(crate::devices::debug_exit::status(*v)),
         StopReason::Halted
         | StopReason::Reset
         | StopReason::PowerOff
@@ -75,6 +77,7 @@ mod tests {
             assert!(ours[i + 1..].iter().all(|b| a != b));
         }
         assert_eq!(for_stop(&StopReason::GuestExit(64)), 64);
+        assert_eq!(for_stop(&StopReason::DebugExit(0x10)), 33);
         assert_eq!(for_stop(&StopReason::Halted), CLEAN);
         assert_eq!(for_stop(&StopReason::Timeout), TIMEOUT);
         for line in ours.iter().map(|s| s.to_string()) {

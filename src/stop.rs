@@ -14,6 +14,9 @@ use crate::kick;
 pub enum StopReason {
     /// The guest wrote this status to the exit port.
     GuestExit(u8),
+    /// The guest wrote this value to QEMU's debug-exit device (`--debug-exit qemu`); the
+    /// status is `(value << 1) | 1`.
+    DebugExit(u32),
     /// The guest halted with nothing to wake it.
     Halted,
     /// The guest asked for a reset (i8042) or a reboot.
@@ -36,6 +39,10 @@ impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StopReason::GuestExit(v) => write!(f, "guest wrote {v} to the exit port (0xf4)"),
+            StopReason::DebugExit(v) => write!(
+                f,
+                "guest wrote {v:#x} to the debug-exit device (QEMU's convention: status (V << 1) | 1)"
+            ),
             StopReason::Halted => write!(f, "guest halted (hlt with nothing to wake it)"),
             StopReason::Reset => write!(f, "guest requested a reset"),
             StopReason::PowerOff => write!(f, "guest powered off"),
@@ -57,6 +64,7 @@ impl From<DeviceRequest> for StopReason {
             DeviceRequest::Reset => StopReason::Reset,
             DeviceRequest::OutputLimit(l) => StopReason::OutputLimit(l),
             DeviceRequest::Snapshot => StopReason::Snapshot,
+            DeviceRequest::DebugExit(v) => StopReason::DebugExit(v),
         }
     }
 }

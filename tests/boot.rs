@@ -228,3 +228,35 @@ fn raw_image_can_be_loaded_and_entered_elsewhere() {
     assert_eq!(text, "Hello from real mode\n");
     assert!(matches!(outcome.reason, StopReason::GuestExit(16)));
 }
+
+#[test]
+fn qemus_debug_exit_convention_ends_the_run_with_v_shifted_left_plus_one() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let hello = guest("hello64.bin");
+    let hello = hello.to_str().unwrap();
+    // hello64 writes 64 to port 0xf4, where test frameworks for QEMU put the device.
+    let qemu = ["--debug-exit", "qemu,iobase=0xf4,iosize=4"];
+    let (code, out, err) =
+        common::kvmini_status(&[&["run", hello, "--mode", "long"][..], &qemu].concat());
+    assert_eq!(out, "Hello from long mode\n");
+    assert_eq!(code, (64 << 1) | 1, "{err}");
+    assert!(
+        err.contains("debug-exit value 0x40 gives status 129"),
+        "{err}"
+    );
+    // At QEMU's default ports the device is elsewhere, and kvmini's exit port is gone: the
+    // write to 0xf4 is unclaimed and the guest halts.
+    let (code, _, err) = common::kvmini_status(&[
+        "run",
+        hello,
+        "--mode",
+        "long",
+        "--debug-exit",
+        "qemu",
+        "--stats",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(at w 0xf4)"), "{err}");
+}

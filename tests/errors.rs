@@ -194,6 +194,20 @@ const BAD_INPUTS: &[BadInput] = &[
         false,
         &["unknown CPU feature 'avx9'; known: pclmulqdq"],
     ),
+    bad(
+        "a debug-exit device over the serial port",
+        Image::Guest("hello64.bin"),
+        &["--mode", "long", "--debug-exit", "qemu,iobase=0x3f8"],
+        false,
+        &["--debug-exit iobase=0x3f8 runs into the serial port"],
+    ),
+    bad(
+        "a debug-exit device of another kind",
+        Image::Guest("hello64.bin"),
+        &["--debug-exit", "isa"],
+        false,
+        &["'isa' is not kvmini or qemu"],
+    ),
     // Other vCPUs are started by a guest through the local APICs, which raw guests lack.
     bad(
         "two vCPUs for a raw image",

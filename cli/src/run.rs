@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use kvmini::config::{
-    self, CpuMode, HostWorkarounds, ImageFormat, SerialInput, SerialOutput, UnclaimedMmio, VmConfig,
+    self, CpuMode, DebugExitConfig, HostWorkarounds, ImageFormat, SerialInput, SerialOutput,
+    UnclaimedMmio, VmConfig,
 };
 use kvmini::{status, Error, RunOutcome, StopReason, Vmm};
 
@@ -48,6 +49,13 @@ pub struct RunArgs {
     /// `kvmini restore DIR` goes on from there.
     #[arg(long, value_name = "DIR")]
     snapshot: Option<PathBuf>,
+
+    /// End the run the way QEMU's isa-debug-exit device does, for kernels whose test
+    /// frameworks were written for QEMU: writing V to the device's ports exits with status
+    /// (V << 1) | 1. qemu[,iobase=PORT,iosize=N] (QEMU's defaults: iobase=0x501, iosize=2;
+    /// 1, 2 or 4 ports); it takes the place of kvmini's exit port at 0xf4 [default: kvmini].
+    #[arg(long, value_name = "DEVICE", value_parser = parse_debug_exit)]
+    debug_exit: Option<DebugExitArg>,
 
     /// With --snapshot: after saving, let the VM go on running instead of stopping.
     #[arg(long, requires = "snapshot")]
@@ -169,6 +177,41 @@ fn parse_serial(s: &str) -> Result<SerialOutput, String> {
     }
 }
 
+/// `--debug-exit`: kvmini's own exit port (`None`) or QEMU's device.
+#[derive(Clone, Copy, Debug)]
+struct DebugExitArg(Option<DebugExitConfig>);
+
+fn parse_debug_exit(s: &str) -> Result<DebugExitArg, String> {
+    let mut parts = s.split(',');
+    match parts.next() {
+        Some("kvmini") if parts.clone().next().is_none() => return Ok(DebugExitArg(None)),
+        Some("qemu") => {}
+        _ => {
+            return Err(format!(
+                "'{s}' is not kvmini or qemu[,iobase=PORT,iosize=N]"
+            ))
+        }
+    }
+    let mut d = DebugExitConfig::default();
+    for part in parts {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("'{part}' is not iobase=PORT or iosize=N"))?;
+        let n = config::parse_u64(value).map_err(|e| e.to_string())?;
+        match key {
+            "iobase" => {
+                d.iobase =
+                    u16::try_from(n).map_err(|_| format!("iobase {n:#x} is not an I/O port"))?
+            }
+            "iosize" => {
+                d.iosize = u8::try_from(n).map_err(|_| format!("iosize {n} is not 1, 2 or 4"))?
+            }
+            _ => return Err(format!("'{key}' is not iobase or iosize")),
+        }
+    }
+    Ok(DebugExitArg(Some(d)))
+}
+
 fn parse_hidden_feature(f: &str) -> Result<String, String> {
     match f.strip_prefix('-') {
         Some(name) if !name.is_empty() => Ok(name.to_string()),
@@ -225,6 +268,7 @@ impl RunArgs {
             time_exits: self.control.stats.is_some(),
             snapshot: self.snapshot.clone(),
             snapshot_continue: self.snapshot_continue,
+            debug_exit: self.debug_exit.and_then(|d| d.0),
         }
     }
 }
@@ -263,6 +307,10 @@ pub fn finish(
         StopReason::Snapshot => eprintln!(
             "kvmini: saved the VM into {}; `kvmini restore {0}` goes on from here",
             snapshot.unwrap_or(Path::new("?")).display()
+        ),
+        StopReason::DebugExit(v) if outcome.exit_status >= status::FIRST_RESERVED => eprintln!(
+            "kvmini: note: the guest's debug-exit value {v:#x} gives status {}, in the range kvmini reserves for its own statuses",
+            outcome.exit_status
         ),
         StopReason::GuestExit(v) if i32::from(*v) >= status::FIRST_RESERVED => eprintln!(
             "kvmini: note: the guest's exit code {v} is in the range kvmini reserves for its own statuses"

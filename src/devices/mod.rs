@@ -1,6 +1,7 @@
 //! Emulated devices and the buses that route port I/O and MMIO to them.
 
 pub mod bus;
+pub mod debug_exit;
 pub mod debug_port;
 pub mod exit_port;
 pub mod i8042;
@@ -19,4 +20,6 @@ pub enum DeviceRequest {
     OutputLimit(u64),
     /// Stop the VM and save it; the guest asked for a snapshot.
     Snapshot,
+    /// Stop the VM; the guest wrote this value to QEMU's debug-exit device.
+    DebugExit(u32),
 }

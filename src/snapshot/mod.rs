@@ -352,6 +352,7 @@ mod tests {
                 boot_summary: "raw image, long mode".into(),
                 cmdline: None,
                 hidden_cpu_features: vec![],
+                debug_exit: None,
             },
             vcpus: vec![],
             platform: None,

@@ -25,6 +25,8 @@ pub struct Machine {
     pub cmdline: Option<String>,
     /// CPUID features hidden from the guest, for `--stats` (the CPUID itself is per vCPU).
     pub hidden_cpu_features: Vec<String>,
+    /// QEMU's debug-exit device in place of kvmini's exit port.
+    pub debug_exit: Option<crate::devices::debug_exit::DebugExitConfig>,
 }
 
 /// The host a snapshot was taken on, as far as a restore must match it.

@@ -15,6 +15,7 @@ use crate::boot::raw::RawArgs;
 use crate::boot::{self, BootArgs, BootImage};
 use crate::config::{SerialOutput, VmConfig};
 use crate::devices::bus;
+use crate::devices::debug_exit::{DebugExit, DebugExitConfig};
 use crate::devices::debug_port::{DebugPort, DEBUG_PORT};
 use crate::devices::exit_port::{ExitPort, EXIT_PORT};
 use crate::devices::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
@@ -85,10 +86,12 @@ pub struct DeviceArgs<'a> {
     pub serial_state: Option<&'a SerialState>,
     /// Fired by the guest's snapshot request (a value on the debug port).
     pub snapshot: SnapshotTrigger,
+    /// QEMU's debug-exit device in place of kvmini's exit port.
+    pub debug_exit: Option<DebugExitConfig>,
 }
 
-/// The UART, the exit port, the debug port and the i8042, on the port bus; the MMIO bus is
-/// empty.
+/// The UART, the exit port (or QEMU's debug-exit device), the debug port and the i8042, on
+/// the port bus; the MMIO bus is empty.
 pub fn create_devices(args: DeviceArgs<'_>) -> Result<Devices, Error> {
     let sink = serial_sink(args.serial, args.serial_limit)?;
     let uart = match args.serial_state {
@@ -101,7 +104,14 @@ pub fn create_devices(args: DeviceArgs<'_>) -> Result<Devices, Error> {
     let i8042: bus::SharedDevice = Arc::new(Mutex::new(I8042::default()));
     let mut io_bus = Bus::new();
     io_bus.insert(COM1_PORT, COM1_LEN, serial.clone())?;
-    io_bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitPort)))?;
+    match args.debug_exit {
+        Some(d) => io_bus.insert(
+            u64::from(d.iobase),
+            u64::from(d.iosize),
+            Arc::new(Mutex::new(DebugExit)),
+        )?,
+        None => io_bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitPort)))?,
+    }
     io_bus.insert(DEBUG_PORT, 1, debug_port.clone())?;
     io_bus.insert_with_origin(I8042_DATA_PORT, 1, I8042_DATA_PORT, i8042.clone())?;
     io_bus.insert_with_origin(I8042_COMMAND_PORT, 1, I8042_DATA_PORT, i8042)?;

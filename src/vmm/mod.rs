@@ -184,6 +184,7 @@ impl Vmm {
             serial_irq,
             serial_state: None,
             snapshot: snapshot_trigger.clone(),
+            debug_exit: config.debug_exit,
         })?;
         let hidden = build::hidden_cpu_features(config, &host);
         let vcpus = build::create_vcpus(&kvm, &vm, &mem, &boot, &devices, config, &hidden)?;
@@ -195,6 +196,7 @@ impl Vmm {
             boot_summary: boot.summary,
             cmdline: boot.cmdline,
             hidden_cpu_features: hidden,
+            debug_exit: config.debug_exit,
         };
         Ok(Vmm {
             vcpus,

@@ -151,6 +151,7 @@ impl Vmm {
             serial_irq,
             serial_state: Some(&serial),
             snapshot: SnapshotTrigger::default(),
+            debug_exit: machine.debug_exit,
         })?;
         let unclaimed_mmio = match machine.ignore_unclaimed_mmio {
             true => UnclaimedMmio::Ignore,
