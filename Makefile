@@ -69,6 +69,7 @@ linux-qemu:
 # runc, and a short run of the benchmark so that it cannot rot.
 test: guests linux snapshot deps-compare
 	$(CARGO) test --all-targets
+	$(CARGO) run --quiet --example embed -- $(GUESTS)/hello.elf
 	$(MAKE) --no-print-directory bench-smoke
 
 # kvmini compare's container side, and its test: an OCI runtime (runc) and Debian's static
