@@ -153,6 +153,29 @@ fn interleaved(
     Ok(samples)
 }
 
+/// Extra memory runs for a side whose every run ended before the sampler saw it.
+const MEMORY_RETRIES: usize = 20;
+
+/// A process that lives half a millisecond can end before its first sample when the machine is
+/// busy: while no memory run of `side` saw its process, run it again, up to
+/// [`MEMORY_RETRIES`] times.
+fn resample_unseen(
+    w: Workload,
+    side: Side,
+    setup: &Setup,
+    samples: &mut Vec<Sample>,
+) -> Result<(), Error> {
+    let seen = |s: &Sample| s.memory.as_ref().is_some_and(|m| m.rss_kib > 0);
+    for _ in 0..MEMORY_RETRIES {
+        if samples.is_empty() || samples.iter().any(seen) {
+            break;
+        }
+        let (s, _) = run_side(w, side, setup, false, true)?;
+        samples.push(s);
+    }
+    Ok(())
+}
+
 /// P instances at once, for each level P, per side.
 fn density(
     w: Workload,
@@ -263,7 +286,10 @@ pub(crate) fn measure_workload(
     let all = setup.sides(w);
     let timed = interleaved(w, setup, progress, &vec![runs; all.len()], "run", false)?;
     let memory_runs: Vec<usize> = all.iter().map(|s| w.memory_runs(*s, opts.runs)).collect();
-    let sampled = interleaved(w, setup, progress, &memory_runs, "memory run", true)?;
+    let mut sampled = interleaved(w, setup, progress, &memory_runs, "memory run", true)?;
+    for (side, samples) in setup.sides(w).into_iter().zip(&mut sampled) {
+        resample_unseen(w, side, setup, samples)?;
+    }
     let density = density(w, levels, setup, progress)?;
 
     let sides: Vec<SideReport> = all
