@@ -62,7 +62,7 @@ pub enum SerialOutput {
 }
 
 /// What a guest access to guest-physical memory that is neither RAM nor a device means.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UnclaimedMmio {
     /// Stop the VM and report a crash (the default: such an access is almost always a bug).
     #[default]

@@ -348,7 +348,7 @@ mod tests {
                 mem_size: 16 << 20,
                 cpus: 1,
                 pc_platform: false,
-                ignore_unclaimed_mmio: false,
+                unclaimed_mmio: crate::config::UnclaimedMmio::Fatal,
                 boot_summary: "raw image, long mode".into(),
                 cmdline: None,
                 hidden_cpu_features: vec![],

@@ -17,8 +17,8 @@ pub struct Machine {
     pub cpus: u8,
     /// A Linux guest: the in-kernel PIC, IO-APIC, LAPICs and PIT, and the UART's IRQ.
     pub pc_platform: bool,
-    /// Unclaimed MMIO reads as all-ones instead of stopping the VM.
-    pub ignore_unclaimed_mmio: bool,
+    /// What an access to unclaimed MMIO means.
+    pub unclaimed_mmio: crate::config::UnclaimedMmio,
     /// What was booted, for `--stats`.
     pub boot_summary: String,
     /// The kernel command line, for `--stats`.

@@ -11,7 +11,7 @@ use kvm_ioctls::{Kvm, VmFd};
 
 use crate::arch::x86_64::layout;
 use crate::boot;
-use crate::config::{self, SerialInput, UnclaimedMmio, VmConfig};
+use crate::config::{self, SerialInput, VmConfig};
 use crate::console::Console;
 use crate::crash::{CrashKind, CrashReport};
 use crate::devices::debug_port::{DebugPort, USERSPACE_UP};
@@ -192,7 +192,7 @@ impl Vmm {
             mem_size: memory::size(&mem),
             cpus: config.cpus,
             pc_platform: linux,
-            ignore_unclaimed_mmio: config.unclaimed_mmio == UnclaimedMmio::Ignore,
+            unclaimed_mmio: config.unclaimed_mmio,
             boot_summary: boot.summary,
             cmdline: boot.cmdline,
             hidden_cpu_features: hidden,

@@ -9,7 +9,7 @@ use kvm_ioctls::VmFd;
 
 use super::build::{self, DeviceArgs};
 use super::{kvm_err, set_tss, Error, Vmm};
-use crate::config::{RestoreConfig, UnclaimedMmio};
+use crate::config::RestoreConfig;
 use crate::devices::lock;
 use crate::devices::serial::IrqTrigger;
 use crate::host;
@@ -153,10 +153,6 @@ impl Vmm {
             snapshot: SnapshotTrigger::default(),
             debug_exit: machine.debug_exit,
         })?;
-        let unclaimed_mmio = match machine.ignore_unclaimed_mmio {
-            true => UnclaimedMmio::Ignore,
-            false => UnclaimedMmio::Fatal,
-        };
         let mut vcpus = Vec::with_capacity(vcpu_states.len());
         for (id, saved) in vcpu_states.iter().enumerate() {
             let fd = vm
@@ -170,7 +166,7 @@ impl Vmm {
                 devices.io_bus.clone(),
                 devices.mmio_bus.clone(),
                 mem.clone(),
-                unclaimed_mmio,
+                machine.unclaimed_mmio,
                 config.time_exits,
             ));
         }
