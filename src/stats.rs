@@ -196,6 +196,22 @@ pub struct Stats {
     pub hidden_cpu_features: Vec<String>,
     /// The snapshot this run saved, if it saved one.
     pub snapshot: Option<SnapshotStats>,
+    /// The virtio devices, in the order the guest found them.
+    pub devices: Vec<DeviceStats>,
+    /// Milliseconds of CPU time the I/O thread used (with devices only).
+    pub io_thread_cpu_ms: Option<f64>,
+}
+
+/// What one virtio device did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceStats {
+    /// Its name (`virtio-blk`).
+    pub name: String,
+    /// Requests (descriptor chains) it answered.
+    pub requests: u64,
+    /// The first fault that made it ask the driver for a reset, if any.
+    pub fault: Option<String>,
 }
 
 /// What saving a snapshot cost.
@@ -257,6 +273,8 @@ impl Stats {
             cmdline: None,
             hidden_cpu_features: Vec::new(),
             snapshot: None,
+            devices: Vec::new(),
+            io_thread_cpu_ms: None,
         }
     }
 }
@@ -337,6 +355,21 @@ impl fmt::Display for Stats {
                 "  snapshot:  saved in {:.3} ms: {} bytes of memory, {} bytes of state",
                 s.save_ms, s.memory_bytes, s.state_bytes
             )?;
+        }
+        if !self.devices.is_empty() {
+            let devices: Vec<String> = self
+                .devices
+                .iter()
+                .map(|d| match &d.fault {
+                    Some(fault) => format!("{} {} requests (fault: {fault})", d.name, d.requests),
+                    None => format!("{} {} requests", d.name, d.requests),
+                })
+                .collect();
+            write!(f, "  devices:   {}", devices.join(", "))?;
+            match self.io_thread_cpu_ms {
+                Some(ms) => writeln!(f, "; I/O thread CPU {ms:.3} ms")?,
+                None => writeln!(f)?,
+            }
         }
         Ok(())
     }

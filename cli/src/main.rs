@@ -3,6 +3,7 @@
 
 mod check;
 mod compare;
+mod devices;
 mod restore;
 mod run;
 

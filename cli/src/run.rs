@@ -92,6 +92,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     host_workarounds: WorkaroundsArg,
 
+    #[command(flatten)]
+    devices: crate::devices::DeviceArgs,
+
     /// Arguments for the guest's init, after "--" (kvmini's initramfs runs them as a command).
     #[arg(last = true, value_name = "INIT_ARGS")]
     init_args: Vec<String>,
@@ -269,6 +272,7 @@ impl RunArgs {
             snapshot: self.snapshot.clone(),
             snapshot_continue: self.snapshot_continue,
             debug_exit: self.debug_exit.and_then(|d| d.0),
+            devices: self.devices.to_config(),
         }
     }
 }

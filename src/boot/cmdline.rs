@@ -23,6 +23,8 @@ pub struct CmdlineArgs<'a> {
     pub base: Option<&'a str>,
     /// Parameters this host needs on top (Linux only).
     pub host_params: Option<&'static str>,
+    /// Parameters that announce the VM's devices (Linux only).
+    pub device_params: &'a str,
     /// Arguments for the guest's init, after ` -- `.
     pub init_args: &'a [String],
 }
@@ -34,7 +36,14 @@ impl CmdlineArgs<'_> {
     pub fn build(&self, linux: bool, capacity: usize) -> Result<Option<Cmdline>, CmdlineProblem> {
         if linux {
             let base = self.base.unwrap_or(DEFAULT_CMDLINE);
-            build_cmdline(Some(base), self.host_params, self.init_args, capacity).map(Some)
+            let extra: Vec<&str> = self
+                .host_params
+                .into_iter()
+                .chain(Some(self.device_params).filter(|p| !p.is_empty()))
+                .collect();
+            let extra = extra.join(" ");
+            let extra = Some(extra.as_str()).filter(|e| !e.is_empty());
+            build_cmdline(Some(base), extra, self.init_args, capacity).map(Some)
         } else if self.base.is_some() || !self.init_args.is_empty() {
             build_cmdline(self.base, None, self.init_args, capacity).map(Some)
         } else {
@@ -164,13 +173,23 @@ mod tests {
 
     #[test]
     fn only_linux_gets_a_default_and_the_host_parameters() {
-        let args = CmdlineArgs {
+        let mut args = CmdlineArgs {
             base: None,
             host_params: Some("noxsave"),
+            device_params: "",
             init_args: &[],
         };
         let linux = args.build(true, 512).unwrap().unwrap();
         assert_eq!(joined(linux), format!("{DEFAULT_CMDLINE} noxsave"));
+        args.device_params = "virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda rw";
+        let linux = args.build(true, 512).unwrap().unwrap();
+        assert_eq!(
+            joined(linux),
+            format!(
+                "{DEFAULT_CMDLINE} noxsave virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda rw"
+            )
+        );
+        args.device_params = "";
         assert!(args.build(false, 512).unwrap().is_none());
         let args = CmdlineArgs {
             base: Some("debug"),

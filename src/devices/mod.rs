@@ -6,6 +6,7 @@ pub mod debug_port;
 pub mod exit_port;
 pub mod i8042;
 pub mod serial;
+pub mod virtio;
 
 pub use bus::{lock, Bus, BusDevice};
 

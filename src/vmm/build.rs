@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{kvm_err, Devices, Error};
@@ -20,6 +21,9 @@ use crate::devices::debug_port::{DebugPort, DEBUG_PORT};
 use crate::devices::exit_port::{ExitPort, EXIT_PORT};
 use crate::devices::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
 use crate::devices::serial::{IrqTrigger, SerialDevice, SerialSink, COM1_LEN, COM1_PORT};
+use crate::devices::virtio::mmio::{MmioTransport, SharedTransport, NOTIFY_OFFSET, WINDOW_SIZE};
+use crate::devices::virtio::setup::{self, OpenDevices};
+use crate::devices::virtio::{EventRegistry, Interrupt};
 use crate::devices::Bus;
 use crate::host::Workarounds;
 use crate::memory::GuestMem;
@@ -31,7 +35,11 @@ use crate::vcpu::Vcpu;
 const COM1_GSI: u32 = 4;
 
 /// What the boot code needs of the configuration, with this host's command-line additions.
-pub fn boot_args<'a>(config: &'a VmConfig, host: &Workarounds) -> BootArgs<'a> {
+pub fn boot_args<'a>(
+    config: &'a VmConfig,
+    host: &Workarounds,
+    device_params: &'a str,
+) -> BootArgs<'a> {
     BootArgs {
         raw: RawArgs {
             mode: config.mode.unwrap_or_default(),
@@ -41,6 +49,7 @@ pub fn boot_args<'a>(config: &'a VmConfig, host: &Workarounds) -> BootArgs<'a> {
         cmdline: CmdlineArgs {
             base: config.cmdline.as_deref(),
             host_params: host.cmdline,
+            device_params,
             init_args: &config.init_args,
         },
         initrd: config.initrd.as_deref(),
@@ -88,10 +97,12 @@ pub struct DeviceArgs<'a> {
     pub snapshot: SnapshotTrigger,
     /// QEMU's debug-exit device in place of kvmini's exit port.
     pub debug_exit: Option<DebugExitConfig>,
+    /// The virtio devices, in slot order.
+    pub virtio: &'a [SharedTransport],
 }
 
 /// The UART, the exit port (or QEMU's debug-exit device), the debug port and the i8042, on
-/// the port bus; the MMIO bus is empty.
+/// the port bus; the virtio devices on the MMIO bus.
 pub fn create_devices(args: DeviceArgs<'_>) -> Result<Devices, Error> {
     let sink = serial_sink(args.serial, args.serial_limit)?;
     let uart = match args.serial_state {
@@ -115,12 +126,47 @@ pub fn create_devices(args: DeviceArgs<'_>) -> Result<Devices, Error> {
     io_bus.insert(DEBUG_PORT, 1, debug_port.clone())?;
     io_bus.insert_with_origin(I8042_DATA_PORT, 1, I8042_DATA_PORT, i8042.clone())?;
     io_bus.insert_with_origin(I8042_COMMAND_PORT, 1, I8042_DATA_PORT, i8042)?;
+    let mut mmio_bus = Bus::new();
+    for (i, transport) in args.virtio.iter().enumerate() {
+        let (base, _) = setup::slot(i);
+        mmio_bus.insert(base, WINDOW_SIZE, transport.clone())?;
+    }
     Ok(Devices {
         serial,
         debug_port,
         io_bus: Arc::new(io_bus),
-        mmio_bus: Arc::new(Bus::new()),
+        mmio_bus: Arc::new(mmio_bus),
     })
+}
+
+/// Puts each virtio device behind its MMIO transport, with its interrupt line on an irqfd
+/// and an ioeventfd on its notify register for each queue (KVM matches the 32-bit write of
+/// the queue's index and signals the I/O thread without an exit).
+pub fn attach_virtio(
+    vm: &VmFd,
+    mem: &GuestMem,
+    open: OpenDevices,
+    epoll: &Arc<Epoll>,
+) -> Result<Vec<SharedTransport>, Error> {
+    let io_err = |what| move |e: std::io::Error| kvm_err(what)(e.into());
+    let mut transports = Vec::with_capacity(open.devices.len());
+    for (i, device) in open.devices.into_iter().enumerate() {
+        let (base, irq) = setup::slot(i);
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+        vm.register_irqfd(&irqfd, irq)
+            .map_err(kvm_err("KVM_IRQFD"))?;
+        let events = EventRegistry::new(epoll.clone(), i as u32);
+        let transport =
+            MmioTransport::new(device, mem.clone(), Interrupt::new(Some(irqfd)), events)
+                .map_err(io_err("eventfd"))?;
+        let notify = IoEventAddress::Mmio(base + NOTIFY_OFFSET);
+        for (q, evt) in transport.queue_evts().iter().enumerate() {
+            vm.register_ioevent(evt, &notify, q as u32)
+                .map_err(kvm_err("KVM_IOEVENTFD"))?;
+        }
+        transports.push(Arc::new(Mutex::new(transport)));
+    }
+    Ok(transports)
 }
 
 /// The user's hidden CPUID features and the host's, each once.

@@ -16,12 +16,15 @@ use crate::console::Console;
 use crate::crash::{CrashKind, CrashReport};
 use crate::devices::debug_port::{DebugPort, USERSPACE_UP};
 use crate::devices::serial::{IrqTrigger, SerialDevice};
+use crate::devices::virtio::io_thread::{self, IoThread};
+use crate::devices::virtio::mmio::SharedTransport;
+use crate::devices::virtio::{self, setup};
 use crate::devices::{bus, lock, Bus};
 use crate::host::{self, Workarounds};
 use crate::memory::{self, GuestMem};
 use crate::signal::SnapshotSignal;
 use crate::snapshot::state::Machine;
-use crate::stats::{Stats, Timeline, VcpuStats};
+use crate::stats::{DeviceStats, Stats, Timeline, VcpuStats};
 use crate::status;
 use crate::stop::{SnapshotTrigger, StopLatch, StopReason};
 use crate::vcpu::{self, Vcpu};
@@ -73,13 +76,18 @@ pub enum Error {
     /// A snapshot could not be saved or restored.
     #[error("snapshot: {0}")]
     Snapshot(#[from] crate::snapshot::Error),
+    /// A device's file, socket or TAP could not be opened as asked.
+    #[error(transparent)]
+    Device(#[from] virtio::SetupError),
 }
 
 impl Error {
     /// The process exit status for this error (see [`status`]).
     pub fn exit_status(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Boot(_) | Error::SerialFile { .. } => status::BAD_INPUT,
+            Error::Config(_) | Error::Boot(_) | Error::SerialFile { .. } | Error::Device(_) => {
+                status::BAD_INPUT
+            }
             Error::Memory(memory::Error::Map { .. }) => status::BAD_INPUT,
             Error::Host(_) => status::NO_KVM,
             Error::Snapshot(e) if e.is_bad_input() => status::BAD_INPUT,
@@ -117,6 +125,9 @@ pub struct Vmm {
     kvm: Kvm,
     mem: GuestMem,
     devices: Devices,
+    /// The virtio devices, and the event loop their I/O thread waits on.
+    virtio: Vec<SharedTransport>,
+    epoll: Option<Arc<vmm_sys_util::epoll::Epoll>>,
     /// What the VM is: its size, its platform, what was booted.
     machine: Machine,
     timeout: Option<Duration>,
@@ -165,8 +176,15 @@ impl Vmm {
         } else {
             Workarounds::NONE
         };
+        // Device files are opened (and refused) before anything is loaded.
+        let open_devices = setup::open(&config.devices)?;
+        let device_params = setup::cmdline_params(&open_devices);
         let mem = memory::create(config.mem_size_for(linux))?;
-        let boot = boot::load(image, &mem, &build::boot_args(config, &host))?;
+        let boot = boot::load(
+            image,
+            &mem,
+            &build::boot_args(config, &host, &device_params),
+        )?;
         memory::register(&vm, &mem)?;
         set_tss(&vm)?;
 
@@ -177,6 +195,13 @@ impl Vmm {
         } else {
             IrqTrigger::default()
         };
+        let (virtio, epoll) = if open_devices.devices.is_empty() {
+            (Vec::new(), None)
+        } else {
+            let epoll = io_thread::new_epoll().map_err(Error::Thread)?;
+            let virtio = build::attach_virtio(&vm, &mem, open_devices, &epoll)?;
+            (virtio, Some(epoll))
+        };
         let snapshot_trigger = SnapshotTrigger::new(snapshot.is_some());
         let devices = build::create_devices(DeviceArgs {
             serial: &config.serial,
@@ -185,6 +210,7 @@ impl Vmm {
             serial_state: None,
             snapshot: snapshot_trigger.clone(),
             debug_exit: config.debug_exit,
+            virtio: &virtio,
         })?;
         let hidden = build::hidden_cpu_features(config, &host);
         let vcpus = build::create_vcpus(&kvm, &vm, &mem, &boot, &devices, config, &hidden)?;
@@ -204,6 +230,8 @@ impl Vmm {
             kvm,
             mem,
             devices,
+            virtio,
+            epoll,
             machine,
             timeout: config.timeout,
             serial_input: config.serial_input,
@@ -237,6 +265,12 @@ impl Vmm {
             }
             _ => None,
         };
+        let io_thread = match &self.epoll {
+            Some(epoll) => {
+                Some(IoThread::start(epoll.clone(), self.virtio.clone()).map_err(Error::Thread)?)
+            }
+            None => None,
+        };
         let vcpu_count = self.vcpus.len();
         let started = Instant::now();
         // The vCPUs keep counting across runs: the last run's figures are the whole run's.
@@ -266,8 +300,10 @@ impl Vmm {
         };
         let end = Instant::now();
         drop(console);
+        let io_stats = io_thread.map(IoThread::stop);
         let mut outcome = self.outcome(reason, &stats, vcpu_count, end);
         outcome.stats.snapshot = saved;
+        outcome.stats.io_thread_cpu_ms = io_stats.map(|s| s.cpu_time.as_secs_f64() * 1e3);
         Ok(outcome)
     }
 
@@ -306,6 +342,18 @@ impl Vmm {
         );
         drop(serial);
         report.vcpus = vcpus;
+        report.devices = self
+            .virtio
+            .iter()
+            .map(|t| {
+                let t = lock(t);
+                DeviceStats {
+                    name: t.name().to_string(),
+                    requests: t.requests(),
+                    fault: t.fault().map(str::to_string),
+                }
+            })
+            .collect();
         report.cmdline = self.machine.cmdline.take();
         report.hidden_cpu_features = std::mem::take(&mut self.machine.hidden_cpu_features);
         RunOutcome {

@@ -152,6 +152,7 @@ impl Vmm {
             serial_state: Some(&serial),
             snapshot: SnapshotTrigger::default(),
             debug_exit: machine.debug_exit,
+            virtio: &[],
         })?;
         let mut vcpus = Vec::with_capacity(vcpu_states.len());
         for (id, saved) in vcpu_states.iter().enumerate() {
@@ -176,6 +177,8 @@ impl Vmm {
             kvm,
             mem,
             devices,
+            virtio: Vec::new(),
+            epoll: None,
             machine,
             timeout: config.timeout,
             serial_input: config.serial_input,

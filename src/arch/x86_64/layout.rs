@@ -59,6 +59,19 @@ pub const APIC_DEFAULT_PHYS_BASE: u32 = 0xfee0_0000;
 /// Where KVM's in-kernel IO-APIC is.
 pub const IO_APIC_DEFAULT_PHYS_BASE: u32 = 0xfec0_0000;
 
+/// The first virtio-mmio device's window, in the MMIO hole (where Firecracker puts its own);
+/// the next device's is [`VIRTIO_MMIO_SIZE`] higher.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// Size of each virtio-mmio window: the registers, then the device's configuration space.
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// The first virtio device's interrupt (ISA IRQ 5, GSI 5 on the IO-APIC); the next device
+/// gets the next line.
+pub const VIRTIO_FIRST_IRQ: u32 = 5;
+/// The last interrupt line a device may get: the IO-APIC's 24th pin.
+pub const VIRTIO_LAST_IRQ: u32 = 23;
+/// How many virtio devices fit: one interrupt line each.
+pub const VIRTIO_MMIO_MAX_DEVICES: usize = (VIRTIO_LAST_IRQ - VIRTIO_FIRST_IRQ + 1) as usize;
+
 /// The MP floating pointer and configuration table (SMP guests): the last KiB of base
 /// memory, where Linux looks for them.
 pub const MPTABLE_START: u64 = 0x9fc00;

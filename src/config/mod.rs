@@ -4,8 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod devices;
+
 pub use crate::devices::debug_exit::DebugExitConfig;
 pub use crate::devices::serial::SharedBuffer;
+pub use devices::{DeviceConfig, DiskConfig, NetConfig, VsockConfig, MIN_GUEST_CID};
 
 /// Smallest guest memory kvmini accepts.
 pub const MIN_MEM_SIZE: u64 = 1 << 20;
@@ -147,6 +150,8 @@ pub struct VmConfig {
     pub snapshot_continue: bool,
     /// QEMU's debug-exit device instead of kvmini's exit port (`--debug-exit qemu`).
     pub debug_exit: Option<DebugExitConfig>,
+    /// Virtio devices (Linux guests).
+    pub devices: DeviceConfig,
 }
 
 /// A VM to restore from a snapshot: the snapshot holds the machine, this says how to run it.
@@ -209,6 +214,7 @@ impl VmConfig {
             snapshot: None,
             snapshot_continue: false,
             debug_exit: None,
+            devices: DeviceConfig::default(),
         }
     }
 
@@ -225,6 +231,10 @@ impl VmConfig {
         }
         if let Some(d) = self.debug_exit {
             validate_debug_exit(d)?;
+        }
+        self.devices.validate()?;
+        if let (Some(_), Some(option)) = (&self.snapshot, self.devices.first_option()) {
+            return Err(Error::SnapshotWithDevices(option));
         }
         for name in &self.hide_cpu_features {
             if crate::arch::x86_64::cpuid::feature(name).is_none() {
@@ -264,6 +274,9 @@ impl VmConfig {
         }
         if self.cpus > 1 && !linux {
             return Err(Error::CpusNeedLinux(self.cpus));
+        }
+        if let (false, Some(option)) = (linux, self.devices.first_option()) {
+            return Err(Error::DevicesNeedLinux(option));
         }
         Ok(())
     }
@@ -339,6 +352,25 @@ pub enum Error {
     /// A command for a restored guest that has no console input.
     #[error("a command after -- goes to the guest's console, which only a Linux guest's snapshot reads ({} is not one)", .0.display())]
     CommandNeedsLinux(PathBuf),
+    /// A device option that does not parse or does not add up.
+    #[error("{option} {value}: {why}")]
+    DeviceOption {
+        /// The option.
+        option: &'static str,
+        /// What it was given.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// More devices than there are MMIO windows and interrupt lines.
+    #[error("{0} virtio devices are more than the {max} kvmini has room for", max = crate::arch::x86_64::layout::VIRTIO_MMIO_MAX_DEVICES)]
+    TooManyDevices(usize),
+    /// Devices for a guest that is not Linux.
+    #[error("{0} needs a Linux kernel: virtio devices are announced on its command line and interrupt through the IO-APIC kvmini sets up for Linux only")]
+    DevicesNeedLinux(&'static str),
+    /// A snapshot of a VM with devices.
+    #[error("--snapshot cannot save a VM with virtio devices ({0}): their queues and host files are not part of a snapshot yet")]
+    SnapshotWithDevices(&'static str),
     /// A CPUID feature name kvmini does not know.
     #[error("unknown CPU feature '{0}'; known: {known}", known = crate::arch::x86_64::cpuid::feature_names().join(", "))]
     UnknownCpuFeature(String),
