@@ -10,7 +10,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{guest, kvm_or_skip, scratch, status, texts};
+use common::{guest, kvm_or_skip, scratch, status, texts, Transcript};
 use kvmini::status::{BAD_INPUT, GUEST_CRASH};
 
 /// Seconds a Linux boot may take here before the test gives up on it.
@@ -83,45 +83,6 @@ fn two_vcpus_are_seen_by_the_guest_without_the_hidden_feature() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("vcpus:     2"), "{err}");
     assert!(err.contains("hidden:    CPUID lahf_lm"), "{err}");
-}
-
-/// Collects a child's stdout on a thread; `wait_for` blocks until a string shows up.
-struct Transcript {
-    text: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Transcript {
-    fn start(mut out: impl std::io::Read + Send + 'static) -> Self {
-        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = text.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Transcript { text }
-    }
-
-    fn wait_for(&self, needle: &str, after: usize) -> usize {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
-        loop {
-            if let Some(i) = self.text.lock().unwrap()[after..].find(needle) {
-                return after + i + needle.len();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no {needle:?} in:\n{}",
-                self.text.lock().unwrap()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
 }
 
 /// The Linux guest saved ready for work by `make snapshot`.

@@ -103,3 +103,45 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
+
+/// Collects a child's stdout on a thread; `wait_for` blocks until a string shows up.
+pub struct Transcript {
+    /// Everything read so far.
+    pub text: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Transcript {
+    /// Starts reading `out`.
+    pub fn start(mut out: impl std::io::Read + Send + 'static) -> Self {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Transcript { text }
+    }
+
+    /// The offset just past the first `needle` after offset `after`; waits up to 10 minutes.
+    pub fn wait_for(&self, needle: &str, after: usize) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            if let Some(i) = self.text.lock().unwrap()[after..].find(needle) {
+                return after + i + needle.len();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in:\n{}",
+                self.text.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}

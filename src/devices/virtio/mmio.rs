@@ -125,11 +125,6 @@ impl MmioTransport {
         self.requests
     }
 
-    /// The device status register.
-    pub fn status(&self) -> u32 {
-        self.status
-    }
-
     /// Queue `index` was notified: clear its eventfd and let the device work, if it runs.
     pub fn queue_notified(&mut self, index: usize) {
         if let Some(evt) = self.queue_evts.get(index) {

@@ -123,7 +123,10 @@ fn an_available_index_that_jumps_past_the_queue_size_is_a_fault() {
     let mock = virtio_queue::mock::MockSplitQueue::create(&t.mem, vm_memory::GuestAddress(0), 16);
     mock.avail().idx().store(100);
     t.queue_notified(0);
-    assert_ne!(t.status() & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+    assert_ne!(
+        read(&mut t, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET,
+        0
+    );
     assert!(!t.active);
 }
 

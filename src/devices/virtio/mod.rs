@@ -158,10 +158,7 @@ impl Context<'_> {
         let mut used = 0;
         loop {
             queue.disable_notification(mem).map_err(err)?;
-            loop {
-                let Some(chain) = queue.iter(mem).map_err(err)?.next() else {
-                    break;
-                };
+            while let Some(chain) = queue.iter(mem).map_err(err)?.next() {
                 let head = chain.head_index();
                 let len = handle(chain);
                 queue.add_used(mem, head, len).map_err(err)?;
