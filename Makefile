@@ -124,6 +124,15 @@ LINUX_BOOTS ?= 5
 bench-linux: build linux bench-peers
 	$(BENCH) --linux $(LINUX_BOOTS)
 
+# The virtio devices of the Linux guest under kvmini and QEMU's microvm: a
+# disk benchmark run by the guest (blkbench: sequential and random direct I/O),
+# DEVICE_ROUNDS rounds, medians.  ~2 minutes a round on a software-virtualized
+# host.  Prints a table and writes bench/build/devices-results.json.
+DEVICE_ROUNDS ?= 3
+.PHONY: bench-devices
+bench-devices: build linux bench-peers
+	$(BENCH) --devices $(DEVICE_ROUNDS)
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings

@@ -7,6 +7,7 @@
 //! make bench BENCH_ARGS="--runs 5 --warmup 1 --density 10"
 //! cargo run --release -p kvmini-bench -- --help
 //! make bench-linux                             # only the Linux boots: --linux 5
+//! make bench-devices                           # only the virtio devices: --devices 3
 //! ```
 //!
 //! The benchmark is made of sections (`sections/`: start-up, exit cost, memory, density,
@@ -20,6 +21,8 @@
 //!
 //! `--linux N` runs the Linux boot section instead (`sections/linux/`): N boots of the guest
 //! kernel under kvmini and QEMU, with its own table and `bench/build/linux-results.json`.
+//! `--devices N` runs the devices section (`sections/devices.rs`) the same way, into
+//! `bench/build/devices-results.json`.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -83,6 +86,10 @@ struct Options {
     /// guest/build/vmlinux (PVH) and bzImage with initramfs.cpio (make linux builds them).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     linux: Option<usize>,
+    /// Run only the devices section: N rounds of the Linux guest's disk benchmark under
+    /// kvmini and QEMU's microvm (make linux builds the guest).
+    #[arg(long, value_name = "N", value_parser = at_least_one, conflicts_with = "linux")]
+    devices: Option<usize>,
     /// Seconds after which a Linux boot counts as hung.
     #[arg(long = "linux-timeout", default_value_t = 600, value_name = "S", value_parser = at_least_one)]
     linux_timeout: usize,
@@ -105,6 +112,8 @@ impl Options {
         self.json.clone().unwrap_or_else(|| {
             PathBuf::from(if self.linux.is_some() {
                 "bench/build/linux-results.json"
+            } else if self.devices.is_some() {
+                "bench/build/devices-results.json"
             } else {
                 "bench/results.json"
             })
@@ -139,9 +148,10 @@ fn main() -> ExitCode {
             let cx = Context {
                 kvmini: options.kvmini.clone(),
             };
-            match options.linux {
-                Some(boots) => suite::linux(&options, &cx, boots),
-                None => suite::default(&options, &cx, &root),
+            match (options.linux, options.devices) {
+                (Some(boots), _) => suite::linux(&options, &cx, boots),
+                (None, Some(rounds)) => suite::devices(&options, &cx, rounds),
+                (None, None) => suite::default(&options, &cx, &root),
             }
         });
     match result {

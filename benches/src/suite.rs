@@ -17,6 +17,7 @@ use crate::host::{self, Machine};
 use crate::kvmini_stats::Unclaimed;
 use crate::report::{self, Row, Target};
 use crate::sections::density::Density;
+use crate::sections::devices::{self, Devices};
 use crate::sections::exit_cost::{ExitCost, FromMedians, EXIT_KINDS};
 use crate::sections::linux::{self, Linux};
 use crate::sections::memory::Memory;
@@ -261,5 +262,57 @@ pub fn linux(o: &Options, cx: &Context, boots: usize) -> Result<bool, Error> {
     print!("{text}");
     let fatal = failures(&[&section, &restores]);
     write_json(&o.json_path(), &section.results(&machine, rows, text))?;
+    Ok(!fatal)
+}
+
+/// The devices section alone (`--devices N`): N rounds of the disk benchmark under kvmini and
+/// QEMU's microvm, with its own table and results file.
+pub fn devices(o: &Options, cx: &Context, rounds_n: usize) -> Result<bool, Error> {
+    if !host::kvm_usable()? {
+        return Ok(true);
+    }
+    host::require(&o.kvmini, "make build first")?;
+    for p in devices::inputs() {
+        host::require(&p, "make linux first")?;
+    }
+    let check = host::check(&o.kvmini)?;
+    let mut machine = Machine::before(&check);
+    let mut section = Devices::new(cx, o.linux_timeout(), &host::qemu());
+    let elapsed = rounds(&mut [&mut section], 0, rounds_n, true);
+    machine.after(elapsed);
+    let rows = section.rows();
+    let mut text = format!("kvmini devices benchmark, {}\n", machine.date);
+    text += &format!(
+        "host kind: {} ({})\n",
+        check.host_kind_short, check.host_kind
+    );
+    text += &machine.line("rounds");
+    text += &format!(
+        "guest: blkbench /dev/vda {} {} (direct I/O; {} MiB sequential, {} random 4 KiB reads)\n",
+        devices::SEQ_MIB,
+        devices::RANDOM_READS,
+        devices::SEQ_MIB,
+        devices::RANDOM_READS
+    );
+    text += &commands(&[&section]);
+    text += &report::median_table(&rows);
+    for what in [
+        "sequential read, direct, 1 MiB",
+        "sequential write, direct, 1 MiB",
+        "random read, direct, 4 KiB",
+    ] {
+        if let Some(r) = devices::ratio(&rows, what) {
+            text += &format!("kvmini / QEMU, {what}: {}\n", report::ratio_text(r));
+        }
+    }
+    print!("{text}");
+    let fatal = failures(&[&section]);
+    let results = serde_json::json!({
+        "machine": machine,
+        "section": section.results(),
+        "rows": rows,
+        "table": text,
+    });
+    write_json(&o.json_path(), &results)?;
     Ok(!fatal)
 }

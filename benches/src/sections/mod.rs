@@ -7,9 +7,12 @@
 //! - [`memory`]: what a running kvmini keeps resident beyond its guest's RAM;
 //! - [`density`]: many VMs started at once;
 //! - [`snapshot`]: restoring saved VMs against cold starts, the floor and a container;
-//! - [`linux`]: boots of the Linux guest under kvmini and QEMU (`--linux N`, run alone).
+//! - [`linux`]: boots of the Linux guest under kvmini and QEMU (`--linux N`, run alone);
+//! - [`devices`]: the Linux guest's virtio devices under kvmini and QEMU (`--devices N`,
+//!   run alone).
 
 pub mod density;
+pub mod devices;
 pub mod exit_cost;
 pub mod linux;
 pub mod memory;
