@@ -251,12 +251,15 @@ impl Connection {
 
     /// Reads what the host program sent into `pkt`, at most `credit` bytes.
     fn read_host(&mut self, pkt: &mut RxPacket<'_>, guest_cid: u64, credit: u32) -> RxOutcome {
+        // Receive buffers without room for data are given back before they get here, so
+        // neither `else` is taken; were one, the reset still ends the connection's turn
+        // (`Nothing` would leave it ready and the queue filling loop spinning).
         let Some(data) = pkt.data_slice() else {
-            return RxOutcome::Nothing;
+            return RxOutcome::Reset;
         };
         let len = (data.len() as u32).min(credit).min(MAX_PKT_DATA) as usize;
         let Ok(mut buf) = data.subslice(0, len) else {
-            return RxOutcome::Nothing;
+            return RxOutcome::Reset;
         };
         match (&self.stream).read_volatile(&mut buf) {
             Ok(0) => {

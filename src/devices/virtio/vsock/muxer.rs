@@ -22,7 +22,7 @@ pub const LISTENER_SOURCE: u32 = FIRST_DEVICE_SOURCE;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// The most resets waiting for a receive buffer; more are dropped (the guest's side then
 /// times out).
-const MAX_RESETS: usize = 1024;
+pub const MAX_RESETS: usize = 1024;
 /// The first port kvmini gives a host program's connection (as Firecracker does).
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 

@@ -189,3 +189,23 @@ fn a_guest_that_sends_beyond_its_credit_loses_the_connection() {
     assert_eq!(g.dev.connections(), 0);
     assert!(sent > BUF_ALLOC as usize);
 }
+
+#[test]
+fn resets_waiting_for_receive_buffers_are_bounded() {
+    let mut g = Guest::new();
+    // No receive buffers: each packet for no connection leaves a reset waiting.
+    for port in 0..3000 {
+        g.send(Hdr::to_host(OP_RW, port, 1), b"x");
+    }
+    let mut resets = 0;
+    loop {
+        g.give_rx(8);
+        let pkts = g.recv();
+        assert!(pkts.iter().all(|(h, _)| h.op == OP_RST));
+        resets += pkts.len();
+        if pkts.len() < 8 {
+            break;
+        }
+    }
+    assert_eq!(resets, super::super::muxer::MAX_RESETS);
+}
