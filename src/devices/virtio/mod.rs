@@ -18,6 +18,7 @@ pub mod io_thread;
 pub mod mmio;
 pub mod rng;
 pub mod setup;
+pub mod vsock;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;

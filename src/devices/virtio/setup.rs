@@ -3,6 +3,7 @@
 
 use super::block::Block;
 use super::rng::Rng;
+use super::vsock::Vsock;
 use super::{SetupError, VirtioDevice};
 use crate::arch::x86_64::layout::{VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
 use crate::config::DeviceConfig;
@@ -55,6 +56,9 @@ pub fn open(config: &DeviceConfig) -> Result<OpenDevices, SetupError> {
             open.root_read_only = Some(block.read_only());
         }
         open.devices.push(Box::new(block));
+    }
+    if let Some(vsock) = &config.vsock {
+        open.devices.push(Box::new(Vsock::open(vsock)?));
     }
     if config.rng {
         open.devices.push(Box::new(Rng));

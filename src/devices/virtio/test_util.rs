@@ -6,7 +6,7 @@ use std::sync::Arc;
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{Context, EventRegistry, Interrupt};
@@ -42,6 +42,8 @@ pub struct Harness {
     pub interrupt: Interrupt,
     /// The event loop the device may register with.
     pub events: EventRegistry,
+    /// The epoll set behind `events` (device number 0), for tests that run the loop.
+    pub epoll: Arc<vmm_sys_util::epoll::Epoll>,
     /// Each queue's (descriptor table, available ring, used ring).
     rings: Vec<(u64, u64, u64)>,
 }
@@ -54,13 +56,15 @@ impl Harness {
         // driver on those rings itself (a second mock at the same place would zero them).
         let (queues, rings) = (0..count)
             .map(|i| {
-                let mock = MockSplitQueue::create(&mem, GuestAddress(i as u64 * 0x1000), 16);
-                let rings = (
-                    mock.desc_table_addr().0,
-                    mock.avail_addr().0,
-                    mock.used_addr().0,
-                );
-                (mock.create_queue::<Queue>().unwrap(), rings)
+                let base = i as u64 * 0x1000;
+                let mock = MockSplitQueue::create(&mem, GuestAddress(base), 16);
+                // The mock puts the used ring 16 bytes after the available ring's start, over
+                // its entries 8 to 15: the used ring goes further up instead.
+                let used = base + 0x800;
+                let rings = (mock.desc_table_addr().0, mock.avail_addr().0, used);
+                let mut queue = mock.create_queue::<Queue>().unwrap();
+                queue.set_used_ring_address(Some(used as u32), Some(0));
+                (queue, rings)
             })
             .unzip();
         let epoll = Arc::new(vmm_sys_util::epoll::Epoll::new().unwrap());
@@ -68,7 +72,8 @@ impl Harness {
             mem,
             queues,
             interrupt: Interrupt::new(None),
-            events: EventRegistry::new(epoll, 0),
+            events: EventRegistry::new(epoll.clone(), 0),
+            epoll,
             rings,
         }
     }
