@@ -2,7 +2,7 @@
 //! guest's data waiting for the host socket, and the credit each side gives the other
 //! (VIRTIO 1.2, 5.10.6.3).
 
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -387,7 +387,7 @@ impl Connection {
     /// shutdown on. An error means the connection is broken.
     pub fn flush(&mut self) -> std::io::Result<()> {
         while !self.tx_buf.is_empty() {
-            match self.stream.write(&self.tx_buf) {
+            match send(&self.stream, &self.tx_buf) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.tx_buf.drain(..n);
@@ -428,4 +428,23 @@ fn keep_if(ok: bool) -> TxOutcome {
 
 fn would_block(e: &VolatileMemoryError) -> bool {
     matches!(e, VolatileMemoryError::IOError(e) if e.kind() == ErrorKind::WouldBlock)
+}
+
+/// Writes to a host socket without SIGPIPE when the host program has gone (`MSG_NOSIGNAL`):
+/// a program that embeds kvmini need not ignore the signal.
+fn send(stream: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for `buf.len()` bytes and the descriptor is the stream's own.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
