@@ -16,8 +16,10 @@
 pub mod block;
 pub mod io_thread;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod setup;
+pub mod tap;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;

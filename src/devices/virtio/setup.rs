@@ -2,6 +2,7 @@
 //! before the guest starts), and the kernel parameters that announce them to Linux.
 
 use super::block::Block;
+use super::net::Net;
 use super::rng::Rng;
 use super::{SetupError, VirtioDevice};
 use crate::arch::x86_64::layout::{VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
@@ -55,6 +56,9 @@ pub fn open(config: &DeviceConfig) -> Result<OpenDevices, SetupError> {
             open.root_read_only = Some(block.read_only());
         }
         open.devices.push(Box::new(block));
+    }
+    for net in &config.nets {
+        open.devices.push(Box::new(Net::open(net)?));
     }
     if config.rng {
         open.devices.push(Box::new(Rng));
