@@ -124,12 +124,8 @@ impl Net {
         }
     }
 
-    /// The guest's MAC address.
-    pub fn mac(&self) -> [u8; 6] {
-        self.config
-    }
-
     /// What the device counted.
+    #[cfg(test)]
     pub fn counters(&self) -> NetCounters {
         self.counters
     }

@@ -42,7 +42,7 @@ fn device() -> (Net, OwnedFd) {
     );
     // SAFETY: both descriptors are new and owned here alone.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let net = Net::new(Tap::from_fd(ours, "pair"), [2, 0, 0, 0, 0, 1]);
+    let net = Net::new(Tap::from_fd(ours), [2, 0, 0, 0, 0, 1]);
     (net, theirs)
 }
 

@@ -30,7 +30,6 @@ const TUN_PATH: &str = "/dev/net/tun";
 #[derive(Debug)]
 pub struct Tap {
     fd: OwnedFd,
-    name: String,
 }
 
 impl Tap {
@@ -77,25 +76,14 @@ impl Tap {
                  frames go nowhere until `ip link set {name} up`"
             ),
         }
-        Ok(Tap {
-            fd,
-            name: name.to_string(),
-        })
+        Ok(Tap { fd })
     }
 
     /// A TAP stand-in over any non-blocking descriptor that keeps frame boundaries (a
     /// `SOCK_SEQPACKET` socket pair in the tests).
     #[cfg(test)]
-    pub fn from_fd(fd: OwnedFd, name: &str) -> Self {
-        Tap {
-            fd,
-            name: name.to_string(),
-        }
-    }
-
-    /// The interface's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Tap { fd }
     }
 
     /// Reads one frame (with its vnet header) into `buf`; returns its full length, which is
