@@ -197,6 +197,9 @@ fn the_linux_guest_pings_the_host_and_exchanges_a_tcp_stream_over_a_tap() {
     let received = server.join().expect("the host's listener");
     let (stdout, stderr) = common::texts(&out);
     eprintln!("boot, ping and TCP exchange took {took:.1?}");
+    for line in stderr.lines().filter(|l| l.contains("virtio-net")) {
+        eprintln!("{line}");
+    }
 
     assert!(stdout.contains("kvmini-net: ping ok"), "{stdout}\n{stderr}");
     assert!(

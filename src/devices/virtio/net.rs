@@ -14,12 +14,15 @@
 //! copied out and written to the TAP in one `write`; a malformed chain or a frame the TAP
 //! refuses is dropped, and the chain goes back to the driver either way.
 //!
-//! Receive: the TAP's descriptor is watched edge-triggered on the I/O thread. When it
-//! has frames, each is read into a bounce buffer and copied into the next receive chain.
-//! When the driver has given no buffer the device reads nothing and leaves the frames
-//! in the TAP (whose own queue drops what overflows) until the driver notifies the
-//! receive queue: the I/O thread never polls a descriptor it cannot make progress on. A
-//! frame larger than the chain it would go to is dropped.
+//! Receive: the TAP's descriptor is registered with the I/O thread at activation
+//! (edge-triggered) and unregistered at reset. When it has frames, each is read into a
+//! bounce buffer and copied into the next receive chain, until the TAP is empty or the
+//! driver has no buffer left. Then the frames wait in the TAP (whose own queue drops what
+//! overflows) until the driver notifies the receive queue, and the device drains what
+//! waits. Edge-triggered, the descriptor wakes the I/O thread only when a frame arrives:
+//! never again and again for frames the device cannot take yet, nor for a device the
+//! transport stopped after a fault. A frame larger than the chain it would go to is
+//! dropped (and counted).
 //!
 //! Source of truth: VIRTIO 1.2, section 5.1 (network device).
 
@@ -180,6 +183,7 @@ impl Net {
                 // notifies the queue (asked for here, then checked again for buffers that
                 // came in the meantime).
                 if queue.enable_notification(mem).map_err(err)? {
+                    queue.disable_notification(mem).map_err(err)?;
                     continue;
                 }
                 break;

@@ -36,10 +36,8 @@ fn device() -> (Net, OwnedFd) {
     let mut fds = [0; 2];
     let kind = libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: `fds` has room for the two descriptors.
-    assert_eq!(
-        unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) },
-        0
-    );
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) };
+    assert_eq!(r, 0);
     // SAFETY: both descriptors are new and owned here alone.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let net = Net::new(Tap::from_fd(ours), [2, 0, 0, 0, 0, 1]);
@@ -446,10 +444,8 @@ fn interface_is_up(name: &str) -> bool {
         *o = b as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads and writes one `struct ifreq`.
-    assert_eq!(
-        unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) },
-        0
-    );
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) };
+    assert_eq!(r, 0);
     // SAFETY: SIOCGIFFLAGS filled in the flags.
     let flags = unsafe { ifr.ifr_ifru.ifru_flags };
     flags & libc::IFF_UP as i16 != 0
