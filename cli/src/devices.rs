@@ -19,8 +19,8 @@ pub struct DeviceArgs {
 
     /// A virtio network device on the TAP device NAME; kvmini creates the TAP when it does not
     /// exist (which needs CAP_NET_ADMIN). mac: the guest's address [default: derived from NAME].
-    /// The guest configures its address itself (e.g. ip= on the kernel command line).
-    /// Repeatable.
+    /// The guest configures its address itself (ifconfig or ip; ip= on the command line of a
+    /// kernel with CONFIG_IP_PNP): no DHCP, no offloads. See docs/networking.md. Repeatable.
     #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
     net: Vec<NetConfig>,
 

@@ -150,7 +150,6 @@ impl MmioTransport {
         let mut ctx = Context {
             mem: &self.mem,
             queues: &mut self.queues,
-            acked_features: self.acked_features,
             interrupt: &self.interrupt,
             events: &self.events,
             used: 0,
@@ -166,6 +165,11 @@ impl MmioTransport {
     fn needs_reset(&mut self, e: DeviceError) {
         if self.fault.is_none() {
             self.fault = Some(format!("{}: {e}", self.device.name()));
+        }
+        // The device stops: its own file descriptors are no longer watched until the driver
+        // resets and starts it again.
+        if self.active {
+            self.device.reset(&self.events);
         }
         self.active = false;
         self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;

@@ -16,8 +16,10 @@
 pub mod block;
 pub mod io_thread;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod setup;
+pub mod tap;
 pub mod vsock;
 
 use std::os::fd::RawFd;
@@ -129,8 +131,6 @@ pub struct Context<'a> {
     pub mem: &'a GuestMem,
     /// The device's queues, in the order of [`VirtioDevice::queue_max_sizes`].
     pub queues: &'a mut [Queue],
-    /// The features the driver accepted.
-    pub acked_features: u64,
     /// The device's interrupt.
     pub interrupt: &'a Interrupt,
     /// Where the device registers its own file descriptors.

@@ -2,6 +2,7 @@
 //! before the guest starts), and the kernel parameters that announce them to Linux.
 
 use super::block::Block;
+use super::net::Net;
 use super::rng::Rng;
 use super::vsock::Vsock;
 use super::{SetupError, VirtioDevice};
@@ -56,6 +57,9 @@ pub fn open(config: &DeviceConfig) -> Result<OpenDevices, SetupError> {
             open.root_read_only = Some(block.read_only());
         }
         open.devices.push(Box::new(block));
+    }
+    for net in &config.nets {
+        open.devices.push(Box::new(Net::open(net)?));
     }
     if let Some(vsock) = &config.vsock {
         open.devices.push(Box::new(Vsock::open(vsock)?));

@@ -109,7 +109,6 @@ impl Harness {
         Context {
             mem: &self.mem,
             queues: &mut self.queues,
-            acked_features: super::F_VERSION_1,
             interrupt: &self.interrupt,
             events: &self.events,
             used: 0,
