@@ -119,8 +119,11 @@ fn connect_to_guest(uds: &Path, port: u32, message: &str) -> (String, String) {
     }
 }
 
-/// What the guest runs: every program is one exec, about a second under emulation.
+/// What the guest runs: every program is one exec, about a second under emulation. The
+/// kernel prints its command line, script included, so the markers the test waits for are
+/// put together by the guest (`$m`) and appear only when the guest prints them.
 const GUEST_SCRIPT: &str = "\
+m=kvmini-test; \
 cat /etc/kvmini-rootfs; \
 echo serials $(cat /sys/block/vda/serial) $(cat /sys/block/vdb/serial); \
 echo random $(/bin/busybox head -c 64 /dev/hwrng | /bin/busybox wc -c); \
@@ -128,9 +131,9 @@ echo data $(/bin/busybox head -c 19 /dev/vdb); \
 echo kvmini-root-file >/hello.txt; \
 printf guest-wrote-this | /bin/busybox dd of=/dev/vdb bs=512 seek=1 conv=fsync 2>/dev/null; \
 echo from-guest | vsock connect 2 6000; \
-echo kvmini-test: listening; \
+echo $m: listening; \
 echo from-guest-listener | vsock listen 5001; \
-sync; echo kvmini-test: done";
+sync; echo $m: done";
 
 #[test]
 fn root_disk_data_disk_entropy_and_vsock_work_in_one_boot() {
@@ -193,7 +196,7 @@ fn flushed_writes_survive_sigterm() {
     }
     let data = data_disk("sigterm.img", 16, b"");
     let script = "printf kvmini-sigterm-data | /bin/busybox dd of=/dev/vda bs=512 seek=2 \
-                  conv=fsync 2>/dev/null; echo kvmini-test: flushed; sleep 600";
+                  conv=fsync 2>/dev/null; m=kvmini-test; echo $m: flushed; sleep 600";
     let mut child = command(&["--disk", data.to_str().unwrap()], script)
         .spawn()
         .unwrap();
