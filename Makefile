@@ -37,9 +37,10 @@ run: build guests
 	done
 
 # The Linux guest (guest/linux/): a 6.1 kernel built from Debian's
-# linux-source-6.1 and a busybox initramfs, into guest/build/vmlinux,
-# bzImage and initramfs.cpio.  The first build takes minutes; later ones only
-# redo what changed.  See docs/linux-guest.md.
+# linux-source-6.1, a busybox initramfs and the same files as an ext4 root
+# disk, into guest/build/vmlinux, bzImage, initramfs.cpio and rootfs.ext4.
+# The first build takes minutes; later ones only redo what changed.  See
+# docs/linux-guest.md.
 linux:
 	$(MAKE) -C guest/linux
 

@@ -9,8 +9,16 @@
 
 #define SYS_read            0
 #define SYS_write           1
+#define SYS_close           3
+#define SYS_poll            7
 #define SYS_rt_sigaction    13
 #define SYS_rt_sigprocmask  14
+#define SYS_socket          41
+#define SYS_connect         42
+#define SYS_accept          43
+#define SYS_shutdown        48
+#define SYS_bind            49
+#define SYS_listen          50
 #define SYS_execve          59
 #define SYS_ioperm          173
 #define SYS_exit_group      231
