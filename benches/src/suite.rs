@@ -294,12 +294,21 @@ pub fn devices(o: &Options, cx: &Context, rounds_n: usize) -> Result<bool, Error
         devices::SEQ_MIB,
         devices::RANDOM_READS
     );
+    text += &format!(
+        "then guest->host: {} KiB over vsock (kvmini), {} KiB over TCP{}\n",
+        devices::VSOCK_KIB,
+        devices::TCP_KIB,
+        section
+            .no_network()
+            .map_or(String::new(), |why| format!(" (not measured: {why})"))
+    );
     text += &commands(&[&section]);
     text += &report::median_table(&rows);
     for what in [
         "sequential read, direct, 1 MiB",
         "sequential write, direct, 1 MiB",
         "random read, direct, 4 KiB",
+        "TCP guest->host (virtio-net)",
     ] {
         if let Some(r) = devices::ratio(&rows, what) {
             text += &format!("kvmini / QEMU, {what}: {}\n", report::ratio_text(r));

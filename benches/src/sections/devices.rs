@@ -5,10 +5,15 @@
 //! [`SEQ_MIB`] MiB in 1 MiB requests, then [`RANDOM_READS`] reads of 4 KiB at random
 //! places, each timed by the guest's own clock.
 //!
-//! QEMU gets the command line kvmini used (from kvmini's first run's `--stats=json`) with its
-//! own device in place of kvmini's, and its disk with its default cache mode (writeback,
-//! through the host's page cache, as kvmini reads and writes). kvmini's runs also give the
-//! CPU time its I/O thread used per request.
+//! In the same boot the guest then sends [`VSOCK_BYTES`] to the host over vsock (kvmini
+//! only: QEMU's vsock needs the host's vhost-vsock) and, when the section could make a network
+//! namespace with a TAP (as root), [`TCP_BYTES`] over TCP through virtio-net; the host's
+//! receivers time each from the connection to the end of the data.
+//!
+//! QEMU gets the kernel parameters kvmini used (from kvmini's first run's `--stats=json`)
+//! with its own devices in place of kvmini's, and its disk with its default cache mode
+//! (writeback, through the host's page cache, as kvmini reads and writes). kvmini's runs also
+//! give the CPU time its I/O thread used per request.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +22,10 @@ use serde::Serialize;
 
 use kvmini_measure::runner::{self, Spec, Status};
 
+use super::devices_net::{
+    self, Netns, Received, GUEST_ADDR, HOST_ADDR, NETNS, TAP, TCP_BYTES, TCP_PORT, VSOCK_BYTES,
+    VSOCK_PORT,
+};
 use super::{Context, Section, GUESTS};
 use crate::host::{shown, Peer};
 use crate::kvmini_stats::{self, KvminiStats};
@@ -34,8 +43,19 @@ const DISK_MIB: u64 = 16;
 pub const SEQ_MIB: u32 = 4;
 /// 4 KiB reads at random places.
 pub const RANDOM_READS: u32 = 200;
-/// Where QEMU's microvm puts its first virtio-mmio device (its last slot) and its line.
-const QEMU_DEVICE: &str = "virtio_mmio.device=512@0xfeb00e00:12";
+/// Where QEMU's microvm puts its first two virtio-mmio devices (from its last slot down)
+/// and their lines.
+const QEMU_DEVICES: [&str; 2] = [
+    "virtio_mmio.device=512@0xfeb00e00:12",
+    "virtio_mmio.device=512@0xfeb00c00:11",
+];
+/// kvmini's vsock socket.
+const VSOCK_UDS: &str = "bench/build/devices-vsock.sock";
+
+/// KiB the guest sends over vsock and over TCP, for the header.
+pub const VSOCK_KIB: u64 = VSOCK_BYTES >> 10;
+/// KiB over TCP.
+pub const TCP_KIB: u64 = TCP_BYTES >> 10;
 
 /// The files the section needs, relative to the checkout.
 pub fn inputs() -> Vec<PathBuf> {
@@ -48,6 +68,10 @@ pub struct Figures {
     seq_read_mb_s: f64,
     seq_write_mb_s: f64,
     rand_read_per_s: f64,
+    /// Guest to host over vsock (kvmini only).
+    vsock_mb_s: Option<f64>,
+    /// Guest to host over TCP (with the network namespace).
+    tcp_mb_s: Option<f64>,
     /// kvmini only: I/O thread CPU time over the requests its devices answered, µs.
     io_cpu_us_per_request: Option<f64>,
     launch_to_exit_s: f64,
@@ -79,67 +103,60 @@ struct Subject {
     runs: Vec<DeviceRun>,
 }
 
-/// The guest's command.
-fn guest_command() -> [String; 4] {
-    [
-        "blkbench".into(),
-        "/dev/vda".into(),
-        SEQ_MIB.to_string(),
-        RANDOM_READS.to_string(),
-    ]
+/// The guest's command: the disk benchmark, then the transfers the subject has.
+fn guest_command(vsock: bool, net: bool) -> [String; 3] {
+    let b = "/bin/busybox";
+    let mut script = format!("blkbench /dev/vda {SEQ_MIB} {RANDOM_READS}");
+    if vsock {
+        script += &format!(
+            " && {b} head -c {VSOCK_BYTES} /dev/zero | vsock connect 2 {VSOCK_PORT} >/dev/null"
+        );
+    }
+    if net {
+        script += &format!(
+            " && {b} ifconfig eth0 {GUEST_ADDR} netmask 255.255.255.0 up \
+             && {b} head -c {TCP_BYTES} /dev/zero | {b} nc {HOST_ADDR} {TCP_PORT}"
+        );
+    }
+    ["sh".into(), "-c".into(), script]
 }
 
 impl Subject {
-    fn args(&self, cmdline: Option<&str>) -> Option<Vec<String>> {
+    /// The program and its arguments; QEMU's need kvmini's command line (`cmdline`). With
+    /// the namespace, both run inside it (`ip netns exec`).
+    fn command(&self, cmdline: Option<&str>, net: bool) -> Option<(String, Vec<String>)> {
         let disk = self.disk.display().to_string();
         let image = format!("{GUESTS}/{KERNEL}");
-        let args: Vec<String> = match self.vmm {
-            Vmm::Kvmini => ["run", &image, "--initrd", INITRAMFS, "--mem", MEM]
-                .into_iter()
-                .chain(["--disk", &disk, "--stats=json", "--"])
-                .map(String::from)
-                .chain(guest_command())
-                .collect(),
-            Vmm::Qemu => {
-                let append = qemu_cmdline(cmdline?);
-                let drive = format!("id=d0,file={disk},format=raw,if=none");
-                [
-                    "-M",
-                    "microvm,acpi=off,auto-kernel-cmdline=off",
-                    "-accel",
-                    "kvm",
-                    "-cpu",
-                    "host,-cx16,-arch-capabilities",
-                    "-m",
-                    MEM,
-                    "-smp",
-                    "1",
-                    "-nodefaults",
-                    "-no-user-config",
-                    "-display",
-                    "none",
-                    "-serial",
-                    "stdio",
-                    "-no-reboot",
-                    "-device",
-                    "i8042",
-                    "-kernel",
-                    &image,
-                    "-initrd",
-                    INITRAMFS,
-                    "-append",
-                    &append,
-                    "-drive",
-                    &drive,
-                    "-device",
-                    "virtio-blk-device,drive=d0",
-                ]
-                .into_iter()
-                .map(String::from)
-                .collect()
+        let vsock = self.vmm == Vmm::Kvmini;
+        let init = guest_command(vsock, net);
+        let mut args: Vec<String> = match self.vmm {
+            Vmm::Kvmini => {
+                let mut a: Vec<String> = ["run", &image, "--initrd", INITRAMFS, "--mem", MEM]
+                    .into_iter()
+                    .chain(["--disk", &disk, "--stats=json"])
+                    .map(String::from)
+                    .collect();
+                a.extend(["--vsock".into(), format!("cid=3,uds={VSOCK_UDS}")]);
+                if net {
+                    a.extend(["--net".into(), format!("tap={TAP}")]);
+                }
+                a.push("--".into());
+                a.extend(init);
+                a
             }
+            Vmm::Qemu => qemu_args(&image, &disk, &qemu_cmdline(cmdline?, net, &init), net),
         };
-        Some(args)
+        let mut program = self.program.clone();
+        if net {
+            let mut wrapped: Vec<String> = ["netns", "exec", NETNS]
+                .into_iter()
+                .map(String::from)
+                .collect();
+            wrapped.push(program);
+            wrapped.append(&mut args);
+            (program, args) = ("ip".into(), wrapped);
+        }
+        Some((program, args))
     }
 
     fn live(&self) -> bool {
@@ -150,12 +167,25 @@ impl Subject {
         self.runs.iter().filter_map(|r| r.figures.as_ref())
     }
 
-    fn run(&mut self, round: usize, args: Vec<String>, limit: Duration) -> Option<KvminiStats> {
+    fn run(
+        &mut self,
+        round: usize,
+        (program, args): (String, Vec<String>),
+        limit: Duration,
+        net: bool,
+    ) -> Option<KvminiStats> {
         if let Err(e) = make_disk(&self.disk) {
             self.stopped = Some(format!("cannot make {}: {e}", self.disk.display()));
             return None;
         }
-        let mut spec = Spec::new(&self.program, &args);
+        let receivers = match self.receivers(net, limit) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stopped = Some(format!("cannot start the host's receivers: {e}"));
+                return None;
+            }
+        };
+        let mut spec = Spec::new(&program, &args);
         spec.timeout = limit;
         let (figures, failure, stats) = match runner::run(&spec, false) {
             Err(e) => {
@@ -164,7 +194,12 @@ impl Subject {
             }
             Ok(run) => {
                 let stats = kvmini_stats::from_stderr(&run.stderr_text());
-                let parsed = parse(&run.stdout_text());
+                let parsed = parse(&run.stdout_text()).and_then(|mut f| {
+                    let [vsock, tcp] = receivers.map(|r| r.map(|h| h.join().ok().flatten()));
+                    f.vsock_mb_s = transfer("vsock", vsock, VSOCK_BYTES)?;
+                    f.tcp_mb_s = transfer("TCP", tcp, TCP_BYTES)?;
+                    Ok(f)
+                });
                 let failure = match (&run.status, &parsed) {
                     (Status::Code(0), Ok(_)) => None,
                     (Status::TimedOut, _) => {
@@ -191,6 +226,86 @@ impl Subject {
     }
 }
 
+impl Subject {
+    /// The host's ends of the transfers this subject's guest makes: vsock, TCP.
+    fn receivers(
+        &self,
+        net: bool,
+        limit: Duration,
+    ) -> std::io::Result<[Option<devices_net::Receiver>; 2]> {
+        let vsock = match self.vmm {
+            Vmm::Kvmini => Some(devices_net::vsock_receiver(Path::new(VSOCK_UDS), limit)?),
+            Vmm::Qemu => None,
+        };
+        let tcp = match net {
+            true => Some(devices_net::tcp_receiver(limit)?),
+            false => None,
+        };
+        Ok([vsock, tcp])
+    }
+}
+
+/// The rate of a transfer that was expected (`Some`): every byte must have come.
+fn transfer(what: &str, got: Option<Option<Received>>, bytes: u64) -> Result<Option<f64>, String> {
+    match got {
+        None => Ok(None),
+        Some(Some(r)) if r.bytes == bytes => Ok(Some(r.mb_s())),
+        Some(Some(r)) => Err(format!("{what}: {} of {bytes} bytes arrived", r.bytes)),
+        Some(None) => Err(format!("{what}: no connection from the guest")),
+    }
+}
+
+/// QEMU's arguments: the same machine, disk and (with `net`) network device as kvmini's.
+fn qemu_args(image: &str, disk: &str, append: &str, net: bool) -> Vec<String> {
+    let drive = format!("id=d0,file={disk},format=raw,if=none");
+    let mut args: Vec<String> = [
+        "-M",
+        "microvm,acpi=off,auto-kernel-cmdline=off",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host,-cx16,-arch-capabilities",
+        "-m",
+        MEM,
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-device",
+        "i8042",
+        "-kernel",
+        image,
+        "-initrd",
+        INITRAMFS,
+        "-append",
+        append,
+        "-drive",
+        &drive,
+        "-device",
+        "virtio-blk-device,drive=d0",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if net {
+        args.extend(
+            [
+                "-netdev",
+                &format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),
+                "-device",
+                "virtio-net-device,netdev=n0",
+            ]
+            .map(String::from),
+        );
+    }
+    args
+}
+
 /// A fresh scratch disk of [`DISK_MIB`] MiB (sparse).
 fn make_disk(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
@@ -207,23 +322,26 @@ fn io_cpu_per_request(stats: &KvminiStats) -> Option<f64> {
     (requests > 0).then(|| cpu_ms * 1e3 / requests as f64)
 }
 
-/// kvmini's command line with QEMU's device in place of kvmini's: its words before ` -- `
-/// without `virtio_mmio.device=` and `root=`, QEMU's device, then init's arguments.
-fn qemu_cmdline(kvmini: &str) -> String {
-    let (kernel, init) = match kvmini.split_once(" -- ") {
-        Some((k, i)) => (k, i),
-        None => (kvmini, ""),
-    };
-    let mut words: Vec<&str> = kernel
+/// kvmini's kernel parameters with QEMU's devices in place of kvmini's (its words before
+/// ` -- ` without `virtio_mmio.device=`), then ` -- ` and `init`, quoted as kvmini quotes.
+fn qemu_cmdline(kvmini: &str, net: bool, init: &[String]) -> String {
+    let kernel = kvmini.split_once(" -- ").map_or(kvmini, |(k, _)| k);
+    let mut words: Vec<String> = kernel
         .split_whitespace()
-        .filter(|w| !w.starts_with("virtio_mmio.device=") && !w.starts_with("root="))
+        .filter(|w| !w.starts_with("virtio_mmio.device="))
+        .map(String::from)
         .collect();
-    words.push(QEMU_DEVICE);
-    let mut line = words.join(" ");
-    if !init.is_empty() {
-        line = format!("{line} -- {init}");
-    }
-    line
+    words.extend(
+        QEMU_DEVICES[..1 + usize::from(net)]
+            .iter()
+            .map(|d| d.to_string()),
+    );
+    words.push("--".into());
+    words.extend(init.iter().map(|w| match w.contains(' ') {
+        true => format!("\"{w}\""),
+        false => w.clone(),
+    }));
+    words.join(" ")
 }
 
 /// The three `blkbench:` lines.
@@ -258,6 +376,8 @@ pub struct Devices {
     subjects: Vec<Subject>,
     /// kvmini's command line, from its first run, which QEMU is given.
     cmdline: Option<String>,
+    /// The namespace with the TAP, or why there is none (then no TCP transfer).
+    netns: Result<Netns, String>,
 }
 
 impl Devices {
@@ -285,7 +405,13 @@ impl Devices {
                 ),
             ],
             cmdline: None,
+            netns: Netns::create(),
         }
+    }
+
+    /// Why there is no TCP transfer, if there is none.
+    pub fn no_network(&self) -> Option<&str> {
+        self.netns.as_ref().err().map(String::as_str)
     }
 
     /// The results, for the results file.
@@ -307,6 +433,9 @@ impl Devices {
             "seq_mib": SEQ_MIB,
             "random_reads": RANDOM_READS,
             "kvmini_cmdline": self.cmdline,
+            "vsock_bytes": VSOCK_BYTES,
+            "tcp_bytes": TCP_BYTES,
+            "no_network": self.no_network(),
             "subjects": subjects,
         })
     }
@@ -315,7 +444,7 @@ impl Devices {
 /// A figure of a run: name, unit, how to get it.
 type Of = (&'static str, &'static str, fn(&Figures) -> Option<f64>);
 
-const FIGURES: [Of; 5] = [
+const FIGURES: [Of; 7] = [
     ("sequential read, direct, 1 MiB", "MB/s", |f| {
         Some(f.seq_read_mb_s)
     }),
@@ -325,6 +454,8 @@ const FIGURES: [Of; 5] = [
     ("random read, direct, 4 KiB", "req/s", |f| {
         Some(f.rand_read_per_s)
     }),
+    ("vsock guest->host", "MB/s", |f| f.vsock_mb_s),
+    ("TCP guest->host (virtio-net)", "MB/s", |f| f.tcp_mb_s),
     ("I/O thread CPU per request", "us", |f| {
         f.io_cpu_us_per_request
     }),
@@ -338,10 +469,12 @@ impl Section for Devices {
         self.subjects
             .iter()
             .map(|s| {
-                let args = s.args(self.cmdline.as_deref());
-                let line = match args {
-                    Some(a) => shown(&s.program, &a),
-                    None => format!("{} (kvmini's command line, then its own device)", s.program),
+                let line = match s.command(self.cmdline.as_deref(), self.netns.is_ok()) {
+                    Some((program, args)) => shown(&program, &args),
+                    None => format!(
+                        "{} (kvmini's command line, then its own devices)",
+                        s.program
+                    ),
                 };
                 (s.name.to_string(), line)
             })
@@ -355,11 +488,12 @@ impl Section for Devices {
             if !self.subjects[i].live() {
                 continue;
             }
-            let Some(args) = self.subjects[i].args(self.cmdline.as_deref()) else {
+            let net = self.netns.is_ok();
+            let Some(command) = self.subjects[i].command(self.cmdline.as_deref(), net) else {
                 self.subjects[i].stopped = Some("kvmini gave no command line to copy".into());
                 continue;
             };
-            let stats = self.subjects[i].run(round, args, self.limit);
+            let stats = self.subjects[i].run(round, command, self.limit, net);
             if self.cmdline.is_none() {
                 self.cmdline = stats.and_then(|s| s.cmdline);
             }
@@ -374,7 +508,14 @@ impl Section for Devices {
                 if s.vmm == Vmm::Qemu && what.starts_with("I/O thread") {
                     continue;
                 }
-                let outcome = match (&s.absent, &s.stopped) {
+                let unavailable = match what {
+                    w if w.starts_with("vsock") && s.vmm == Vmm::Qemu => {
+                        Some("needs vhost-vsock on the host (/dev/vhost-vsock)".to_string())
+                    }
+                    w if w.starts_with("TCP") => self.no_network().map(str::to_string),
+                    _ => None,
+                };
+                let outcome = match (s.absent.as_ref().or(unavailable.as_ref()), &s.stopped) {
                     (Some(why), _) => Outcome::NotInstalled {
                         reason: why.clone(),
                     },
@@ -438,12 +579,22 @@ mod tests {
     }
 
     #[test]
-    fn qemu_gets_kvmini_command_line_with_its_own_device() {
-        let kvmini = "console=ttyS0 noxsave virtio_mmio.device=4K@0xd0000000:5 root=/dev/vda rw \
-                      -- blkbench /dev/vda 4 200";
-        assert_eq!(
-            qemu_cmdline(kvmini),
-            format!("console=ttyS0 noxsave rw {QEMU_DEVICE} -- blkbench /dev/vda 4 200")
+    fn qemu_gets_kvmini_parameters_with_its_own_devices() {
+        let kvmini = "console=ttyS0 noxsave virtio_mmio.device=4K@0xd0000000:5 \
+                      virtio_mmio.device=4K@0xd0001000:6 -- sh -c \"blkbench /dev/vda 4 200\"";
+        let init = guest_command(false, true);
+        let line = qemu_cmdline(kvmini, true, &init);
+        assert!(
+            line.starts_with(&format!(
+                "console=ttyS0 noxsave {} {} -- sh -c \"blkbench /dev/vda 4 200 && ",
+                QEMU_DEVICES[0], QEMU_DEVICES[1]
+            )),
+            "{line}"
+        );
+        assert!(!line.contains("vsock"), "{line}");
+        assert!(
+            line.ends_with(&format!("nc {HOST_ADDR} {TCP_PORT}\"")),
+            "{line}"
         );
     }
 }

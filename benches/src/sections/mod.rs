@@ -13,6 +13,7 @@
 
 pub mod density;
 pub mod devices;
+mod devices_net;
 pub mod exit_cost;
 pub mod linux;
 pub mod memory;
