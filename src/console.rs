@@ -160,6 +160,7 @@ impl Console {
         latch: Arc<StopLatch>,
         initial: Vec<u8>,
         snapshot: SnapshotTrigger,
+        seccomp: crate::config::SeccompMode,
     ) -> std::io::Result<Option<Self>> {
         let kind = stdin_kind();
         if kind == StdinKind::Other && initial.is_empty() {
@@ -174,6 +175,7 @@ impl Console {
         let thread = std::thread::Builder::new()
             .name("kvmini-stdin".into())
             .spawn(move || {
+                crate::sandbox::enter_or_exit(crate::sandbox::Role::Console, seccomp);
                 if enqueue(&serial, &initial, &stop_thread) && kind != StdinKind::Other {
                     let terminal = kind == StdinKind::Terminal;
                     feed(serial, latch, &stop_thread, terminal, &snapshot)

@@ -43,6 +43,7 @@ mod host;
 mod kick;
 mod memory;
 mod signal;
+mod sandbox;
 mod snapshot;
 pub mod stats;
 pub mod status;

@@ -34,7 +34,11 @@ fn usr1() -> libc::sigset_t {
 impl SnapshotSignal {
     /// Blocks SIGUSR1 in the calling thread, so that the threads it starts afterwards (the
     /// vCPUs, the console) block it too, and starts the watcher.
-    pub fn start(trigger: SnapshotTrigger, latch: Arc<StopLatch>) -> std::io::Result<Self> {
+    pub fn start(
+        trigger: SnapshotTrigger,
+        latch: Arc<StopLatch>,
+        seccomp: crate::config::SeccompMode,
+    ) -> std::io::Result<Self> {
         let set = usr1();
         // SAFETY: as above.
         let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -57,7 +61,10 @@ impl SnapshotSignal {
         let stop_thread = stop.clone();
         let thread = std::thread::Builder::new()
             .name("kvmini-signal".into())
-            .spawn(move || watch(&fd, &stop_thread, &trigger, &latch))?;
+            .spawn(move || {
+                crate::sandbox::enter_or_exit(crate::sandbox::Role::Signal, seccomp);
+                watch(&fd, &stop_thread, &trigger, &latch)
+            })?;
         Ok(SnapshotSignal {
             thread: Some(thread),
             stop,

@@ -18,6 +18,8 @@ pub const OUTPUT_LIMIT: i32 = 123;
 pub const TIMEOUT: i32 = 124;
 /// kvmini itself failed (a KVM call that should not fail did).
 pub const INTERNAL: i32 = 125;
+/// A kvmini thread made a system call its seccomp filter does not allow (`--seccomp on`).
+pub const SANDBOX: i32 = 126;
 
 /// Guest exit codes at or above this collide with kvmini's own statuses.
 pub const FIRST_RESERVED: i32 = BAD_INPUT;
@@ -37,7 +39,9 @@ Exit status:
            access to unclaimed guest-physical memory, kernel panic, unexpected exit)
   123      the guest wrote more than --serial-limit bytes to the serial port
   124      --timeout expired
-  125      internal error in kvmini";
+  125      internal error in kvmini
+  126      the sandbox stopped kvmini: a thread made a system call its seccomp
+           filter does not allow (the message names it; see --seccomp)";
 
 /// The exit status for a stopped VM.
 pub fn for_stop(reason: &StopReason) -> i32 {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use kvmini::config::{
-    self, CpuMode, DebugExitConfig, HostWorkarounds, ImageFormat, SerialInput, SerialOutput,
-    UnclaimedMmio, VmConfig,
+    self, CpuMode, DebugExitConfig, HostWorkarounds, ImageFormat, SeccompMode, SerialInput,
+    SerialOutput, UnclaimedMmio, VmConfig,
 };
 use kvmini::{status, Error, RunOutcome, StopReason, Vmm};
 
@@ -95,6 +95,10 @@ pub struct RunArgs {
     #[command(flatten)]
     devices: crate::devices::DeviceArgs,
 
+    /// Once confined, make a system call no filter allows (tests the sandbox).
+    #[arg(long, hide = true)]
+    debug_forbidden_syscall: bool,
+
     /// Arguments for the guest's init, after "--" (kvmini's initramfs runs them as a command).
     #[arg(last = true, value_name = "INIT_ARGS")]
     init_args: Vec<String>,
@@ -121,6 +125,30 @@ pub struct Control {
     /// object instead.
     #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "text", value_name = "FORMAT")]
     pub stats: Option<StatsArg>,
+
+    /// The sandbox: once the VM is built, each of kvmini's threads runs under a seccomp filter
+    /// that allows only the system calls it needs (see docs/security.md). on: a forbidden call
+    /// ends kvmini with a message and status 126; log: lets it through and has the kernel log
+    /// it; off: no filters.
+    #[arg(long, value_enum, default_value = "on", value_name = "MODE")]
+    pub seccomp: SeccompArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SeccompArg {
+    On,
+    Off,
+    Log,
+}
+
+impl SeccompArg {
+    pub fn mode(self) -> SeccompMode {
+        match self {
+            SeccompArg::On => SeccompMode::On,
+            SeccompArg::Off => SeccompMode::Off,
+            SeccompArg::Log => SeccompMode::Log,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -273,6 +301,8 @@ impl RunArgs {
             snapshot_continue: self.snapshot_continue,
             debug_exit: self.debug_exit.and_then(|d| d.0),
             devices: self.devices.to_config(),
+            seccomp: self.control.seccomp.mode(),
+            debug_forbidden_syscall: self.debug_forbidden_syscall,
         }
     }
 }

@@ -8,6 +8,7 @@ mod devices;
 
 pub use crate::devices::debug_exit::DebugExitConfig;
 pub use crate::devices::serial::SharedBuffer;
+pub use crate::sandbox::SeccompMode;
 pub use devices::{DeviceConfig, DiskConfig, NetConfig, VsockConfig, MIN_GUEST_CID};
 
 /// Smallest guest memory kvmini accepts.
@@ -152,6 +153,13 @@ pub struct VmConfig {
     pub debug_exit: Option<DebugExitConfig>,
     /// Virtio devices (Linux guests).
     pub devices: DeviceConfig,
+    /// The sandbox: a seccomp filter on each of kvmini's threads once the guest runs,
+    /// including the calling thread, which runs the boot vCPU and stays confined afterwards.
+    /// Off by default in the library; the `kvmini` binary turns it on.
+    pub seccomp: SeccompMode,
+    /// Makes a system call no filter allows once the sandbox is in place (tests the sandbox).
+    #[doc(hidden)]
+    pub debug_forbidden_syscall: bool,
 }
 
 /// A VM to restore from a snapshot: the snapshot holds the machine, this says how to run it.
@@ -172,6 +180,8 @@ pub struct RestoreConfig {
     pub input: Vec<u8>,
     /// Time every `KVM_RUN` for the statistics.
     pub time_exits: bool,
+    /// The sandbox, as for [`VmConfig::seccomp`].
+    pub seccomp: SeccompMode,
 }
 
 impl RestoreConfig {
@@ -185,6 +195,7 @@ impl RestoreConfig {
             serial_input: SerialInput::default(),
             input: Vec::new(),
             time_exits: true,
+            seccomp: SeccompMode::Off,
         }
     }
 }
@@ -215,6 +226,8 @@ impl VmConfig {
             snapshot_continue: false,
             debug_exit: None,
             devices: DeviceConfig::default(),
+            seccomp: SeccompMode::Off,
+            debug_forbidden_syscall: false,
         }
     }
 

@@ -11,7 +11,8 @@ use kvm_ioctls::{Kvm, VmFd};
 
 use crate::arch::x86_64::layout;
 use crate::boot;
-use crate::config::{self, SerialInput, VmConfig};
+use crate::config::{self, SeccompMode, SerialInput, VmConfig};
+use crate::sandbox::Role;
 use crate::console::Console;
 use crate::crash::{CrashKind, CrashReport};
 use crate::devices::debug_port::{DebugPort, USERSPACE_UP};
@@ -76,6 +77,9 @@ pub enum Error {
     /// A snapshot could not be saved or restored.
     #[error("snapshot: {0}")]
     Snapshot(#[from] crate::snapshot::Error),
+    /// A thread could not enter the sandbox.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::Error),
     /// A device's file, socket or TAP could not be opened as asked.
     #[error(transparent)]
     Device(#[from] virtio::SetupError),
@@ -97,6 +101,7 @@ impl Error {
             | Error::Kvm { .. }
             | Error::Console(_)
             | Error::Thread(_)
+            | Error::Sandbox(_)
             | Error::Vcpu(_) => status::INTERNAL,
         }
     }
@@ -140,6 +145,10 @@ pub struct Vmm {
     snapshot_trigger: SnapshotTrigger,
     /// After saving, go on running.
     snapshot_continue: bool,
+    /// The sandbox every thread enters before the guest runs.
+    seccomp: SeccompMode,
+    /// Make a forbidden system call once confined (tests the sandbox).
+    debug_forbidden_syscall: bool,
     start: Instant,
     ready: Instant,
 }
@@ -239,6 +248,8 @@ impl Vmm {
             snapshot,
             snapshot_trigger,
             snapshot_continue: config.snapshot_continue,
+            seccomp: config.seccomp,
+            debug_forbidden_syscall: config.debug_forbidden_syscall,
             start,
             ready: Instant::now(),
         })
@@ -251,7 +262,7 @@ impl Vmm {
         // Before any thread starts: they inherit the blocked SIGUSR1.
         let _signal = match self.snapshot_trigger.is_armed() {
             true => Some(
-                SnapshotSignal::start(self.snapshot_trigger.clone(), latch.clone())
+                SnapshotSignal::start(self.snapshot_trigger.clone(), latch.clone(), self.seccomp)
                     .map_err(Error::Thread)?,
             ),
             false => None,
@@ -260,14 +271,23 @@ impl Vmm {
             SerialInput::Stdin if self.machine.pc_platform => {
                 let input = std::mem::take(&mut self.input);
                 let trigger = self.snapshot_trigger.clone();
-                Console::start(self.devices.serial.clone(), latch.clone(), input, trigger)
-                    .map_err(Error::Console)?
+                Console::start(
+                    self.devices.serial.clone(),
+                    latch.clone(),
+                    input,
+                    trigger,
+                    self.seccomp,
+                )
+                .map_err(Error::Console)?
             }
             _ => None,
         };
         let io_thread = match &self.epoll {
             Some(epoll) => {
-                Some(IoThread::start(epoll.clone(), self.virtio.clone()).map_err(Error::Thread)?)
+                Some(
+                    IoThread::start(epoll.clone(), self.virtio.clone(), self.seccomp)
+                        .map_err(Error::Thread)?,
+                )
             }
             None => None,
         };
@@ -282,7 +302,12 @@ impl Vmm {
                 t.saturating_sub(started.elapsed())
                     .max(Duration::from_nanos(1))
             });
-            let (stats, vcpus) = run_vcpus(std::mem::take(&mut self.vcpus), &latch, timeout)?;
+            let sandbox = Sandbox {
+                mode: self.seccomp,
+                forbidden_call: self.debug_forbidden_syscall,
+            };
+            let (stats, vcpus) =
+                run_vcpus(std::mem::take(&mut self.vcpus), &latch, timeout, sandbox)?;
             self.vcpus = vcpus;
             let reason = latch.reason().unwrap_or(StopReason::Halted);
             let Some(writer) = self
@@ -371,7 +396,12 @@ fn run_vcpus(
     vcpus: Vec<Vcpu>,
     latch: &Arc<StopLatch>,
     timeout: Option<Duration>,
+    sandbox: Sandbox,
 ) -> Result<(VcpuStats, Vec<Vcpu>), Error> {
+    // The kick's signal handler goes in before any thread is confined (sigaction is not
+    // among the calls the filters allow).
+    crate::kick::install_handler()
+        .map_err(|e| Error::Thread(std::io::Error::from_raw_os_error(e.errno())))?;
     let mut vcpus = vcpus.into_iter();
     let mut boot_vcpu = vcpus
         .next()
@@ -382,12 +412,20 @@ fn run_vcpus(
             std::thread::Builder::new()
                 .name("kvmini-vcpu".into())
                 .spawn(move || {
+                    crate::sandbox::enter_or_exit(Role::Vcpu, sandbox.mode);
                     let result = vcpu.run(&latch, None);
                     (vcpu, result)
                 })
                 .map_err(Error::Thread)
         })
         .collect::<Result<_, _>>()?;
+    // Last, once every other thread runs: the calling thread's filter is inherited by any
+    // thread it starts.
+    crate::sandbox::enter(Role::Main, sandbox.mode)?;
+    if sandbox.forbidden_call && sandbox.mode != SeccompMode::Off {
+        // SAFETY: a system call without arguments that no filter allows.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
     let mut result = boot_vcpu.run(latch, timeout).map_err(Error::from);
     let mut stats = boot_vcpu.stats.clone();
     let mut stopped = vec![boot_vcpu];
@@ -408,6 +446,13 @@ fn run_vcpus(
         }
     }
     result.map(|()| (stats, stopped))
+}
+
+/// How the vCPU threads confine themselves.
+#[derive(Clone, Copy)]
+struct Sandbox {
+    mode: SeccompMode,
+    forbidden_call: bool,
 }
 
 /// Pages Intel CPUs without "unrestricted guest" need to run real mode.

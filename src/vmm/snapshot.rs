@@ -186,6 +186,8 @@ impl Vmm {
             snapshot: None,
             snapshot_trigger: SnapshotTrigger::default(),
             snapshot_continue: false,
+            seccomp: config.seccomp,
+            debug_forbidden_syscall: false,
             start,
             ready: Instant::now(),
         })

@@ -194,8 +194,8 @@ impl Subject {
             }
             Ok(run) => {
                 let stats = kvmini_stats::from_stderr(&run.stderr_text());
+                let [vsock, tcp] = receivers.map(|r| r.map(devices_net::Receiver::finish));
                 let parsed = parse(&run.stdout_text()).and_then(|mut f| {
-                    let [vsock, tcp] = receivers.map(|r| r.map(|h| h.join().ok().flatten()));
                     f.vsock_mb_s = transfer("vsock", vsock, VSOCK_BYTES)?;
                     f.tcp_mb_s = transfer("TCP", tcp, TCP_BYTES)?;
                     Ok(f)

@@ -8,6 +8,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,8 +44,21 @@ impl Received {
     }
 }
 
-/// A receiver running on its own thread until its one connection ends or `limit` passes.
-pub type Receiver = JoinHandle<Option<Received>>;
+/// A receiver running on its own thread until its one connection ends, `limit` passes, or
+/// it is told the guest is gone.
+pub struct Receiver {
+    handle: JoinHandle<Option<Received>>,
+    gone: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    /// What arrived, once the VMM has exited: a receiver still waiting for its connection
+    /// then stops waiting.
+    pub fn finish(self) -> Option<Received> {
+        self.gone.store(true, Ordering::SeqCst);
+        self.handle.join().ok().flatten()
+    }
+}
 
 /// Reads one connection to its end.
 fn receive(mut stream: impl Read, start: Instant) -> Option<Received> {
@@ -63,10 +78,15 @@ fn receive(mut stream: impl Read, start: Instant) -> Option<Received> {
     })
 }
 
-/// Waits for one connection on a non-blocking listener, polling until `limit`.
-fn accept_by<S>(limit: Duration, mut accept: impl FnMut() -> std::io::Result<S>) -> Option<S> {
+/// Waits for one connection on a non-blocking listener, polling until `limit` or until the
+/// guest is `gone`.
+fn accept_by<S>(
+    limit: Duration,
+    gone: &AtomicBool,
+    mut accept: impl FnMut() -> std::io::Result<S>,
+) -> Option<S> {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !gone.load(Ordering::SeqCst) {
         match accept() {
             Ok(s) => return Some(s),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -84,20 +104,25 @@ pub fn vsock_receiver(uds: &Path, limit: Duration) -> std::io::Result<Receiver> 
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     listener.set_nonblocking(true)?;
-    Ok(std::thread::spawn(move || {
-        let (stream, _) = accept_by(limit, || listener.accept())?;
+    let gone = Arc::new(AtomicBool::new(false));
+    let flag = gone.clone();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = accept_by(limit, &flag, || listener.accept())?;
         let start = Instant::now();
         stream.set_nonblocking(false).ok()?;
         let got = receive(stream, start);
         let _ = std::fs::remove_file(&path);
         got
-    }))
+    });
+    Ok(Receiver { handle, gone })
 }
 
 /// The TCP receiver at `HOST_ADDR:TCP_PORT` inside the namespace (the thread enters it).
 pub fn tcp_receiver(limit: Duration) -> std::io::Result<Receiver> {
     let ns = std::fs::File::open(format!("/run/netns/{NETNS}"))?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let gone = Arc::new(AtomicBool::new(false));
+    let flag = gone.clone();
     let handle = std::thread::spawn(move || {
         // SAFETY: setns on a namespace file this thread opened; it moves only this thread.
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -113,7 +138,7 @@ pub fn tcp_receiver(limit: Duration) -> std::io::Result<Receiver> {
         };
         listener.set_nonblocking(true).ok()?;
         let _ = ready_tx.send(Ok(()));
-        let (stream, _) = accept_by(limit, || listener.accept())?;
+        let (stream, _) = accept_by(limit, &flag, || listener.accept())?;
         let start = Instant::now();
         stream.set_nonblocking(false).ok()?;
         receive(stream, start)
@@ -121,7 +146,7 @@ pub fn tcp_receiver(limit: Duration) -> std::io::Result<Receiver> {
     ready_rx
         .recv()
         .map_err(|_| std::io::Error::other("the TCP receiver thread ended"))??;
-    Ok(handle)
+    Ok(Receiver { handle, gone })
 }
 
 /// Runs `ip ARGS`, failing with its message.

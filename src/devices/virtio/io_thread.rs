@@ -41,7 +41,11 @@ pub struct IoThread {
 
 impl IoThread {
     /// Starts serving `devices` (device `i` registered its events as number `i`) on `epoll`.
-    pub fn start(epoll: Arc<Epoll>, devices: Vec<SharedTransport>) -> std::io::Result<Self> {
+    pub fn start(
+        epoll: Arc<Epoll>,
+        devices: Vec<SharedTransport>,
+        seccomp: crate::config::SeccompMode,
+    ) -> std::io::Result<Self> {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         epoll.ctl(
             ControlOperation::Add,
@@ -61,7 +65,10 @@ impl IoThread {
         }
         let handle = std::thread::Builder::new()
             .name("kvmini-io".into())
-            .spawn(move || event_loop(&epoll, &devices))?;
+            .spawn(move || {
+                crate::sandbox::enter_or_exit(crate::sandbox::Role::Io, seccomp);
+                event_loop(&epoll, &devices)
+            })?;
         Ok(IoThread {
             stop,
             handle: Some(handle),
