@@ -12,7 +12,8 @@ pub const BAD_INPUT: i32 = 120;
 pub const NO_KVM: i32 = 121;
 /// The guest crashed: triple fault, emulation failure, failed entry, unclaimed MMIO.
 pub const GUEST_CRASH: i32 = 122;
-/// The guest wrote more serial output than `--serial-limit` allows.
+/// The guest's serial output was cut short: it wrote more than `--serial-limit` allows, or
+/// kvmini could not write it (a closed pipe, a full disk).
 pub const OUTPUT_LIMIT: i32 = 123;
 /// `--timeout` expired.
 pub const TIMEOUT: i32 = 124;
@@ -35,7 +36,8 @@ Exit status:
   121      no usable KVM on this host (/dev/kvm missing, not accessible, too old)
   122      the guest crashed (triple fault, emulation failure, failed VM entry,
            access to unclaimed guest-physical memory, kernel panic, unexpected exit)
-  123      the guest wrote more than --serial-limit bytes to the serial port
+  123      the guest's serial output was cut short: it wrote more than --serial-limit
+           bytes, or kvmini could not write it (a closed pipe, a full disk, an error)
   124      --timeout expired
   125      internal error in kvmini";
 
@@ -51,7 +53,7 @@ pub fn for_stop(reason: &StopReason) -> i32 {
         | StopReason::Snapshot => CLEAN,
         StopReason::Crash(_) => GUEST_CRASH,
         StopReason::Timeout => TIMEOUT,
-        StopReason::OutputLimit(_) => OUTPUT_LIMIT,
+        StopReason::OutputLimit(_) | StopReason::OutputFailed(_) => OUTPUT_LIMIT,
     }
 }
 

@@ -6,8 +6,14 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{guest, kvm_or_skip, kvmini, scratch, status, texts};
+use std::time::Duration;
+
+use common::{guest, kvm_or_skip, kvmini, kvmini_within, scratch, status, texts};
 use kvmini::status::{BAD_INPUT, GUEST_CRASH, OUTPUT_LIMIT, TIMEOUT};
+
+/// How long any one run here may take before the test calls it a hang: far more than any of
+/// them needs.
+const HANG: Duration = Duration::from_secs(120);
 
 /// The image a case runs.
 enum Image {
@@ -15,6 +21,8 @@ enum Image {
     None,
     /// A path that is not there.
     Missing(&'static str),
+    /// A path that is there but is no image (a device).
+    Path(&'static str),
     /// A built guest.
     Guest(&'static str),
     /// The first bytes of a built guest: (file name, guest, length).
@@ -27,7 +35,7 @@ impl Image {
     fn path(&self) -> Option<PathBuf> {
         match self {
             Image::None => None,
-            Image::Missing(p) => Some(PathBuf::from(p)),
+            Image::Missing(p) | Image::Path(p) => Some(PathBuf::from(p)),
             Image::Guest(name) => Some(guest(name)),
             Image::Cut(name, from, len) => {
                 let made = scratch(name);
@@ -69,6 +77,34 @@ const fn bad(
     }
 }
 
+/// `elf` with `count` more program headers, each a PT_NOTE segment over the same `size`
+/// bytes of zeros (every one of them an empty note) appended to the file.
+fn with_notes(mut elf: Vec<u8>, count: usize, size: u64) -> Vec<u8> {
+    let word = |v: &[u8], at: usize, n: usize| {
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&v[at..at + n]);
+        u64::from_le_bytes(b) as usize
+    };
+    let (phoff, phnum) = (word(&elf, 0x20, 8), word(&elf, 0x38, 2));
+    let mut table = elf[phoff..phoff + phnum * 56].to_vec();
+    elf.resize(elf.len().next_multiple_of(8), 0);
+    let zeros = elf.len() as u64;
+    elf.resize(elf.len() + size as usize, 0);
+    for _ in 0..count {
+        table.extend_from_slice(&4u32.to_le_bytes()); // p_type = PT_NOTE
+        table.extend_from_slice(&4u32.to_le_bytes()); // p_flags = R
+        for field in [zeros, 0, 0, size, size, 4] {
+            // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+            table.extend_from_slice(&field.to_le_bytes());
+        }
+    }
+    let new_phoff = elf.len() as u64;
+    elf.extend_from_slice(&table);
+    elf[0x20..0x28].copy_from_slice(&new_phoff.to_le_bytes());
+    elf[0x38..0x3a].copy_from_slice(&((phnum + count) as u16).to_le_bytes());
+    elf
+}
+
 const BAD_INPUTS: &[BadInput] = &[
     bad(
         "missing image",
@@ -104,6 +140,35 @@ const BAD_INPUTS: &[BadInput] = &[
         &[],
         true,
         &["ELF header"],
+    ),
+    // Walking 3,000 segments of empty notes, 12 bytes at a time, took minutes.
+    bad(
+        "ELF with thousands of note segments",
+        Image::Made("notes.elf", "hello.elf", |v| with_notes(v, 3000, 1 << 20)),
+        &["--timeout", "10"],
+        true,
+        &["PT_NOTE segments; kvmini reads at most 16"],
+    ),
+    bad(
+        "ELF with a megabyte of notes",
+        Image::Made("big-note.elf", "hello.elf", |v| with_notes(v, 1, 1 << 20)),
+        &["--timeout", "10"],
+        true,
+        &["PT_NOTE segments hold 1 MiB of notes; kvmini reads at most 64 KiB"],
+    ),
+    bad(
+        "a character device as the image",
+        Image::Path("/dev/zero"),
+        &["--timeout", "10"],
+        true,
+        &["/dev/zero is not a regular file: it is a character device"],
+    ),
+    bad(
+        "a random device as the image",
+        Image::Path("/dev/urandom"),
+        &["--timeout", "10"],
+        true,
+        &["/dev/urandom is not a regular file"],
     ),
     bad(
         "ELF for another machine",
@@ -164,7 +229,28 @@ const BAD_INPUTS: &[BadInput] = &[
         Image::Missing("x.bin"),
         &["--timeout", "0"],
         false,
-        &[],
+        &["must be more than 0 seconds"],
+    ),
+    bad(
+        "infinite timeout",
+        Image::Missing("x.bin"),
+        &["--timeout", "inf"],
+        false,
+        &["'inf' is more than the longest timeout, 1000000000 seconds"],
+    ),
+    bad(
+        "timeout past the longest",
+        Image::Missing("x.bin"),
+        &["--timeout", "1e10"],
+        false,
+        &["'1e10' is more than the longest timeout, 1000000000 seconds"],
+    ),
+    bad(
+        "output limit too large to count",
+        Image::Missing("x.bin"),
+        &["--serial-limit", "99999999T"],
+        false,
+        &["'99999999T' is too large"],
     ),
     bad(
         "raw-image option for an ELF",
@@ -227,7 +313,8 @@ fn bad_input_is_refused_with_status_120_and_a_message_that_says_why() {
         args.extend(image.iter().map(|p| p.display().to_string()));
         args.extend(case.args.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, _, err) = common::kvmini_status(&args);
+        let out = kvmini_within(&args, HANG);
+        let (code, err) = (status(&out), texts(&out).1);
         assert_eq!(code, BAD_INPUT, "{}: {err}", case.case);
         for says in case.says {
             assert!(
@@ -392,4 +479,139 @@ fn serial_flood_without_a_limit_still_ends_at_the_timeout() {
     let json = err.lines().last().unwrap();
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     assert!(v["serial_bytes"].as_u64().unwrap() > 1000, "{json}");
+}
+
+/// A FIFO blocks whoever opens it until the other end shows up: kvmini must refuse one
+/// without waiting, as the image, the initrd or the serial output file.
+#[test]
+fn fifos_are_refused_not_waited_on() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let fifo = scratch("fifo");
+    common::mkfifo(&fifo);
+    let path = fifo.to_str().unwrap();
+    let elf = guest("hello.elf");
+    let elf = elf.to_str().unwrap();
+    let serial = format!("file:{path}");
+    let cases: [(&str, Vec<&str>, &str); 3] = [
+        ("image", vec![path], "is not a regular file: it is a FIFO"),
+        (
+            "initrd",
+            vec![elf, "--initrd", path],
+            "is not a regular file: it is a FIFO",
+        ),
+        (
+            "serial output",
+            vec![elf, "--serial", &serial],
+            "it is a FIFO, not a regular file or a character device",
+        ),
+    ];
+    for (case, args, says) in cases {
+        let mut all = vec!["run"];
+        all.extend(args);
+        all.extend(["--timeout", "5"]);
+        let out = kvmini_within(&all, HANG);
+        let (_, err) = texts(&out);
+        assert_eq!(status(&out), BAD_INPUT, "{case}: {err}");
+        assert!(err.contains(path) && err.contains(says), "{case}: {err}");
+    }
+    std::fs::remove_file(&fifo).unwrap();
+}
+
+#[test]
+fn serial_output_to_a_character_device_is_fine() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let out = kvmini_within(
+        &[
+            "run",
+            guest("hello64.bin").to_str().unwrap(),
+            "--mode",
+            "long",
+            "--serial",
+            "file:/dev/null",
+        ],
+        HANG,
+    );
+    assert_eq!(status(&out), 64, "{}", texts(&out).1);
+}
+
+/// Output the guest wrote that could not be written out: the run stops with the status of
+/// the output limit and says why.
+#[test]
+fn serial_output_that_cannot_be_written_stops_the_run() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let hello = guest("hello64.bin");
+    let run = |serial: &str, stdout: std::process::Stdio| {
+        let mut cmd = std::process::Command::new(common::kvmini_bin());
+        cmd.args(["run", hello.to_str().unwrap(), "--mode", "long"])
+            .args(["--serial", serial, "--timeout", "30"])
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped());
+        let out = common::output_within(cmd, HANG);
+        (status(&out), texts(&out).1)
+    };
+    let full = || std::fs::File::create("/dev/full").unwrap().into();
+    let (code, err) = run("stdio", full());
+    assert_eq!(code, OUTPUT_LIMIT, "{err}");
+    assert!(
+        err.contains(
+            "cannot write the guest's serial output to standard output: No space left on device"
+        ),
+        "{err}"
+    );
+    let (code, err) = run("file:/dev/full", std::process::Stdio::null());
+    assert_eq!(code, OUTPUT_LIMIT, "{err}");
+    assert!(
+        err.contains(
+            "cannot write the guest's serial output to /dev/full: No space left on device"
+        ),
+        "{err}"
+    );
+    // Only root may open it for writing; writing fails even so.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let (code, err) = run("file:/proc/version", std::process::Stdio::null());
+        assert_eq!(code, OUTPUT_LIMIT, "{err}");
+        assert!(
+            err.contains("to /proc/version: Input/output error"),
+            "{err}"
+        );
+    }
+}
+
+/// `kvmini run ... | head -c 10`: once the reader is gone, the VM stops.
+#[test]
+fn a_closed_standard_output_stops_the_run() {
+    if !kvm_or_skip() {
+        return;
+    }
+    use std::io::Read;
+    let mut child = std::process::Command::new(common::kvmini_bin())
+        .args([
+            "run",
+            guest("flood.bin").to_str().unwrap(),
+            "--mode",
+            "long",
+        ])
+        .args(["--timeout", "600"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // The read end closed when its handle went away above.
+    assert_eq!(&head, b"flood: wri");
+    let out = common::output_within_child(child, HANG);
+    let err = texts(&out).1;
+    assert_eq!(status(&out), OUTPUT_LIMIT, "{err}");
+    assert!(
+        err.contains("kvmini: stopped: standard output was closed (Broken pipe"),
+        "{err}"
+    );
 }

@@ -316,7 +316,14 @@ impl Vmm {
         vcpus: usize,
         end: Instant,
     ) -> RunOutcome {
-        let serial = lock(&self.devices.serial);
+        let mut serial = lock(&self.devices.serial);
+        // A write that failed as the VM was stopping for another reason the guest chose (its
+        // exit code right after a lost line) must still be told: output was lost.
+        if let Some(failure) = serial.flush() {
+            if reason.is_the_guests() {
+                reason = StopReason::OutputFailed(failure);
+            }
+        }
         if let (StopReason::Reset, Some(line)) = (&reason, serial.panic_line()) {
             let kind = CrashKind::KernelPanic(line);
             reason = StopReason::Crash(Box::new(CrashReport::new(
