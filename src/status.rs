@@ -17,7 +17,8 @@ pub const GUEST_CRASH: i32 = 122;
 pub const OUTPUT_LIMIT: i32 = 123;
 /// `--timeout` expired.
 pub const TIMEOUT: i32 = 124;
-/// kvmini itself failed (a KVM call that should not fail did).
+/// kvmini itself failed (a KVM call that should not fail did), or the host ran short of
+/// something kvmini needs (open files, address space), which the message names.
 pub const INTERNAL: i32 = 125;
 
 /// Guest exit codes at or above this collide with kvmini's own statuses.
@@ -39,7 +40,8 @@ Exit status:
   123      the guest's serial output was cut short: it wrote more than --serial-limit
            bytes, or kvmini could not write it (a closed pipe, a full disk, an error)
   124      --timeout expired
-  125      internal error in kvmini";
+  125      internal error in kvmini, or a host limit was reached (open files,
+           address space: the message names the ulimit)";
 
 /// The exit status for a stopped VM.
 pub fn for_stop(reason: &StopReason) -> i32 {

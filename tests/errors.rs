@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{guest, kvm_or_skip, kvmini, kvmini_within, scratch, status, texts};
-use kvmini::status::{BAD_INPUT, GUEST_CRASH, OUTPUT_LIMIT, TIMEOUT};
+use kvmini::status::{BAD_INPUT, GUEST_CRASH, INTERNAL, OUTPUT_LIMIT, TIMEOUT};
 
 /// How long any one run here may take before the test calls it a hang: far more than any of
 /// them needs.
@@ -614,4 +614,36 @@ fn a_closed_standard_output_stops_the_run() {
         err.contains("kvmini: stopped: standard output was closed (Broken pipe"),
         "{err}"
     );
+}
+
+/// Too few file descriptors or too little address space are the host's limits, not bad
+/// input: status 125, with the limit named.
+#[test]
+fn host_limits_are_internal_errors_that_name_the_limit() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let hello = guest("hello64.bin");
+    for (limit, says) in [
+        (
+            "ulimit -n 5",
+            "this is the process's open-file limit (ulimit -n), a limit of the host",
+        ),
+        (
+            "ulimit -v 20000",
+            "this is the address-space limit (ulimit -v) or host memory, a limit of the host",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{limit}; exec \"$0\" run \"$1\" --mode long"))
+            .arg(common::kvmini_bin())
+            .arg(&hello)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = common::output_within(cmd, HANG);
+        let err = texts(&out).1;
+        assert_eq!(status(&out), INTERNAL, "{limit}: {err}");
+        assert!(err.contains(says), "{limit}: {err}");
+    }
 }

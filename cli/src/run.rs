@@ -314,7 +314,12 @@ pub fn finish(
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
-            eprintln!("kvmini: error: {e}");
+            match e.host_limit() {
+                Some(limit) => eprintln!(
+                    "kvmini: error: {e}; this is {limit}, a limit of the host, not a fault in the input"
+                ),
+                None => eprintln!("kvmini: error: {e}"),
+            }
             return e.exit_status();
         }
     };
