@@ -647,3 +647,112 @@ fn host_limits_are_internal_errors_that_name_the_limit() {
         assert!(err.contains(says), "{limit}: {err}");
     }
 }
+
+/// A tiny ELF that kvmini takes for Linux (it carries a "Linux" note), so that its console
+/// reads a terminal on standard input; it spins at 1 MiB.
+fn spinning_linux_elf() -> PathBuf {
+    let mut elf = vec![0u8; 0x1002];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4..7].copy_from_slice(&[2, 1, 1]); // 64-bit, little-endian, version 1
+    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[0x12..0x14].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+    elf[0x18..0x20].copy_from_slice(&0x10_0000u64.to_le_bytes()); // e_entry
+    elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf[0x34..0x36].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+    let note = [
+        &6u32.to_le_bytes()[..],
+        &0u32.to_le_bytes(),
+        &1u32.to_le_bytes(),
+        b"Linux\0\0\0",
+    ]
+    .concat();
+    let phdrs: [(u32, u64, u64, u64, u64); 2] = [
+        (1, 0x1000, 0x10_0000, 2, 0x1000),   // PT_LOAD: the code
+        (4, 0x200, 0, note.len() as u64, 0), // PT_NOTE
+    ];
+    for (i, (kind, offset, paddr, filesz, memsz)) in phdrs.into_iter().enumerate() {
+        let at = 64 + i * 56;
+        elf[at..at + 4].copy_from_slice(&kind.to_le_bytes());
+        elf[at + 4..at + 8].copy_from_slice(&5u32.to_le_bytes());
+        for (j, v) in [offset, paddr, paddr, filesz, memsz, 4]
+            .into_iter()
+            .enumerate()
+        {
+            elf[at + 8 + j * 8..at + 16 + j * 8].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    elf[0x200..0x200 + note.len()].copy_from_slice(&note);
+    elf[0x1000..0x1002].copy_from_slice(&[0xeb, 0xfe]); // jmp $
+    let path = scratch("spin-linux.elf");
+    std::fs::write(&path, elf).unwrap();
+    path
+}
+
+/// kvmini runs on a pseudo-terminal (made by script(1)); once it has put the terminal in raw
+/// mode it gets SIGINT, and the terminal must be as it was before.
+#[test]
+fn sigint_puts_the_terminal_back() {
+    if !kvm_or_skip() {
+        return;
+    }
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: no script(1) to make a pseudo-terminal (util-linux)");
+        return;
+    }
+    let dir = scratch("sigint");
+    std::fs::create_dir_all(&dir).unwrap();
+    let inner = "stty -g > \"$D/before\"; tty > \"$D/tty\"; \
+        sh -c 'echo $$ > \"$D/pid\"; exec \"$0\" run \"$1\" --timeout 60' \"$K\" \"$E\"; \
+        echo $? > \"$D/status\"; stty -g > \"$D/after\"";
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", inner, "/dev/null"])
+        .env("D", &dir)
+        .env("K", common::kvmini_bin())
+        .env("E", spinning_linux_elf())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let start = std::time::Instant::now();
+    let waited = |what: &str| {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} never happened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    while read("pid").trim().is_empty() || read("tty").trim().is_empty() {
+        waited("kvmini starting");
+    }
+    let tty = read("tty").trim().to_string();
+    let mode = || {
+        let out = std::process::Command::new("stty")
+            .args(["-g", "-F", &tty])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    while mode() == read("before") {
+        waited("raw mode");
+    }
+    let pid: i32 = read("pid").trim().parse().unwrap();
+    // SAFETY: kill(2) on kvmini's pid, which is running (it just changed the terminal).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    while read("after").is_empty() {
+        waited("kvmini ending");
+    }
+    drop(script.stdin.take());
+    let _ = script.wait();
+    // 128 + SIGINT: kvmini ended as SIGINT ends a process.
+    assert_eq!(read("status").trim(), "130");
+    assert_eq!(read("after"), read("before"), "the terminal is still raw");
+}
