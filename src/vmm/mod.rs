@@ -365,7 +365,15 @@ impl Vmm {
             }
         }
         if let (StopReason::Reset, Some(line)) = (&reason, serial.panic_line()) {
-            let kind = CrashKind::KernelPanic(line);
+            let param = self
+                .machine
+                .cmdline
+                .as_deref()
+                .and_then(crate::crash::panic_param);
+            let kind = CrashKind::KernelPanic {
+                line,
+                param: param.map(str::to_string),
+            };
             reason = StopReason::Crash(Box::new(CrashReport::new(
                 kind, &self.mem, None, None, None,
             )));
