@@ -96,8 +96,7 @@ pub fn panic_param(cmdline: &str) -> Option<&str> {
     let kernel = cmdline.split(" -- ").next().unwrap_or_default();
     kernel
         .split_ascii_whitespace()
-        .filter(|w| w.starts_with("panic="))
-        .next_back()
+        .rfind(|w| w.starts_with("panic="))
 }
 
 /// Everything known about a guest at the moment it died.

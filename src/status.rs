@@ -6,7 +6,8 @@ use crate::stop::StopReason;
 /// The guest stopped cleanly: `hlt` with nothing to wake it, an i8042 reset, power-off (or it
 /// wrote 0 to the exit port).
 pub const CLEAN: i32 = 0;
-/// Bad input or usage: options, an image that is missing, corrupt, truncated or does not fit.
+/// Bad input or usage: options, an image that is missing, corrupt, truncated, not a regular
+/// file or does not fit.
 pub const BAD_INPUT: i32 = 120;
 /// The host has no usable KVM.
 pub const NO_KVM: i32 = 121;
@@ -33,7 +34,7 @@ Exit status:
   V        the guest wrote byte V to I/O port 0xf4 (guests should use 1-119)
   (V<<1)|1 with --debug-exit qemu: the guest wrote V to QEMU's debug-exit device
   120      bad input or usage (options, a missing, corrupt or truncated image, an
-           image that does not fit in guest memory)
+           image or initrd that is not a regular file or does not fit in guest memory)
   121      no usable KVM on this host (/dev/kvm missing, not accessible, too old)
   122      the guest crashed (triple fault, emulation failure, failed VM entry,
            access to unclaimed guest-physical memory, kernel panic, unexpected exit)

@@ -71,7 +71,8 @@ pub struct RunArgs {
     #[arg(long)]
     cmdline: Option<String>,
 
-    /// Initial ramdisk for the kernel (loaded high; PVH passes it as a module).
+    /// Initial ramdisk for the kernel (loaded high; PVH passes it as a module); a regular
+    /// file, as the image must be.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
 
@@ -103,7 +104,8 @@ pub struct RunArgs {
 /// How a VM runs and what is printed when it stops: the options `run` and `restore` share.
 #[derive(clap::Args, Debug)]
 pub struct Control {
-    /// Where serial (COM1) output goes: stdio, none, or file:PATH.
+    /// Where serial (COM1) output goes: stdio, none, or file:PATH (a regular file, created or
+    /// truncated, or a character device such as /dev/null; not a FIFO).
     #[arg(long, default_value = "stdio", value_parser = parse_serial)]
     pub serial: SerialOutput,
 
