@@ -52,6 +52,21 @@ fn restore_terminal() {
     }
 }
 
+/// The signals that would end kvmini while the terminal is raw: each puts the terminal back
+/// first, then ends the process as it would have. SIGINT and SIGQUIT come from `kill` (raw
+/// mode turns off the keys that send them); SIGABRT is a panic in a release build; SIGPIPE
+/// is ignored (a closed output is an error kvmini reports); SIGKILL cannot be caught.
+pub const RESTORING_SIGNALS: [libc::c_int; 8] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGABRT,
+    libc::SIGALRM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
 extern "C" fn restore_and_die(sig: libc::c_int) {
     restore_terminal();
     // SAFETY: back to the default action and re-raise, so the process ends as it would have.
@@ -76,7 +91,7 @@ impl RawMode {
             return Err(std::io::Error::last_os_error());
         }
         let _ = SAVED_TERMIOS.set(t);
-        for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        for sig in RESTORING_SIGNALS {
             // SAFETY: installing a handler that only calls async-signal-safe functions.
             unsafe {
                 libc::signal(
@@ -281,6 +296,19 @@ fn feed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_signal_that_ends_kvmini_by_default_restores_the_terminal_first() {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGABRT,
+        ] {
+            assert!(RESTORING_SIGNALS.contains(&sig), "signal {sig}");
+        }
+    }
 
     #[test]
     fn ctrl_a_x_quits_ctrl_a_s_saves_and_ctrl_a_ctrl_a_is_literal() {

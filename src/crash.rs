@@ -42,7 +42,13 @@ pub enum CrashKind {
     /// An exit kvmini has no use for.
     UnexpectedExit(String),
     /// The Linux guest panicked (its panic line, seen on the console) and reset itself.
-    KernelPanic(String),
+    KernelPanic {
+        /// The panic line.
+        line: String,
+        /// The `panic=` parameter of the kernel command line that asked for the reset, if
+        /// there was one.
+        param: Option<String>,
+    },
 }
 
 impl fmt::Display for CrashKind {
@@ -73,9 +79,24 @@ impl fmt::Display for CrashKind {
                 if *write { "; RIP is already past the writing instruction" } else { "" }
             ),
             CrashKind::UnexpectedExit(name) => write!(f, "unexpected exit {name}"),
-            CrashKind::KernelPanic(line) => write!(f, "kernel panic: \"{line}\" (the kernel then reset the VM, as panic=-1 asks)"),
+            CrashKind::KernelPanic { line, param } => {
+                write!(f, "kernel panic: \"{line}\" (the kernel then reset the VM")?;
+                match param {
+                    Some(p) => write!(f, ", as {p} on its command line asks)"),
+                    None => write!(f, ")"),
+                }
+            }
         }
     }
+}
+
+/// The `panic=` parameter of a kernel command line, as written: the last one before any
+/// ` -- ` (after it the words are init's), which is the one the kernel obeys.
+pub fn panic_param(cmdline: &str) -> Option<&str> {
+    let kernel = cmdline.split(" -- ").next().unwrap_or_default();
+    kernel
+        .split_ascii_whitespace()
+        .rfind(|w| w.starts_with("panic="))
 }
 
 /// Everything known about a guest at the moment it died.
@@ -189,7 +210,7 @@ impl fmt::Display for CrashReport {
         if let Some(note) = &self.host_note {
             writeln!(f, "  note: {note}")?;
         }
-        if let CrashKind::KernelPanic(_) = self.kind {
+        if let CrashKind::KernelPanic { .. } = self.kind {
             // The guest reset itself after the panic: its registers say nothing; its log does.
             return writeln!(f, "  the guest's console output above says why");
         }
@@ -266,6 +287,26 @@ mod tests {
 
     fn mem() -> GuestMem {
         crate::memory::create(16 << 20).unwrap()
+    }
+
+    #[test]
+    fn a_kernel_panic_quotes_the_panic_parameter_the_command_line_gave() {
+        assert_eq!(
+            panic_param("console=ttyS0 panic=-1 quiet panic=1 -- sh -c panic=5"),
+            Some("panic=1")
+        );
+        assert_eq!(panic_param("console=ttyS0"), None);
+        let kind = |param: Option<&str>| CrashKind::KernelPanic {
+            line: "Kernel panic - not syncing: VFS".into(),
+            param: param.map(str::to_string),
+        };
+        assert_eq!(
+            kind(Some("panic=1")).to_string(),
+            "kernel panic: \"Kernel panic - not syncing: VFS\" (the kernel then reset the VM, as panic=1 on its command line asks)"
+        );
+        assert!(kind(None)
+            .to_string()
+            .ends_with("(the kernel then reset the VM)"));
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod config;
 mod console;
 pub mod crash;
 mod devices;
+mod files;
 mod host;
 mod kick;
 mod memory;
@@ -53,5 +54,6 @@ mod vmm;
 
 pub use config::RestoreConfig;
 pub use config::VmConfig;
+pub use devices::serial::WriteFailure;
 pub use stop::StopReason;
 pub use vmm::{run, Error, RunOutcome, Vmm};

@@ -6,17 +6,20 @@ use crate::stop::StopReason;
 /// The guest stopped cleanly: `hlt` with nothing to wake it, an i8042 reset, power-off (or it
 /// wrote 0 to the exit port).
 pub const CLEAN: i32 = 0;
-/// Bad input or usage: options, an image that is missing, corrupt, truncated or does not fit.
+/// Bad input or usage: options, an image that is missing, corrupt, truncated, not a regular
+/// file or does not fit.
 pub const BAD_INPUT: i32 = 120;
 /// The host has no usable KVM.
 pub const NO_KVM: i32 = 121;
 /// The guest crashed: triple fault, emulation failure, failed entry, unclaimed MMIO.
 pub const GUEST_CRASH: i32 = 122;
-/// The guest wrote more serial output than `--serial-limit` allows.
+/// The guest's serial output was cut short: it wrote more than `--serial-limit` allows, or
+/// kvmini could not write it (a closed pipe, a full disk).
 pub const OUTPUT_LIMIT: i32 = 123;
 /// `--timeout` expired.
 pub const TIMEOUT: i32 = 124;
-/// kvmini itself failed (a KVM call that should not fail did).
+/// kvmini itself failed (a KVM call that should not fail did), or the host ran short of
+/// something kvmini needs (open files, address space), which the message names.
 pub const INTERNAL: i32 = 125;
 /// A kvmini thread made a system call its seccomp filter does not allow (`--seccomp on`).
 pub const SANDBOX: i32 = 126;
@@ -33,13 +36,15 @@ Exit status:
   V        the guest wrote byte V to I/O port 0xf4 (guests should use 1-119)
   (V<<1)|1 with --debug-exit qemu: the guest wrote V to QEMU's debug-exit device
   120      bad input or usage (options, a missing, corrupt or truncated image, an
-           image that does not fit in guest memory)
+           image or initrd that is not a regular file or does not fit in guest memory)
   121      no usable KVM on this host (/dev/kvm missing, not accessible, too old)
   122      the guest crashed (triple fault, emulation failure, failed VM entry,
            access to unclaimed guest-physical memory, kernel panic, unexpected exit)
-  123      the guest wrote more than --serial-limit bytes to the serial port
+  123      the guest's serial output was cut short: it wrote more than --serial-limit
+           bytes, or kvmini could not write it (a closed pipe, a full disk, an error)
   124      --timeout expired
-  125      internal error in kvmini
+  125      internal error in kvmini, or a host limit was reached (open files,
+           address space: the message names the ulimit)
   126      the sandbox stopped kvmini: a thread made a system call its seccomp
            filter does not allow (the message names it; see --seccomp)";
 
@@ -55,7 +60,7 @@ pub fn for_stop(reason: &StopReason) -> i32 {
         | StopReason::Snapshot => CLEAN,
         StopReason::Crash(_) => GUEST_CRASH,
         StopReason::Timeout => TIMEOUT,
-        StopReason::OutputLimit(_) => OUTPUT_LIMIT,
+        StopReason::OutputLimit(_) | StopReason::OutputFailed(_) => OUTPUT_LIMIT,
     }
 }
 

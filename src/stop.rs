@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::crash::CrashReport;
+use crate::devices::serial::WriteFailure;
 use crate::devices::{lock, DeviceRequest};
 use crate::kick;
 
@@ -29,6 +30,9 @@ pub enum StopReason {
     Timeout,
     /// The guest wrote more serial output than `--serial-limit` allows.
     OutputLimit(u64),
+    /// The guest's serial output could not be written (a closed pipe, a full disk): the rest
+    /// of it would be lost.
+    OutputFailed(WriteFailure),
     /// The user pressed Ctrl-A x on the console.
     UserQuit,
     /// The guest asked to be saved (`--snapshot`); the VM stopped for it.
@@ -51,8 +55,29 @@ impl std::fmt::Display for StopReason {
             StopReason::OutputLimit(l) => {
                 write!(f, "guest wrote more than {l} bytes to the serial port")
             }
+            StopReason::OutputFailed(e) => write!(f, "serial output could not be written: {e}"),
             StopReason::UserQuit => write!(f, "quit from the console (Ctrl-A x)"),
             StopReason::Snapshot => write!(f, "stopped to save a snapshot"),
+        }
+    }
+}
+
+impl StopReason {
+    /// Whether the guest chose to stop (its exit code, a halt, a reset), or the user did,
+    /// rather than kvmini stopping it for a crash, the timeout or its output.
+    pub fn is_the_guests(&self) -> bool {
+        match self {
+            StopReason::GuestExit(_)
+            | StopReason::DebugExit(_)
+            | StopReason::Halted
+            | StopReason::Reset
+            | StopReason::PowerOff
+            | StopReason::UserQuit
+            | StopReason::Snapshot => true,
+            StopReason::Crash(_)
+            | StopReason::Timeout
+            | StopReason::OutputLimit(_)
+            | StopReason::OutputFailed(_) => false,
         }
     }
 }
@@ -63,6 +88,7 @@ impl From<DeviceRequest> for StopReason {
             DeviceRequest::Exit(v) => StopReason::GuestExit(v),
             DeviceRequest::Reset => StopReason::Reset,
             DeviceRequest::OutputLimit(l) => StopReason::OutputLimit(l),
+            DeviceRequest::OutputFailed(e) => StopReason::OutputFailed(e),
             DeviceRequest::Snapshot => StopReason::Snapshot,
             DeviceRequest::DebugExit(v) => StopReason::DebugExit(v),
         }

@@ -260,3 +260,41 @@ fn qemus_debug_exit_convention_ends_the_run_with_v_shifted_left_plus_one() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("(at w 0xf4)"), "{err}");
 }
+
+/// One read(2) returns at most 0x7ffff000 bytes, so an initrd of 2 GiB or more loads only if
+/// the loader reads on; the kernel (an ELF) is read by the same reader. The file is sparse,
+/// so it costs no disk; loading it touches 2.1 GiB of guest memory, which is slow on a host
+/// that emulates paging.
+#[test]
+fn an_initrd_of_more_than_2_gib_loads_whole() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let initrd = common::scratch("big-initrd.cpio");
+    std::fs::File::create(&initrd)
+        .unwrap()
+        .set_len(2100 << 20)
+        .unwrap();
+    let out = common::kvmini_within(
+        &[
+            "run",
+            guest("hello.elf").to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--mem",
+            "3G",
+            "--timeout",
+            "300",
+            "--stats",
+        ],
+        std::time::Duration::from_secs(600),
+    );
+    std::fs::remove_file(&initrd).unwrap();
+    let (stdout, err) = texts(&out);
+    assert_eq!(status(&out), 0, "{err}");
+    assert!(
+        stdout.starts_with("Hello from a 64-bit ELF kernel"),
+        "{stdout}"
+    );
+    assert!(err.contains(", initrd 2 GiB at 0x"), "{err}");
+}

@@ -71,7 +71,8 @@ pub struct RunArgs {
     #[arg(long)]
     cmdline: Option<String>,
 
-    /// Initial ramdisk for the kernel (loaded high; PVH passes it as a module).
+    /// Initial ramdisk for the kernel (loaded high; PVH passes it as a module); a regular
+    /// file, as the image must be.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
 
@@ -107,16 +108,19 @@ pub struct RunArgs {
 /// How a VM runs and what is printed when it stops: the options `run` and `restore` share.
 #[derive(clap::Args, Debug)]
 pub struct Control {
-    /// Where serial (COM1) output goes: stdio, none, or file:PATH.
+    /// Where serial (COM1) output goes: stdio, none, or file:PATH (a regular file, created or
+    /// truncated, or a character device such as /dev/null; not a FIFO).
     #[arg(long, default_value = "stdio", value_parser = parse_serial)]
     pub serial: SerialOutput,
 
     /// Stop the VM (status 123) once the guest has written more than SIZE bytes to the serial
-    /// port [default: no limit].
+    /// port [default: no limit]. Serial output that cannot be written (a closed pipe, a full
+    /// disk) stops it with status 123 too.
     #[arg(long, value_name = "SIZE", value_parser = parse_byte_size)]
     pub serial_limit: Option<u64>,
 
-    /// Stop the VM (status 124) after SECONDS (fractions allowed).
+    /// Stop the VM (status 124) after SECONDS (fractions allowed; at most 1e9, about 31
+    /// years).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
@@ -250,14 +254,25 @@ fn parse_hidden_feature(f: &str) -> Result<String, String> {
     }
 }
 
+/// The longest `--timeout`, in seconds (about 31 years): far past any run, and well inside
+/// what the timer takes.
+const MAX_TIMEOUT_SECS: f64 = 1e9;
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !(secs > 0.0 && secs <= 1e9) {
-        return Err(format!("'{s}' must be more than 0 seconds"));
+        .ok()
+        .filter(|n: &f64| !n.is_nan())
+        .ok_or_else(|| format!("'{s}' is not a number of seconds"))?;
+    if secs > MAX_TIMEOUT_SECS {
+        return Err(format!(
+            "'{s}' is more than the longest timeout, {MAX_TIMEOUT_SECS} seconds (about 31 years)"
+        ));
     }
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::from_secs_f64(secs.max(0.0)) {
+        d if d.is_zero() => Err(format!("'{s}' must be more than 0 seconds")),
+        d => Ok(d),
+    }
 }
 
 impl RunArgs {
@@ -313,6 +328,15 @@ pub fn main(args: &RunArgs) -> i32 {
     finish(result, &args.control, args.snapshot.as_deref())
 }
 
+/// Where serial output went, for messages.
+fn destination(serial: &SerialOutput) -> String {
+    match serial {
+        SerialOutput::Stdout => "standard output".into(),
+        SerialOutput::File(path) => path.display().to_string(),
+        SerialOutput::Null | SerialOutput::Buffer(_) => "the output".into(),
+    }
+}
+
 /// Prints how the VM stopped and its statistics; returns the exit status.
 pub fn finish(
     result: Result<RunOutcome, Error>,
@@ -322,7 +346,12 @@ pub fn finish(
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
-            eprintln!("kvmini: error: {e}");
+            match e.host_limit() {
+                Some(limit) => eprintln!(
+                    "kvmini: error: {e}; this is {limit}, a limit of the host, not a fault in the input"
+                ),
+                None => eprintln!("kvmini: error: {e}"),
+            }
             return e.exit_status();
         }
     };
@@ -336,6 +365,14 @@ pub fn finish(
         ),
         StopReason::OutputLimit(limit) => eprintln!(
             "kvmini: stopped: the guest wrote more than {limit} bytes to the serial port (--serial-limit)"
+        ),
+        StopReason::OutputFailed(e) if e.is_closed_pipe() => eprintln!(
+            "kvmini: stopped: {} was closed ({e}); the guest's serial output had nowhere to go",
+            destination(&control.serial)
+        ),
+        StopReason::OutputFailed(e) => eprintln!(
+            "kvmini: stopped: cannot write the guest's serial output to {}: {e}; the rest of it was lost",
+            destination(&control.serial)
         ),
         StopReason::UserQuit => eprintln!("kvmini: quit (Ctrl-A x)"),
         StopReason::Snapshot => eprintln!(

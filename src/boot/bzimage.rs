@@ -5,7 +5,6 @@
 //! Source of truth: Linux's `Documentation/arch/x86/boot.rst` (protocol 2.12+ for the 64-bit
 //! entry and `xloadflags`).
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -14,6 +13,7 @@ use linux_loader::loader::{BzImage, KernelLoader};
 use vm_memory::{Address, ByteValued, GuestAddress};
 
 use super::error::{CmdlineProblem, Error, Part, SetupHeaderProblem};
+use super::reader::ImageReader;
 use super::zero_page::{write_boot_params, BOOT_FLAG, HDRS_MAGIC};
 use super::{cmdline, initrd, Entry, KernelArgs, Loaded};
 use crate::arch::x86_64::layout::{HIGH_LOAD_ADDR, ZERO_PAGE_START};
@@ -39,7 +39,11 @@ const DEFAULT_SETUP_SECTS: u64 = 4;
 const SECTOR: u64 = 512;
 
 /// Reads and checks a bzImage's setup header.
-pub fn read_setup_header(file: &mut File, path: &Path, len: u64) -> Result<setup_header, Error> {
+pub fn read_setup_header(
+    file: &mut ImageReader,
+    path: &Path,
+    len: u64,
+) -> Result<setup_header, Error> {
     let mut hdr = setup_header::default();
     let hdr_end = SETUP_HEADER_OFFSET + std::mem::size_of::<setup_header>() as u64;
     if len < hdr_end {
@@ -96,7 +100,7 @@ pub fn check_setup_header(hdr: &setup_header, len: u64) -> Result<(), SetupHeade
 /// Loads a bzImage whose header was checked.
 pub fn load(
     mem: &GuestMem,
-    file: &mut File,
+    file: &mut ImageReader,
     path: &Path,
     hdr: setup_header,
     args: &KernelArgs<'_>,

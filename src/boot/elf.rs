@@ -7,7 +7,6 @@
 //! Sources: the System V ABI ELF chapters; the Xen PVH boot ABI
 //! (`xen/include/public/arch-x86/hvm/start_info.h`).
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -19,14 +18,18 @@ use linux_loader::loader::{Elf, KernelLoader};
 use vm_memory::ByteValued;
 
 use super::error::{ElfProblem, EntryProblem, Error, Part};
+use super::reader::ImageReader;
 use super::{cmdline, initrd, pvh, zero_page, Entry, KernelArgs, Loaded};
 use crate::arch::x86_64::layout::{
     BOOT_STRUCTURES_END, GDT_START, IDENTITY_MAP_SIZE, PVH_INFO_START, ZERO_PAGE_START,
 };
 use crate::memory::{contains_range, GuestMem};
 
-/// Largest PT_NOTE segment kvmini reads when it looks for the "Linux" note.
-const MAX_NOTES: u64 = 1 << 20;
+/// Most PT_NOTE segments kvmini reads (a vmlinux has one)...
+pub const MAX_NOTE_SEGMENTS: usize = 16;
+/// ...and most bytes of notes in all of them (a vmlinux has a few hundred). Both kvmini and
+/// linux-loader walk every note, so this bounds the time a crafted file can take.
+pub const MAX_NOTE_BYTES: u64 = 64 << 10;
 
 /// The parts of an ELF file kvmini looks at before loading it.
 #[derive(Clone, Debug)]
@@ -54,7 +57,7 @@ fn truncated(path: &Path, what: Part, needed: u64, len: u64) -> Error {
 }
 
 /// Reads and checks the file and program headers.
-pub fn read_headers(file: &mut File, path: &Path, len: u64) -> Result<Headers, Error> {
+pub fn read_headers(file: &mut ImageReader, path: &Path, len: u64) -> Result<Headers, Error> {
     let io = |source| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -77,11 +80,47 @@ pub fn read_headers(file: &mut File, path: &Path, len: u64) -> Result<Headers, E
         return Err(truncated(path, Part::ProgramHeaders, table_end, len));
     }
     file.seek(SeekFrom::Start(ehdr.e_phoff)).map_err(io)?;
-    let mut phdrs = vec![Elf64_Phdr::default(); usize::from(ehdr.e_phnum)];
-    for phdr in &mut phdrs {
-        file.read_exact(phdr.as_mut_slice()).map_err(io)?;
+    let mut table = vec![0u8; (table_end - ehdr.e_phoff) as usize];
+    file.read_exact(&mut table).map_err(io)?;
+    let phdrs = table
+        .chunks_exact(phdr_len as usize)
+        .map(|bytes| {
+            let mut phdr = Elf64_Phdr::default();
+            phdr.as_mut_slice().copy_from_slice(bytes);
+            phdr
+        })
+        .collect();
+    let headers = Headers { ehdr, phdrs };
+    check_notes(&headers, path, len)?;
+    Ok(headers)
+}
+
+/// Checks the PT_NOTE segments against the file and kvmini's bounds on notes.
+fn check_notes(h: &Headers, path: &Path, len: u64) -> Result<(), Error> {
+    let notes: Vec<(usize, &Elf64_Phdr)> = h
+        .phdrs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.p_type == PT_NOTE)
+        .collect();
+    if notes.len() > MAX_NOTE_SEGMENTS {
+        return Err(bad(path, ElfProblem::TooManyNoteSegments(notes.len())));
     }
-    Ok(Headers { ehdr, phdrs })
+    let mut total = 0u64;
+    for (i, p) in notes {
+        let end = p
+            .p_offset
+            .checked_add(p.p_filesz)
+            .ok_or_else(|| bad(path, ElfProblem::SegmentOverflow(i)))?;
+        if end > len {
+            return Err(truncated(path, Part::ElfNotes(i), end, len));
+        }
+        total = total.saturating_add(p.p_filesz);
+    }
+    if total > MAX_NOTE_BYTES {
+        return Err(bad(path, ElfProblem::NotesTooLarge(total)));
+    }
+    Ok(())
 }
 
 fn check_ehdr(ehdr: &Elf64_Ehdr) -> Result<(), ElfProblem> {
@@ -160,17 +199,22 @@ fn check_entry(mem: &GuestMem, entry: u64, field: &'static str) -> Result<(), Er
 }
 
 /// Whether the ELF file carries a note named "Linux" (every vmlinux does): such a kernel
-/// gets the machine and the command line Linux expects.
-pub fn has_linux_note(file: &mut File, h: &Headers) -> bool {
-    h.phdrs
-        .iter()
-        .filter(|p| p.p_type == PT_NOTE && p.p_filesz <= MAX_NOTES)
-        .any(|p| {
-            let mut notes = vec![0u8; p.p_filesz as usize];
-            file.seek(SeekFrom::Start(p.p_offset)).is_ok()
-                && file.read_exact(&mut notes).is_ok()
-                && note_names(&notes).any(|name| name == b"Linux")
-        })
+/// gets the machine and the command line Linux expects. Each PT_NOTE segment, checked by
+/// [`read_headers`], is read once.
+pub fn has_linux_note(file: &mut ImageReader, path: &Path, h: &Headers) -> Result<bool, Error> {
+    for p in h.phdrs.iter().filter(|p| p.p_type == PT_NOTE) {
+        let mut notes = vec![0u8; p.p_filesz as usize];
+        file.seek(SeekFrom::Start(p.p_offset))
+            .and_then(|_| file.read_exact(&mut notes))
+            .map_err(|source| Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if note_names(&notes).any(|name| name == b"Linux") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The names of the notes in a PT_NOTE segment (4-byte aligned name and descriptor).
@@ -194,7 +238,7 @@ fn note_names(mut notes: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// zero page in RSI (the 64-bit Linux boot protocol; harmless to other kernels).
 pub fn load(
     mem: &GuestMem,
-    file: &mut File,
+    file: &mut ImageReader,
     path: &Path,
     headers: &Headers,
     args: &KernelArgs<'_>,

@@ -17,6 +17,8 @@ pub enum Part {
     ProgramHeaders,
     /// A loadable ELF segment, by index among the program headers.
     ElfSegment(usize),
+    /// A PT_NOTE segment, by index among the program headers.
+    ElfNotes(usize),
     /// A bzImage's setup header.
     SetupHeader,
     /// A bzImage's kernel once decompressed: `init_size` bytes at `pref_address`.
@@ -38,6 +40,7 @@ impl fmt::Display for Part {
             Part::ElfHeader => write!(f, "the ELF header"),
             Part::ProgramHeaders => write!(f, "the program header table"),
             Part::ElfSegment(i) => write!(f, "ELF segment {i}"),
+            Part::ElfNotes(i) => write!(f, "the notes of ELF segment {i}"),
             Part::SetupHeader => write!(f, "the setup header"),
             Part::DecompressedKernel => {
                 write!(f, "the decompressed kernel (init_size at pref_address)")
@@ -80,6 +83,12 @@ pub enum ElfProblem {
     /// Nothing of type `PT_LOAD`.
     #[error("it has no loadable segments")]
     NoLoadableSegments,
+    /// More PT_NOTE segments than kvmini reads.
+    #[error("it has {0} PT_NOTE segments; kvmini reads at most {max}", max = super::elf::MAX_NOTE_SEGMENTS)]
+    TooManyNoteSegments(usize),
+    /// More bytes of notes than kvmini reads.
+    #[error("its PT_NOTE segments hold {} of notes; kvmini reads at most {}", human_size(*.0), human_size(super::elf::MAX_NOTE_BYTES))]
+    NotesTooLarge(u64),
 }
 
 /// What is wrong with a bzImage's setup header (the x86 boot protocol).
@@ -218,6 +227,14 @@ pub enum Error {
     /// The image is empty.
     #[error("{} is empty", .0.display())]
     Empty(PathBuf),
+    /// The image or initrd is a FIFO, a device or a directory.
+    #[error("{} is not a regular file: it is {kind}", .path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is ("a FIFO").
+        kind: &'static str,
+    },
     /// Part of the image would land outside guest RAM.
     #[error("{what} ({} at {start:#x}) does not fit in {} of guest memory; {hint}", human_size(*.size), human_size(*.mem))]
     DoesNotFit {

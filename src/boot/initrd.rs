@@ -4,12 +4,12 @@
 //! Source of truth: Linux's `Documentation/arch/x86/boot.rst` (`initrd_addr_max`, "the initrd
 //! should typically be located as high in memory as possible").
 
-use std::fs::File;
 use std::path::Path;
 
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::error::{Error, Part};
+use super::reader::{self, ImageReader};
 use crate::arch::x86_64::layout::HIGH_LOAD_ADDR;
 use crate::memory::GuestMem;
 
@@ -63,12 +63,13 @@ pub fn load_initrd(
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io)?;
+    let file = reader::open(path)?;
     let size = file.metadata().map_err(io)?.len();
     if size == 0 {
         return Err(Error::Empty(path.to_path_buf()));
     }
     let addr = place_initrd(mem, size, kernel_end, max_end)?;
+    let mut file = ImageReader::new(file, size);
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
         .map_err(|source| Error::Memory {
             what: "the initrd",

@@ -21,9 +21,9 @@ pub mod initrd;
 pub mod memmap;
 pub mod pvh;
 pub mod raw;
+pub mod reader;
 pub mod zero_page;
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +35,7 @@ use crate::config::ImageFormat;
 use crate::memory::GuestMem;
 pub use entry::{setup_entry, Entry};
 pub use error::Error;
+use reader::ImageReader;
 
 /// What an image is, with the headers that told.
 #[derive(Debug)]
@@ -77,7 +78,7 @@ impl ImageKind {
 #[derive(Debug)]
 pub struct Image {
     path: PathBuf,
-    file: File,
+    file: ImageReader,
     len: u64,
     /// What it is.
     pub kind: ImageKind,
@@ -107,8 +108,9 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// its headers. Nothing is written anywhere yet: the caller sizes guest memory by what the
 /// image is.
 pub fn open(path: &Path, format: Option<ImageFormat>) -> Result<Image, Error> {
-    let mut file = File::open(path).map_err(read_err(path))?;
+    let file = reader::open(path)?;
     let len = file.metadata().map_err(read_err(path))?.len();
+    let mut file = ImageReader::new(file, len);
     if len == 0 {
         return Err(Error::Empty(path.to_path_buf()));
     }
@@ -130,7 +132,7 @@ pub fn open(path: &Path, format: Option<ImageFormat>) -> Result<Image, Error> {
         }
         ImageFormat::Elf => {
             let headers = elf::read_headers(&mut file, path, len)?;
-            let linux = elf::has_linux_note(&mut file, &headers);
+            let linux = elf::has_linux_note(&mut file, path, &headers)?;
             ImageKind::Elf { headers, linux }
         }
     };

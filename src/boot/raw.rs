@@ -6,12 +6,12 @@
 //! - protected and long mode load at 1 MiB and enter at the load address, on kvmini's GDT
 //!   (and, for long mode, its identity map of the first 4 GiB).
 
-use std::fs::File;
 use std::path::Path;
 
 use vm_memory::{Bytes, GuestAddress};
 
 use super::error::{EntryProblem, Error, LoadAddressProblem, Part};
+use super::reader::ImageReader;
 use super::Entry;
 use crate::arch::x86_64::layout::{
     BOOT_STRUCTURES_END, GDT_START, HIGH_LOAD_ADDR, IDENTITY_MAP_SIZE, REAL_MODE_LIMIT,
@@ -124,7 +124,7 @@ pub struct RawArgs {
 /// entry state.
 pub fn load(
     mem: &GuestMem,
-    file: &mut File,
+    file: &mut ImageReader,
     path: &Path,
     len: u64,
     args: &RawArgs,

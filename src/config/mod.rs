@@ -326,6 +326,9 @@ pub enum Error {
         "'{0}' is not a size; write a number with an optional K, M, G or T suffix (e.g. 16M, 1G)"
     )]
     BadSize(String),
+    /// A size past what 64 bits count.
+    #[error("'{0}' is too large; sizes go up to 16 EiB (2^64 bytes) less one")]
+    SizeTooLarge(String),
     /// A number that does not parse.
     #[error("'{0}' is not a number; write it in decimal or with a 0x prefix")]
     BadNumber(String),
@@ -472,7 +475,13 @@ fn parse_size_in(s: &str, plain_shift: u32) -> Result<u64, Error> {
     let t = s.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(digits_end);
-    let n: u64 = num.parse().map_err(|_| bad())?;
+    let too_large = || Error::SizeTooLarge(s.to_string());
+    let n: u64 = num
+        .parse()
+        .map_err(|e: std::num::ParseIntError| match e.kind() {
+            std::num::IntErrorKind::PosOverflow => too_large(),
+            _ => bad(),
+        })?;
     let shift = match suffix.to_ascii_lowercase().as_str() {
         "" => plain_shift,
         "m" | "mb" | "mib" => 20,
@@ -482,7 +491,7 @@ fn parse_size_in(s: &str, plain_shift: u32) -> Result<u64, Error> {
         "t" | "tb" | "tib" => 40,
         _ => return Err(bad()),
     };
-    n.checked_mul(1 << shift).ok_or_else(bad)
+    n.checked_mul(1 << shift).ok_or_else(too_large)
 }
 
 /// Parses an address or count: decimal, or hexadecimal with `0x`.
@@ -530,7 +539,19 @@ mod tests {
         assert_eq!(parse_size("512k"), Ok(512 << 10));
         assert_eq!(parse_size("4096b"), Ok(4096));
         assert_eq!(parse_size("0"), Ok(0));
-        for bad in ["", "M", "16X", "1.5G", "-1", "99999999999T"] {
+        for big in ["99999999T", "99999999999999999999", "16777216T"] {
+            assert_eq!(
+                parse_size(big),
+                Err(Error::SizeTooLarge(big.into())),
+                "{big}"
+            );
+            assert_eq!(parse_byte_count(big), Err(Error::SizeTooLarge(big.into())));
+        }
+        assert!(Error::SizeTooLarge("99999999T".into())
+            .to_string()
+            .starts_with("'99999999T' is too large"));
+        assert_eq!(parse_size("16777215T"), Ok(16777215 << 40));
+        for bad in ["", "M", "16X", "1.5G", "-1"] {
             assert_eq!(parse_size(bad), Err(Error::BadSize(bad.into())), "{bad}");
             assert_eq!(
                 parse_byte_count(bad),

@@ -19,6 +19,8 @@ pub enum DeviceRequest {
     Reset,
     /// Stop the VM; the guest wrote more serial output than allowed.
     OutputLimit(u64),
+    /// Stop the VM; the guest's serial output could not be written.
+    OutputFailed(serial::WriteFailure),
     /// Stop the VM and save it; the guest asked for a snapshot.
     Snapshot,
     /// Stop the VM; the guest wrote this value to QEMU's debug-exit device.

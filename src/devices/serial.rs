@@ -113,6 +113,41 @@ impl PanicWatch {
     }
 }
 
+/// Why serial output could not be written: the system's error number, or the kind of error
+/// when there is none. Plain data, so that it can travel with the VM's stop reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteFailure {
+    /// `errno`, when the system gave one (`EPIPE`, `ENOSPC`, `EIO`).
+    pub errno: Option<i32>,
+    /// The kind of error.
+    pub kind: io::ErrorKind,
+}
+
+impl WriteFailure {
+    /// A closed pipe or terminal: the reader went away.
+    pub fn is_closed_pipe(&self) -> bool {
+        self.kind == io::ErrorKind::BrokenPipe
+    }
+}
+
+impl From<&io::Error> for WriteFailure {
+    fn from(e: &io::Error) -> Self {
+        WriteFailure {
+            errno: e.raw_os_error(),
+            kind: e.kind(),
+        }
+    }
+}
+
+impl std::fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.errno {
+            Some(errno) => write!(f, "{}", io::Error::from_raw_os_error(errno)),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
 /// Where serial output ends up, with accounting.
 pub struct SerialSink {
     out: Box<dyn Write + Send>,
@@ -120,6 +155,8 @@ pub struct SerialSink {
     limit: Option<u64>,
     first_byte_at: Option<Instant>,
     panic: PanicWatch,
+    /// The first write that failed: what follows it is lost, and the VM stops.
+    failed: Option<WriteFailure>,
 }
 
 impl std::fmt::Debug for SerialSink {
@@ -140,6 +177,7 @@ impl SerialSink {
             limit,
             first_byte_at: None,
             panic: PanicWatch::default(),
+            failed: None,
         }
     }
 
@@ -148,9 +186,17 @@ impl SerialSink {
         Self::new(Box::new(io::stdout()), limit)
     }
 
-    /// Output to a new or truncated file.
+    /// Output to a new or truncated file, or to a character device (`/dev/null`, a
+    /// terminal); a FIFO or a directory is refused without waiting on it.
     pub fn file(path: &std::path::Path, limit: Option<u64>) -> io::Result<Self> {
-        Ok(Self::new(Box::new(File::create(path)?), limit))
+        let file: File = crate::files::create_output(path).map_err(|e| match e {
+            crate::files::OpenError::Io(e) => e,
+            other => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{other} or a character device"),
+            ),
+        })?;
+        Ok(Self::new(Box::new(file), limit))
     }
 
     /// Output discarded (but counted).
@@ -160,6 +206,16 @@ impl SerialSink {
 
     fn over_limit(&self) -> bool {
         self.limit.is_some_and(|l| self.written > l)
+    }
+
+    /// Writes to the output, remembering the first failure and writing nothing after it.
+    fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if let Some(f) = self.failed {
+            return Err(io::Error::from(f.kind));
+        }
+        self.out.write_all(bytes).inspect_err(|e| {
+            self.failed = Some(WriteFailure::from(e));
+        })
     }
 }
 
@@ -176,15 +232,20 @@ impl Write for SerialSink {
         self.written += buf.len() as u64;
         self.panic.feed(buf);
         if room < buf.len() {
-            self.out.write_all(&buf[..room])?;
+            self.emit(&buf[..room])?;
             return Err(io::Error::other("serial output limit reached"));
         }
-        self.out.write_all(buf)?;
+        self.emit(buf)?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        if let Some(f) = self.failed {
+            return Err(io::Error::from(f.kind));
+        }
+        self.out.flush().inspect_err(|e| {
+            self.failed = Some(WriteFailure::from(e));
+        })
     }
 }
 
@@ -260,6 +321,12 @@ impl SerialDevice {
         self.uart.writer().written
     }
 
+    /// Writes out what the output still buffers; the first write that failed, if one did.
+    pub fn flush(&mut self) -> Option<WriteFailure> {
+        let _ = self.uart.writer_mut().flush();
+        self.uart.writer().failed
+    }
+
     /// The kernel panic line, if the guest printed one.
     pub fn panic_line(&self) -> Option<String> {
         let line = self.uart.writer().panic.line.as_ref()?;
@@ -288,8 +355,8 @@ impl BusDevice for SerialDevice {
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<DeviceRequest> {
         let &value = data.first()?;
-        // A failed host write (a closed pipe, a full disk) loses the byte but must not stop
-        // the guest; the output limit is the one write error that does.
+        // A failed host write (a closed pipe, a full disk) loses the output: the VM stops,
+        // as for the output limit, so that the user learns of it.
         let _ = self.uart.write(offset as u8, value);
         if offset == IER_OFFSET && !self.input_ready {
             // The same offset is the divisor latch's high byte while DLAB is set: ask the
@@ -297,6 +364,9 @@ impl BusDevice for SerialDevice {
             self.input_ready = self.uart.state().interrupt_enable & IER_RDA != 0;
         }
         let sink = self.uart.writer();
+        if let Some(f) = sink.failed {
+            return Some(DeviceRequest::OutputFailed(f));
+        }
         sink.over_limit()
             .then(|| DeviceRequest::OutputLimit(sink.limit.unwrap_or_default()))
     }
@@ -340,6 +410,70 @@ mod tests {
         }
         assert_eq!(d.write(0, b"e"), Some(DeviceRequest::OutputLimit(4)));
         assert_eq!(buf.text(), "abcd");
+    }
+
+    /// An output that takes `room` bytes, then fails as a closed pipe does.
+    struct ClosedPipe {
+        room: usize,
+    }
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EPIPE));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_that_cannot_be_written_stops_the_vm() {
+        let sink = SerialSink::new(Box::new(ClosedPipe { room: 2 }), None);
+        let mut d = SerialDevice::new(IrqTrigger::default(), sink);
+        assert_eq!(d.write(0, b"a"), None);
+        assert_eq!(d.write(0, b"b"), None);
+        let failure = WriteFailure {
+            errno: Some(libc::EPIPE),
+            kind: io::ErrorKind::BrokenPipe,
+        };
+        assert_eq!(d.write(0, b"c"), Some(DeviceRequest::OutputFailed(failure)));
+        assert!(failure.is_closed_pipe());
+        assert_eq!(failure.to_string(), "Broken pipe (os error 32)");
+        // Nothing more is tried, and the failure stays.
+        assert_eq!(d.write(0, b"d"), Some(DeviceRequest::OutputFailed(failure)));
+        assert_eq!(d.flush(), Some(failure));
+        assert_eq!(d.bytes_written(), 4);
+    }
+
+    #[test]
+    fn a_failed_flush_is_a_failure_too() {
+        // vm-superio flushes after every byte, so the failure stops the VM at that byte.
+        struct FailsToFlush;
+        impl Write for FailsToFlush {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+        }
+        let mut d = SerialDevice::new(
+            IrqTrigger::default(),
+            SerialSink::new(Box::new(FailsToFlush), None),
+        );
+        let Some(DeviceRequest::OutputFailed(f)) = d.write(0, b"x") else {
+            panic!("a failed flush must stop the VM");
+        };
+        assert_eq!(f.errno, Some(libc::ENOSPC));
+        assert_eq!(d.flush(), Some(f));
+        let (mut fine, _) = device(None);
+        assert_eq!(fine.flush(), None);
     }
 
     #[test]

@@ -85,14 +85,54 @@ pub enum Error {
     Device(#[from] virtio::SetupError),
 }
 
+/// The host's limits an error can run into, as the user would raise them.
+const OPEN_FILES: &str = "the process's open-file limit (ulimit -n)";
+const SYSTEM_FILES: &str = "the system's open-file limit (fs.file-max)";
+const ADDRESS_SPACE: &str = "the address-space limit (ulimit -v) or host memory";
+const THREADS: &str = "the process's limit on threads (ulimit -u)";
+
 impl Error {
+    /// The system error behind this one, when there is one.
+    fn errno(&self) -> Option<i32> {
+        let io = |e: &std::io::Error| e.raw_os_error();
+        match self {
+            Error::Host(host::Error::Open(e) | host::Error::CreateVm(e)) => Some(e.errno()),
+            Error::Boot(boot::Error::Read { source, .. }) => io(source),
+            Error::SerialFile { source, .. } => io(source),
+            Error::Kvm { source, .. } => Some(source.errno()),
+            Error::Console(e) | Error::Thread(e) => io(e),
+            Error::Vcpu(vcpu::Error::Run(e)) => Some(e.errno()),
+            Error::Vcpu(vcpu::Error::Setup(e)) => io(e),
+            _ => None,
+        }
+    }
+
+    /// The host limit this error ran into, when it is one: the host's resources, not the
+    /// user's input, were short (too many open files, too little address space).
+    pub fn host_limit(&self) -> Option<&'static str> {
+        if let Error::Memory(memory::Error::Map { .. }) = self {
+            // The size was checked against the host's RAM; mapping it lazily fails only
+            // for want of address space.
+            return Some(ADDRESS_SPACE);
+        }
+        match self.errno()? {
+            libc::EMFILE => Some(OPEN_FILES),
+            libc::ENFILE => Some(SYSTEM_FILES),
+            libc::ENOMEM => Some(ADDRESS_SPACE),
+            libc::EAGAIN if matches!(self, Error::Thread(_)) => Some(THREADS),
+            _ => None,
+        }
+    }
+
     /// The process exit status for this error (see [`status`]).
     pub fn exit_status(&self) -> i32 {
+        if self.host_limit().is_some() {
+            return status::INTERNAL;
+        }
         match self {
             Error::Config(_) | Error::Boot(_) | Error::SerialFile { .. } | Error::Device(_) => {
                 status::BAD_INPUT
             }
-            Error::Memory(memory::Error::Map { .. }) => status::BAD_INPUT,
             Error::Host(_) => status::NO_KVM,
             Error::Snapshot(e) if e.is_bad_input() => status::BAD_INPUT,
             Error::Memory(_)
@@ -341,9 +381,24 @@ impl Vmm {
         vcpus: usize,
         end: Instant,
     ) -> RunOutcome {
-        let serial = lock(&self.devices.serial);
+        let mut serial = lock(&self.devices.serial);
+        // A write that failed as the VM was stopping for another reason the guest chose (its
+        // exit code right after a lost line) must still be told: output was lost.
+        if let Some(failure) = serial.flush() {
+            if reason.is_the_guests() {
+                reason = StopReason::OutputFailed(failure);
+            }
+        }
         if let (StopReason::Reset, Some(line)) = (&reason, serial.panic_line()) {
-            let kind = CrashKind::KernelPanic(line);
+            let param = self
+                .machine
+                .cmdline
+                .as_deref()
+                .and_then(crate::crash::panic_param);
+            let kind = CrashKind::KernelPanic {
+                line,
+                param: param.map(str::to_string),
+            };
             reason = StopReason::Crash(Box::new(CrashReport::new(
                 kind, &self.mem, None, None, None,
             )));

@@ -145,3 +145,47 @@ impl Transcript {
         }
     }
 }
+
+/// Runs `cmd` to its end, killing it after `limit`: a test of something that must not hang
+/// fails instead of hanging with it. Standard output and error are captured unless `cmd`
+/// says otherwise.
+pub fn output_within(mut cmd: Command, limit: std::time::Duration) -> Output {
+    output_within_child(cmd.spawn().expect("command runs"), limit)
+}
+
+/// Waits for `child` to end, killing it after `limit` (see [`output_within`]).
+pub fn output_within_child(child: std::process::Child, limit: std::time::Duration) -> Output {
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("child output"),
+        Err(_) => {
+            // SAFETY: kill(2) on the child's pid, which is not reaped until the thread's
+            // wait returns, so it cannot name another process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out = rx.recv().expect("killed child is reaped").expect("output");
+            panic!(
+                "child {pid} still running after {} s; stderr: {}",
+                limit.as_secs(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Runs the `kvmini` binary, killing it after `limit` (see [`output_within`]).
+pub fn kvmini_within(args: &[&str], limit: std::time::Duration) -> Output {
+    use std::process::Stdio;
+    let mut cmd = Command::new(kvmini_bin());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    output_within(cmd, limit)
+}
+
+/// Makes a FIFO at `path` (replacing whatever was there).
+pub fn mkfifo(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}

@@ -88,6 +88,10 @@ fn qemu_subject(qemu: &Peer) -> Subject {
             "microvm",
             "-accel",
             "kvm",
+            // `-cpu host` as the other QEMU runs, less what makes QEMU abort on AMD hosts
+            // ("failed to set MSR 0x10a") and what the host cannot emulate.
+            "-cpu",
+            "host,-cx16,-arch-capabilities",
             "-nodefaults",
             "-no-user-config",
             "-display",
