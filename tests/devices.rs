@@ -103,8 +103,9 @@ fn connect_to_guest(uds: &Path, port: u32, message: &str) -> (String, String) {
             .unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut ok = String::new();
-        reader.read_line(&mut ok).unwrap();
-        if ok.starts_with("OK ") {
+        // Before the guest listens, kvmini closes (or resets) the stream: try again.
+        let answered = reader.read_line(&mut ok).is_ok();
+        if answered && ok.starts_with("OK ") {
             stream.write_all(message.as_bytes()).unwrap();
             stream.shutdown(std::net::Shutdown::Write).unwrap();
             let mut answer = String::new();
@@ -126,18 +127,22 @@ fn has_line(out: &str, line: &str) -> bool {
 
 /// What the guest runs: every program is one exec, about a second under emulation. The
 /// kernel prints its command line, script included, so the markers the test waits for are
-/// put together by the guest (`$m`) and appear only when the guest prints them.
+/// put together by the guest (`$m`) and appear only when the guest prints them. Programs run
+/// one at a time, fed from files rather than pipes: on a software-virtualized host, busybox
+/// processes that run side by side are sometimes killed by a segmentation fault in the guest
+/// (with or without devices, with kvmini builds from before the devices too: see "On a
+/// software-virtualized host" in docs/devices.md).
 const GUEST_SCRIPT: &str = "\
-m=kvmini-test; \
+m=kvmini-test; B=/bin/busybox; \
 cat /etc/kvmini-rootfs; \
-echo serials $(cat /sys/block/vda/serial) $(cat /sys/block/vdb/serial); \
-echo random $(/bin/busybox head -c 64 /dev/hwrng | /bin/busybox wc -c); \
-echo data $(/bin/busybox head -c 19 /dev/vdb); \
+cat /sys/block/vda/serial; echo; cat /sys/block/vdb/serial; echo; \
+$B head -c 64 /dev/hwrng >/tmp/random; $B wc -c /tmp/random; \
+$B head -c 19 /dev/vdb; echo; \
 echo kvmini-root-file >/hello.txt; \
-printf guest-wrote-this | /bin/busybox dd of=/dev/vdb bs=512 seek=1 conv=fsync 2>/dev/null; \
-echo from-guest | vsock connect 2 6000; \
-echo $m: listening; \
-echo from-guest-listener | vsock listen 5001; \
+printf guest-wrote-this >/tmp/w; \
+$B dd if=/tmp/w of=/dev/vdb bs=512 seek=1 conv=fsync 2>/dev/null; \
+echo from-guest >/tmp/v; vsock connect 2 6000 </tmp/v; \
+echo from-guest-listener >/tmp/l; echo $m: listening; vsock listen 5001 </tmp/l; \
 sync; echo $m: done";
 
 #[test]
@@ -179,12 +184,13 @@ fn root_disk_data_disk_entropy_and_vsock_work_in_one_boot() {
     assert!(has_line(&out, "kvmini root file system"), "{out}");
     assert_eq!(ext4_file(&root, "/hello.txt"), "kvmini-root-file\n");
     // Block: serials, a read of the host's bytes, and the guest's write on the disk.
-    assert!(has_line(&out, "serials root.ext4 kvmini-data"), "{out}");
-    assert!(has_line(&out, "data written-by-the-host"), "{out}");
+    assert!(has_line(&out, "root.ext4"), "{out}");
+    assert!(has_line(&out, "kvmini-data"), "{out}");
+    assert!(has_line(&out, "written-by-the-host"), "{out}");
     assert_eq!(&sector(&data, 1)[..16], b"guest-wrote-this");
     assert!(sector(&data, 1)[16..].iter().all(|&b| b == 0));
     // Entropy.
-    assert!(has_line(&out, "random 64"), "{out}");
+    assert!(has_line(&out, "64 /tmp/random"), "{out}");
     // vsock, guest to host and host to guest.
     assert_eq!(from_guest.join().unwrap(), "from-guest\n");
     assert!(has_line(&out, "from-host"), "{out}");
@@ -200,8 +206,9 @@ fn flushed_writes_survive_sigterm() {
         return;
     }
     let data = data_disk("sigterm.img", 16, b"");
-    let script = "printf kvmini-sigterm-data | /bin/busybox dd of=/dev/vda bs=512 seek=2 \
-                  conv=fsync 2>/dev/null; m=kvmini-test; echo $m: flushed; sleep 600";
+    let script = "printf kvmini-sigterm-data >/tmp/w; /bin/busybox dd if=/tmp/w of=/dev/vda \
+                  bs=512 seek=2 conv=fsync 2>/dev/null; m=kvmini-test; echo $m: flushed; \
+                  sleep 600";
     let mut child = command(&["--disk", data.to_str().unwrap()], script)
         .spawn()
         .unwrap();

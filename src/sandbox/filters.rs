@@ -101,7 +101,7 @@ const IO: &[Entry] = &[
     (libc::SYS_recvfrom, "vsock: data from a host program"),
     (libc::SYS_shutdown, "vsock: half-closing a stream"),
     (libc::SYS_fcntl, "vsock: a new stream made non-blocking"),
-    (libc::SYS_ioctl, "none but KVM's requests, which the I/O thread does not make"),
+    (libc::SYS_ioctl, "vsock: FIONBIO makes a new stream non-blocking (nothing else)"),
 ];
 
 /// The console thread: standard input to the UART.
@@ -132,6 +132,9 @@ pub fn allowed(role: Role) -> impl Iterator<Item = &'static Entry> {
     let vcpu: &[Entry] = if role == Role::Main { VCPU } else { &[] };
     COMMON.iter().chain(own).chain(vcpu)
 }
+
+/// `FIONBIO`: the I/O thread makes a new vsock stream non-blocking.
+pub const FIONBIO: u64 = libc::FIONBIO;
 
 /// `ioctl` requests kvmini makes once the guest runs: KVM's (type 0xAE in bits 8-15) and the
 /// terminal's.

@@ -136,6 +136,12 @@ fn ioctl_rules(role: Role) -> Result<Vec<SeccompRule>, seccompiler::Error> {
             rules.push(SeccompRule::new(vec![request(SeccompCmpOp::Eq, t)?])?);
         }
     }
+    if role == Role::Io {
+        rules.push(SeccompRule::new(vec![request(
+            SeccompCmpOp::Eq,
+            filters::FIONBIO,
+        )?])?);
+    }
     if rules.is_empty() {
         // No rule at all would allow every request: allow none instead.
         rules.push(SeccompRule::new(vec![request(SeccompCmpOp::Eq, u64::MAX >> 32)?])?);
