@@ -172,6 +172,12 @@ fn root_disk_data_disk_entropy_and_vsock_work_in_one_boot() {
     let transcript = Transcript::start(child.stdout.take().unwrap());
     let mut stderr = child.stderr.take().unwrap();
     let at = transcript.wait_for("kvmini-test: listening", 0);
+    // The sandbox: the main (boot vCPU) and I/O threads are filtered while the guest runs.
+    let threads = common::thread_seccomp(child.id());
+    assert!(threads.iter().any(|t| t.0 == "kvmini-io"), "{threads:?}");
+    for (name, mode, _) in threads.iter().filter(|t| !t.0.starts_with("kvm-")) {
+        assert_eq!(*mode, 2, "thread {name} is not filtered: {threads:?}");
+    }
     let (ok, answer) = connect_to_guest(&uds, 5001, "from-host-connector\n");
     transcript.wait_for("kvmini-test: done", at);
     let status = child.wait().unwrap();

@@ -149,6 +149,12 @@ fn the_shell_reads_stdin_and_poweroff_ends_the_vm_cleanly() {
         .unwrap();
     let at = transcript.wait_for("42-from-the-guest-shell", at);
     transcript.wait_for("# ", at);
+    // The sandbox: the console's thread is filtered as well as the main (boot vCPU) one.
+    let threads = common::thread_seccomp(child.id());
+    assert!(threads.iter().any(|t| t.0 == "kvmini-stdin"), "{threads:?}");
+    for (name, mode, _) in threads.iter().filter(|t| !t.0.starts_with("kvm-")) {
+        assert_eq!(*mode, 2, "thread {name} is not filtered: {threads:?}");
+    }
     stdin.write_all(b"poweroff\n").unwrap();
     let status = child.wait().unwrap();
     let mut stderr = String::new();

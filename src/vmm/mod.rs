@@ -12,7 +12,6 @@ use kvm_ioctls::{Kvm, VmFd};
 use crate::arch::x86_64::layout;
 use crate::boot;
 use crate::config::{self, SeccompMode, SerialInput, VmConfig};
-use crate::sandbox::Role;
 use crate::console::Console;
 use crate::crash::{CrashKind, CrashReport};
 use crate::devices::debug_port::{DebugPort, USERSPACE_UP};
@@ -23,6 +22,7 @@ use crate::devices::virtio::{self, setup};
 use crate::devices::{bus, lock, Bus};
 use crate::host::{self, Workarounds};
 use crate::memory::{self, GuestMem};
+use crate::sandbox::Role;
 use crate::signal::SnapshotSignal;
 use crate::snapshot::state::Machine;
 use crate::stats::{DeviceStats, Stats, Timeline, VcpuStats};
@@ -323,12 +323,10 @@ impl Vmm {
             _ => None,
         };
         let io_thread = match &self.epoll {
-            Some(epoll) => {
-                Some(
-                    IoThread::start(epoll.clone(), self.virtio.clone(), self.seccomp)
-                        .map_err(Error::Thread)?,
-                )
-            }
+            Some(epoll) => Some(
+                IoThread::start(epoll.clone(), self.virtio.clone(), self.seccomp)
+                    .map_err(Error::Thread)?,
+            ),
             None => None,
         };
         let vcpu_count = self.vcpus.len();

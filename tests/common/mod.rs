@@ -189,3 +189,30 @@ pub fn mkfifo(path: &std::path::Path) {
     // SAFETY: `c` is a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
 }
+
+/// Every thread of process `pid` with its name and its seccomp state: (name, mode, filters)
+/// from `/proc/PID/task/*/status` (`Seccomp:` 2 is a filter, 0 none).
+pub fn thread_seccomp(pid: u32) -> Vec<(String, u32, u32)> {
+    let mut threads = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        threads.push((
+            field("Name:"),
+            field("Seccomp:").parse().unwrap_or(0),
+            field("Seccomp_filters:").parse().unwrap_or(0),
+        ));
+    }
+    threads
+}
