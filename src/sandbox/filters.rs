@@ -45,6 +45,10 @@ const COMMON: &[Entry] = &[
         "returning from kvmini's signal handlers (the vCPU kick)",
     ),
     (
+        libc::SYS_rt_sigaction,
+        "a fatal signal (SIGINT, SIGTERM...) puts the terminal back, then dies of it",
+    ),
+    (
         libc::SYS_sigaltstack,
         "the signal stack a thread sets up and removes",
     ),
@@ -66,6 +70,10 @@ const COMMON: &[Entry] = &[
         "messages on stderr and serial output on stdout",
     ),
     (libc::SYS_close, "closing descriptors that go out of use"),
+    (
+        libc::SYS_fcntl,
+        "a debug build's standard library checks a descriptor before closing it",
+    ),
     (
         libc::SYS_clock_gettime,
         "timestamps; thread CPU time is a real system call",
@@ -196,7 +204,6 @@ const IO: &[Entry] = &[
     ),
     (libc::SYS_recvfrom, "vsock: data from a host program"),
     (libc::SYS_shutdown, "vsock: half-closing a stream"),
-    (libc::SYS_fcntl, "vsock: a new stream made non-blocking"),
     (
         libc::SYS_ioctl,
         "vsock: FIONBIO makes a new stream non-blocking (nothing else)",

@@ -23,7 +23,10 @@ use kvmini_measure::runner::{self, Spec, Status};
 const KVMINI: &str = "target/x86_64-unknown-linux-gnu/release/kvmini";
 
 #[derive(Parser, Debug)]
-#[command(name = "kvmini-soak", about = "kvmini run many times and for long: statuses, descriptors and memory must stay flat")]
+#[command(
+    name = "kvmini-soak",
+    about = "kvmini run many times and for long: statuses, descriptors and memory must stay flat"
+)]
 struct Options {
     /// Sequential runs of hello.elf.
     #[arg(long, default_value_t = 1000)]
@@ -86,7 +89,8 @@ fn sequential(o: &Options, failures: &mut Vec<String>) {
             o.sequential - bad.len(),
             o.sequential,
             o.sequential as f64 / secs,
-            bad.first().map_or(String::new(), |b| format!("; first failure: {b}"))
+            bad.first()
+                .map_or(String::new(), |b| format!("; first failure: {b}"))
         ),
         failures,
     );
@@ -160,10 +164,17 @@ fn linux(o: &Options, failures: &mut Vec<String>) {
         return;
     }
     if !snapshot.join("state").exists() {
-        check(false, "guest/build/linux-snapshot is missing: make snapshot".into(), failures);
+        check(
+            false,
+            "guest/build/linux-snapshot is missing: make snapshot".into(),
+            failures,
+        );
         return;
     }
-    println!("the Linux guest, a loop of commands for {} minutes", o.linux_minutes);
+    println!(
+        "the Linux guest, a loop of commands for {} minutes",
+        o.linux_minutes
+    );
     let secs = o.linux_minutes * 60;
     // One program at a time: side-by-side busybox processes are what a software-virtualized
     // host sometimes faults (docs/devices.md).
@@ -174,7 +185,14 @@ fn linux(o: &Options, failures: &mut Vec<String>) {
     );
     let mut child = match Command::new(&o.kvmini)
         .args(["restore", &snapshot.display().to_string()])
-        .args(["--timeout", &(secs + 600).to_string(), "--", "sh", "-c", &script])
+        .args([
+            "--timeout",
+            &(secs + 600).to_string(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -208,8 +226,20 @@ fn linux(o: &Options, failures: &mut Vec<String>) {
         failures,
     );
     let third = (samples.len() / 3).max(1);
-    let early = samples.iter().skip(1).take(third).copied().max().unwrap_or((0, 0));
-    let late = samples.iter().rev().take(third).copied().max().unwrap_or((0, 0));
+    let early = samples
+        .iter()
+        .skip(1)
+        .take(third)
+        .copied()
+        .max()
+        .unwrap_or((0, 0));
+    let late = samples
+        .iter()
+        .rev()
+        .take(third)
+        .copied()
+        .max()
+        .unwrap_or((0, 0));
     check(
         late.0 <= early.0,
         format!("kvmini's descriptors: {} early, {} late", early.0, late.0),
@@ -217,7 +247,10 @@ fn linux(o: &Options, failures: &mut Vec<String>) {
     );
     check(
         late.1 <= early.1 + 1024,
-        format!("kvmini's resident memory: {} KiB early, {} KiB late", early.1, late.1),
+        format!(
+            "kvmini's resident memory: {} KiB early, {} KiB late",
+            early.1, late.1
+        ),
         failures,
     );
 }
