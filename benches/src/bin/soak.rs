@@ -194,7 +194,7 @@ fn linux(o: &Options, failures: &mut Vec<String>) {
             &script,
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
     {
         Ok(c) => c,
@@ -215,12 +215,12 @@ fn linux(o: &Options, failures: &mut Vec<String>) {
         }
         std::thread::sleep(Duration::from_secs(5));
     }
-    let status = child.wait().map(|s| s.success()).unwrap_or(false);
+    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
     let commands = reader.join().ok().flatten();
     check(
-        status && commands.is_some(),
+        status == "exit status: 0" && commands.is_some(),
         format!(
-            "kvmini exited 0 after {} commands in the guest",
+            "kvmini ended with {status} after {} commands in the guest",
             commands.unwrap_or_else(|| "?".into())
         ),
         failures,
