@@ -39,6 +39,8 @@ pub mod config;
 mod console;
 pub mod crash;
 mod devices;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod host;
 mod kick;
 mod memory;
