@@ -190,17 +190,21 @@ pub fn image(data: &[u8]) {
 /// arguments) and where it goes; where an initrd goes; the zero page and the PVH start info
 /// that carry both.
 ///
-/// Input: byte 0: bits 0-1: capacity (64 KiB, 2 KiB, 256, 16 bytes); 2: a Linux kernel; 3: the
-/// host's parameters; 4-5: memory as in [`image`]; 6: no user command line; 7: init arguments.
-/// Then the initrd's size, the kernel's end and the initrd's limit (u64 each, little-endian),
-/// then text split at NUL bytes: the user's command line, the device parameters, and init's
-/// arguments.
+/// Input: byte 0: bit 0: a capacity of 256 bytes instead of 64 KiB; 1: a Linux kernel; 2: the
+/// host's parameters; 3: init arguments; 4-5: memory as in [`image`]; 6: no user command
+/// line. Then the initrd's size, the kernel's end and the initrd's limit (u64 each,
+/// little-endian), then lines of text: the user's command line, the device parameters, and
+/// init's arguments, one a line (so that seeds are text files).
 pub fn boot_args(data: &[u8]) {
     let mut input = Input(data);
     let flags = input.u8();
-    let capacity = [CMDLINE_MAX_SIZE, 2048, 256, 16][usize::from(flags & 3)];
-    let linux = flags & 4 != 0;
-    let host_params = if flags & 8 != 0 {
+    let capacity = if flags & 1 != 0 {
+        256
+    } else {
+        CMDLINE_MAX_SIZE
+    };
+    let linux = flags & 2 != 0;
+    let host_params = if flags & 4 != 0 {
         crate::host::Workarounds::PVM.cmdline
     } else {
         None
@@ -208,10 +212,10 @@ pub fn boot_args(data: &[u8]) {
     let mem_size = MEM_SIZES[usize::from(flags >> 4) & 3];
     let (initrd_size, kernel_end, max_end) = (input.u64(), input.u64(), input.u64());
     let text = String::from_utf8_lossy(input.rest()).into_owned();
-    let mut parts = text.split('\0');
+    let mut parts = text.split('\n');
     let base = parts.next().filter(|_| flags & 0x40 == 0);
     let device_params = parts.next().unwrap_or("");
-    let init_args: Vec<String> = match flags & 0x80 {
+    let init_args: Vec<String> = match flags & 8 {
         0 => Vec::new(),
         _ => parts.map(String::from).collect(),
     };
