@@ -45,9 +45,12 @@ use crate::stop::SnapshotTrigger;
 use crate::vcpu::exit::{self, Exit, VcpuEmulation};
 use crate::vmm::build::{self, DeviceArgs};
 
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the name of its file in `fuzz/fuzz_targets/` and of its directory
 /// in `fuzz/regressions/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("image", image),
     ("boot_args", boot_args),
     ("options", options),
@@ -811,7 +814,7 @@ fn host_side(input: &mut Input<'_>, host: &mut HostSide) {
 mod tests {
     use super::*;
 
-    fn target(name: &str) -> fn(&[u8]) {
+    fn target(name: &str) -> Target {
         TARGETS
             .iter()
             .find(|(n, _)| *n == name)
