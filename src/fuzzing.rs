@@ -114,9 +114,10 @@ fn memfd(bytes: &[u8]) -> (File, PathBuf) {
     (file, path)
 }
 
-/// Guest memory sizes the targets choose from: tiny, the default, a Linux guest's, and one
-/// that spans the 32-bit MMIO hole (two regions; mapped lazily, so nearly free).
-const MEM_SIZES: [u64; 4] = [1 << 20, 16 << 20, 64 << 20, (4 << 30) + (16 << 20)];
+/// Guest memory sizes the targets choose from: the default (0, so that a seed behind a zero
+/// header gets it), tiny, a Linux guest's, and one that spans the 32-bit MMIO hole (two
+/// regions; mapped lazily, so nearly free).
+const MEM_SIZES: [u64; 4] = [16 << 20, 1 << 20, 64 << 20, (4 << 30) + (16 << 20)];
 
 /// Image detection, the raw, ELF and bzImage loaders (headers, segments, notes, PVH, setup
 /// header, command line, initrd, zero page or start info) and the entry state, as
@@ -126,7 +127,7 @@ const MEM_SIZES: [u64; 4] = [1 << 20, 16 << 20, 64 << 20, (4 << 30) + (16 << 20)
 ///
 /// | byte | meaning |
 /// |---|---|
-/// | 0 | bits 0-1: format (detected, raw, ELF, bzImage); 2-3: raw mode (real, protected, long, real); 4-5: memory (1, 16, 64 MiB, 4 GiB + 16 MiB); 6: a load address is given; 7: an entry is given |
+/// | 0 | bits 0-1: format (detected, raw, ELF, bzImage); 2-3: raw mode (real, protected, long, real); 4-5: memory (16, 1, 64 MiB, 4 GiB + 16 MiB); 6: a load address is given; 7: an entry is given |
 /// | 1 | command line length (0: none) |
 /// | 2-3 | initrd length, little-endian (0: none) |
 /// | 4-7 | load address |
