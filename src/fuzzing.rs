@@ -135,6 +135,11 @@ const MEM_SIZES: [u64; 4] = [16 << 20, 1 << 20, 64 << 20, (4 << 30) + (16 << 20)
 ///
 /// A real image becomes a seed behind 12 zero bytes (`make fuzz` does that).
 pub fn image(data: &[u8]) {
+    image_run(data);
+}
+
+/// [`image`]; returns the loaded image's summary.
+fn image_run(data: &[u8]) -> Option<String> {
     let mut input = Input(data);
     let flags = input.u8();
     let cmdline_len = usize::from(input.u8());
@@ -158,9 +163,7 @@ pub fn image(data: &[u8]) {
     let (_image_file, image_path) = memfd(input.rest());
     let initrd = (initrd_len > 0).then(|| memfd(initrd_bytes));
 
-    let Ok(image) = boot::open(&image_path, format) else {
-        return;
-    };
+    let image = boot::open(&image_path, format).ok()?;
     let linux = image.kind.is_linux();
     let mem = memory::create(mem_size).expect("map guest memory");
     let args = BootArgs {
@@ -175,9 +178,7 @@ pub fn image(data: &[u8]) {
         },
         initrd: initrd.as_ref().map(|(_, path)| path.as_path()),
     };
-    let Ok(boot) = boot::load(image, &mem, &args) else {
-        return;
-    };
+    let boot = boot::load(image, &mem, &args).ok()?;
     assert_eq!(boot.linux, linux);
     // The loaders promise an entry point in guest memory.
     let first = match boot.entry {
@@ -188,6 +189,7 @@ pub fn image(data: &[u8]) {
     assert!(contains_range(&mem, first, 1), "entry {first:#x} outside");
     let mut sregs = kvm_sregs::default();
     boot::setup_entry(&mem, &boot.entry, &mut sregs).expect("entry state");
+    Some(boot.summary)
 }
 
 /// The kernel command line (kvmini's default, the host's parameters, the devices', init's
@@ -856,6 +858,24 @@ mod tests {
             for input in [&[][..], &[0; 64], &[0xff; 64]] {
                 run(input);
             }
+        }
+    }
+
+    /// A seed for the image target is an image behind 12 zero bytes: detected, loaded into
+    /// the default memory.
+    #[test]
+    fn the_image_target_loads_an_image_behind_a_zero_header() {
+        let mut input = vec![0u8; 12];
+        input.extend([0xfa, 0xf4]);
+        assert_eq!(image_run(&input).as_deref(), Some("raw image, real mode"));
+        input[0] = 0x09;
+        assert_eq!(image_run(&input).as_deref(), Some("raw image, long mode"));
+        let elf = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/build/hello.elf");
+        if let Ok(bytes) = std::fs::read(elf) {
+            let mut input = vec![0u8; 12];
+            input.extend(bytes);
+            let summary = image_run(&input).expect("hello.elf loads");
+            assert!(summary.starts_with("ELF"), "{summary}");
         }
     }
 
