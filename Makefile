@@ -151,3 +151,55 @@ lint:
 clean:
 	$(CARGO) clean
 	$(MAKE) -C guest clean
+
+# Fuzzing (fuzz/README.md): every cargo-fuzz target for FUZZ_SECONDS, one after the other
+# (FUZZ_TARGETS="image buses" for some), then EXIT_FUZZ_COUNT random and mutated guests
+# through the exit path with real KVM (tests/exit_fuzz.rs; EXIT_FUZZ_SEED picks them).
+# Installs a nightly toolchain and cargo-fuzz when missing. The corpora grow in
+# fuzz/corpus/ (not committed), seeded from the built guests and fuzz/seeds/. A crash stops
+# the run with the input in fuzz/artifacts/<target>/; fuzz/README.md says how it becomes a
+# regression test.
+FUZZ_SECONDS    ?= 30
+FUZZ_TARGETS    ?= image boot_args options buses snapshot_state virtio
+FUZZ_ARGS       ?=
+EXIT_FUZZ_COUNT ?= 300
+EXIT_FUZZ_SEED  ?=
+FUZZ_CORPUS     := fuzz/corpus
+
+.PHONY: fuzz fuzz-deps fuzz-seeds
+fuzz: fuzz-deps fuzz-seeds
+	cd fuzz && $(CARGO) +nightly fuzz build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz target $$t, $(FUZZ_SECONDS) s"; \
+	  seeds=; [ -d fuzz/seeds/$$t ] && seeds=seeds/$$t; \
+	  (cd fuzz && $(CARGO) +nightly fuzz run $$t corpus/$$t $$seeds -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_ARGS)); \
+	done
+	KVMINI_EXIT_FUZZ_COUNT=$(EXIT_FUZZ_COUNT) $(if $(EXIT_FUZZ_SEED),KVMINI_EXIT_FUZZ_SEED=$(EXIT_FUZZ_SEED)) \
+	  $(CARGO) test -p kvmini-cli --test exit_fuzz -- --nocapture
+
+fuzz-deps: deps
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
+
+# The built guests as seeds of the image target, behind its 12-byte header (zero: format
+# detected; raw images also in protected and long mode), at most 1 MiB of each; a snapshot
+# of count.bin (its state without the header) for the snapshot target.
+fuzz-seeds: build guests
+	@mkdir -p $(addprefix $(FUZZ_CORPUS)/,$(FUZZ_TARGETS) image snapshot_state)
+	@for f in $(wildcard $(GUESTS)/*.bin $(GUESTS)/*.elf $(GUESTS)/bzImage $(GUESTS)/vmlinux); do \
+	  n=$$(basename $$f); \
+	  for h in '\000' '\001' '\005' '\011'; do \
+	    { printf "$$h"; head -c 11 /dev/zero; head -c 1048576 $$f; } \
+	      > $(FUZZ_CORPUS)/image/seed-$$(printf "$$h" | od -An -tx1 | tr -d ' ')-$$n; \
+	  done; \
+	done
+	@if [ ! -f $(FUZZ_CORPUS)/snapshot_state/seed-count ]; then \
+	  rm -rf $(FUZZ_CORPUS)/.count-snapshot; \
+	  $(KVMINI) run $(GUESTS)/count.bin --mode long --timeout 30 \
+	    --snapshot $(FUZZ_CORPUS)/.count-snapshot >/dev/null 2>&1; \
+	  if [ -f $(FUZZ_CORPUS)/.count-snapshot/state ]; then \
+	    tail -c +37 $(FUZZ_CORPUS)/.count-snapshot/state > $(FUZZ_CORPUS)/snapshot_state/seed-count; \
+	  else echo "no KVM: the snapshot target starts without a saved state"; fi; \
+	  rm -rf $(FUZZ_CORPUS)/.count-snapshot; \
+	fi

@@ -40,6 +40,8 @@ mod console;
 pub mod crash;
 mod devices;
 mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod host;
 mod kick;
 mod memory;

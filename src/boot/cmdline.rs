@@ -62,15 +62,17 @@ pub fn build_cmdline(
 ) -> Result<Cmdline, CmdlineProblem> {
     let build = |capacity| move |source| CmdlineProblem::Build { source, capacity };
     let mut cmdline = Cmdline::new(capacity).map_err(build(None))?;
+    let mut kernel_args = false;
     for part in [base, host_params].into_iter().flatten() {
         if !part.trim().is_empty() {
             cmdline
                 .insert_str(part)
                 .map_err(build(Some(capacity - 1)))?;
+            kernel_args = true;
         }
     }
     if !init_args.is_empty() {
-        if base.is_none_or(|b| b.trim().is_empty()) && host_params.is_none() {
+        if !kernel_args {
             // Linux needs at least one kernel argument before the `--`.
             cmdline.insert_str("--").map_err(build(None))?;
         }
@@ -165,6 +167,10 @@ mod tests {
             Err(CmdlineProblem::Quote(_))
         ));
         let c = build_cmdline(None, None, &["sh".into()], 512).unwrap();
+        assert_eq!(joined(c), "-- -- sh");
+        // Blank parameters are no kernel arguments either (found by the boot_args fuzz
+        // target: the command line had init arguments only, which linux-loader refuses).
+        let c = build_cmdline(Some(" "), Some("\u{b}"), &["sh".into()], 512).unwrap();
         assert_eq!(joined(c), "-- -- sh");
         let err = build_cmdline(Some(&"x".repeat(600)), None, &[], 512).unwrap_err();
         assert!(matches!(err, CmdlineProblem::Build { .. }));

@@ -99,6 +99,9 @@ pub fn map(file: File, layout: &MemoryLayout) -> Result<GuestMem, Error> {
             found: len,
         });
     }
+    if !layout.ranges_are_sound() {
+        return Err(Error::Corrupt("the memory file's data ranges"));
+    }
     prefetch(&file, &layout.resident);
     verify(&file, layout)?;
     let mut regions = Vec::with_capacity(layout.regions.len());

@@ -179,14 +179,18 @@ fn fingerprint() -> u64 {
 
 /// The state file's bytes: header, then the encoded state.
 pub fn encode(state: &VmState) -> Vec<u8> {
-    let payload = bincode::serialize(state).expect("plain data always encodes");
+    frame(&bincode::serialize(state).expect("plain data always encodes"))
+}
+
+/// An encoded state behind the header this build writes.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&fingerprint().to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&checksum(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&checksum(payload).to_le_bytes());
+    out.extend_from_slice(payload);
     out
 }
 

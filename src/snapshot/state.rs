@@ -114,9 +114,27 @@ pub struct MemoryLayout {
 }
 
 impl MemoryLayout {
-    /// The memory file's length.
+    /// The memory file's length (`u64::MAX` for regions whose sizes overflow, which no file
+    /// and no machine matches).
     pub fn file_len(&self) -> u64 {
-        self.regions.iter().map(|(_, size)| size).sum()
+        self.regions
+            .iter()
+            .try_fold(0u64, |sum, (_, size)| sum.checked_add(*size))
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Whether the data ranges are in order, apart, and inside the file, as a save writes
+    /// them (a state file is checksummed against damage, not made safe against forgery).
+    pub fn ranges_are_sound(&self) -> bool {
+        let mut end = 0;
+        self.resident.iter().all(|&(offset, len)| {
+            let ok = offset >= end
+                && offset
+                    .checked_add(len)
+                    .is_some_and(|e| e <= self.file_len());
+            end = offset.saturating_add(len);
+            ok
+        })
     }
 }
 
@@ -135,4 +153,28 @@ pub struct VmState {
     pub serial: SerialState,
     /// The memory file's layout.
     pub memory: MemoryLayout,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forged_memory_layout_is_refused_not_overflowed() {
+        let mut layout = MemoryLayout {
+            regions: vec![(0, 16 << 20)],
+            resident: vec![(0, 0x1000), (0x10_0000, 0x2000)],
+            checksum: 0,
+        };
+        assert_eq!(layout.file_len(), 16 << 20);
+        assert!(layout.ranges_are_sound());
+        layout.resident = vec![(0x10_0000, 0x1000), (0, 0x10)];
+        assert!(!layout.ranges_are_sound(), "out of order");
+        layout.resident = vec![(u64::MAX, 2)];
+        assert!(!layout.ranges_are_sound(), "past the end of u64");
+        layout.resident = vec![((16 << 20) - 0x1000, 0x1001)];
+        assert!(!layout.ranges_are_sound(), "past the end of the file");
+        layout.regions.push((4 << 30, u64::MAX));
+        assert_eq!(layout.file_len(), u64::MAX);
+    }
 }

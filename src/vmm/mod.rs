@@ -1,7 +1,7 @@
 //! The VMM: owns KVM, the VM, guest memory, the vCPU and the buses. `Vmm::new` builds a VM
 //! that is ready to run; `Vmm::run` runs it to the end and says why it stopped.
 
-mod build;
+pub(crate) mod build;
 mod snapshot;
 
 use std::sync::{Arc, Mutex};
@@ -194,11 +194,11 @@ pub struct Vmm {
 }
 
 /// The devices every VM has, and the buses they sit on.
-struct Devices {
-    serial: Arc<Mutex<SerialDevice>>,
+pub(crate) struct Devices {
+    pub(crate) serial: Arc<Mutex<SerialDevice>>,
     debug_port: Arc<Mutex<DebugPort>>,
-    io_bus: Arc<Bus>,
-    mmio_bus: Arc<Bus>,
+    pub(crate) io_bus: Arc<Bus>,
+    pub(crate) mmio_bus: Arc<Bus>,
 }
 
 impl Vmm {

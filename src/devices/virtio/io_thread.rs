@@ -52,17 +52,7 @@ impl IoThread {
             std::os::fd::AsRawFd::as_raw_fd(&stop),
             EpollEvent::new(EventSet::IN, STOP_TOKEN),
         )?;
-        for (i, device) in devices.iter().enumerate() {
-            let transport = lock(device);
-            for (q, evt) in transport.queue_evts().iter().enumerate() {
-                let token = (i as u64) << 32 | q as u64;
-                epoll.ctl(
-                    ControlOperation::Add,
-                    std::os::fd::AsRawFd::as_raw_fd(evt),
-                    EpollEvent::new(EventSet::IN, token),
-                )?;
-            }
-        }
+        watch_queues(&epoll, &devices)?;
         let handle = std::thread::Builder::new()
             .name("kvmini-io".into())
             .spawn(move || {
@@ -95,6 +85,38 @@ impl Drop for IoThread {
     }
 }
 
+/// Watches every queue's eventfd on `epoll`: device `i`'s queue `q` reports as source `q`
+/// of device `i`.
+pub fn watch_queues(epoll: &Epoll, devices: &[SharedTransport]) -> std::io::Result<()> {
+    for (i, device) in devices.iter().enumerate() {
+        let transport = lock(device);
+        for (q, evt) in transport.queue_evts().iter().enumerate() {
+            let token = (i as u64) << 32 | q as u64;
+            epoll.ctl(
+                ControlOperation::Add,
+                std::os::fd::AsRawFd::as_raw_fd(evt),
+                EpollEvent::new(EventSet::IN, token),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands one event to its device, under the device's lock: a queue's notification, or one
+/// of the device's own file descriptors.
+pub fn dispatch(devices: &[SharedTransport], token: u64, events: EventSet) {
+    let (device, source) = ((token >> 32) as usize, token as u32);
+    let Some(device) = devices.get(device) else {
+        return;
+    };
+    let mut transport = lock(device);
+    if source < super::FIRST_DEVICE_SOURCE {
+        transport.queue_notified(source as usize);
+    } else {
+        transport.device_event(source, events);
+    }
+}
+
 fn event_loop(epoll: &Epoll, devices: &[SharedTransport]) -> IoStats {
     let mut events = vec![EpollEvent::default(); 32];
     let mut stats = IoStats::default();
@@ -113,16 +135,7 @@ fn event_loop(epoll: &Epoll, devices: &[SharedTransport]) -> IoStats {
                 break 'outer;
             }
             stats.events += 1;
-            let (device, source) = ((token >> 32) as usize, token as u32);
-            let Some(device) = devices.get(device) else {
-                continue;
-            };
-            let mut transport = lock(device);
-            if source < super::FIRST_DEVICE_SOURCE {
-                transport.queue_notified(source as usize);
-            } else {
-                transport.device_event(source, event.event_set());
-            }
+            dispatch(devices, token, event.event_set());
         }
     }
     stats.cpu_time = thread_cpu_time();

@@ -80,8 +80,8 @@ impl Tap {
     }
 
     /// A TAP stand-in over any non-blocking descriptor that keeps frame boundaries (a
-    /// `SOCK_SEQPACKET` socket pair in the tests).
-    #[cfg(test)]
+    /// `SOCK_SEQPACKET` socket pair in the tests and the fuzz targets).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn from_fd(fd: OwnedFd) -> Self {
         Tap { fd }
     }

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `kvmini::fuzzing::options` for what it runs and how it reads its input.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kvmini::fuzzing::options(data));

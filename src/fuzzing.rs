@@ -1,0 +1,897 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz, libFuzzer): each takes arbitrary
+//! bytes, reads a small configuration from their start, and runs kvmini's own code on the
+//! rest, the way a VM build or a running guest would reach it, but without `/dev/kvm`.
+//!
+//! **Not a stable API.** It exists only with the `fuzzing` feature (and in the library's own
+//! tests, which run the saved crashes under `fuzz/regressions/` through it) and changes with
+//! the code it reaches. Each entry point panics only when kvmini does, or when one of the few
+//! properties checked here fails; an error kvmini returns for bad input is a normal outcome.
+//!
+//! The input layout of each target is documented on its function; fuzz/README.md tells how
+//! to run them and how a crash becomes a regression test.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::kvm_sregs;
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
+
+use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, VIRTIO_MMIO_BASE};
+use crate::boot::cmdline::{self, CmdlineArgs};
+use crate::boot::raw::RawArgs;
+use crate::boot::{self, initrd, pvh, zero_page, BootArgs, Entry};
+use crate::config::{
+    self, CpuMode, DebugExitConfig, DeviceConfig, DiskConfig, ImageFormat, NetConfig, SerialOutput,
+    UnclaimedMmio, VmConfig, VsockConfig,
+};
+use crate::devices::serial::IrqTrigger;
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::Net;
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::tap::Tap;
+use crate::devices::virtio::vsock::Vsock;
+use crate::devices::virtio::{io_thread, EventRegistry, Interrupt, VirtioDevice};
+use crate::devices::{lock, BusDevice};
+use crate::memory::{self, contains_range};
+use crate::snapshot;
+use crate::stats::VcpuStats;
+use crate::stop::SnapshotTrigger;
+use crate::vcpu::exit::{self, Exit, VcpuEmulation};
+use crate::vmm::build::{self, DeviceArgs};
+
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
+/// Every target by name (the name of its file in `fuzz/fuzz_targets/` and of its directory
+/// in `fuzz/regressions/`).
+pub const TARGETS: &[(&str, Target)] = &[
+    ("image", image),
+    ("boot_args", boot_args),
+    ("options", options),
+    ("buses", buses),
+    ("snapshot_state", snapshot_state),
+    ("virtio", virtio),
+];
+
+/// The bytes of an input, consumed from the front; past the end every number reads 0.
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        head
+    }
+
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0; N];
+        let head = self.take(N);
+        a[..head.len()].copy_from_slice(head);
+        a
+    }
+
+    fn u8(&mut self) -> u8 {
+        self.array::<1>()[0]
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.array())
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.array())
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.array())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        self.take(usize::MAX)
+    }
+}
+
+/// A file in memory holding `bytes`, and a path that opens it (the loaders and devices take
+/// paths).
+fn memfd(bytes: &[u8]) -> (File, PathBuf) {
+    // SAFETY: the name is a NUL-terminated string; the call takes no other pointer.
+    let fd = unsafe { libc::memfd_create(c"kvmini-fuzz".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a new descriptor owned by nothing else.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(bytes).expect("write to a memfd");
+    let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    (file, path)
+}
+
+/// Guest memory sizes the targets choose from: the default (0, so that a seed behind a zero
+/// header gets it), tiny, a Linux guest's, and one that spans the 32-bit MMIO hole (two
+/// regions; mapped lazily, so nearly free).
+const MEM_SIZES: [u64; 4] = [16 << 20, 1 << 20, 64 << 20, (4 << 30) + (16 << 20)];
+
+/// Image detection, the raw, ELF and bzImage loaders (headers, segments, notes, PVH, setup
+/// header, command line, initrd, zero page or start info) and the entry state, as
+/// `Vmm::new` runs them.
+///
+/// Input: a 12-byte header, then the command line, the initrd and the image:
+///
+/// | byte | meaning |
+/// |---|---|
+/// | 0 | bits 0-1: format (detected, raw, ELF, bzImage); 2-3: raw mode (real, protected, long, real); 4-5: memory (16, 1, 64 MiB, 4 GiB + 16 MiB); 6: a load address is given; 7: an entry is given |
+/// | 1 | command line length (0: none) |
+/// | 2-3 | initrd length, little-endian (0: none) |
+/// | 4-7 | load address |
+/// | 8-11 | entry point |
+///
+/// A real image becomes a seed behind 12 zero bytes (`make fuzz` does that).
+pub fn image(data: &[u8]) {
+    image_run(data);
+}
+
+/// [`image`]; returns the loaded image's summary.
+fn image_run(data: &[u8]) -> Option<String> {
+    let mut input = Input(data);
+    let flags = input.u8();
+    let cmdline_len = usize::from(input.u8());
+    let initrd_len = usize::from(input.u16());
+    let load_addr = input.u32();
+    let entry = input.u32();
+    let format = match flags & 3 {
+        0 => None,
+        1 => Some(ImageFormat::Raw),
+        2 => Some(ImageFormat::Elf),
+        _ => Some(ImageFormat::BzImage),
+    };
+    let mode = match (flags >> 2) & 3 {
+        1 => CpuMode::Protected,
+        2 => CpuMode::Long,
+        _ => CpuMode::Real,
+    };
+    let mem_size = MEM_SIZES[usize::from(flags >> 4) & 3];
+    let cmdline_text = String::from_utf8_lossy(input.take(cmdline_len)).into_owned();
+    let initrd_bytes = input.take(initrd_len);
+    let (_image_file, image_path) = memfd(input.rest());
+    let initrd = (initrd_len > 0).then(|| memfd(initrd_bytes));
+
+    let image = boot::open(&image_path, format).ok()?;
+    let linux = image.kind.is_linux();
+    let mem = memory::create(mem_size).expect("map guest memory");
+    let args = BootArgs {
+        raw: RawArgs {
+            mode,
+            load_addr: (flags & 0x40 != 0).then_some(u64::from(load_addr)),
+            entry: (flags & 0x80 != 0).then_some(u64::from(entry)),
+        },
+        cmdline: CmdlineArgs {
+            base: (cmdline_len > 0).then_some(cmdline_text.as_str()),
+            ..Default::default()
+        },
+        initrd: initrd.as_ref().map(|(_, path)| path.as_path()),
+    };
+    let boot = boot::load(image, &mem, &args).ok()?;
+    assert_eq!(boot.linux, linux);
+    // The loaders promise an entry point in guest memory.
+    let first = match boot.entry {
+        Entry::Real { segment, ip } => u64::from(segment) * 16 + u64::from(ip),
+        Entry::Protected { eip, .. } => u64::from(eip),
+        Entry::Long { rip, .. } => rip,
+    };
+    assert!(contains_range(&mem, first, 1), "entry {first:#x} outside");
+    let mut sregs = kvm_sregs::default();
+    boot::setup_entry(&mem, &boot.entry, &mut sregs).expect("entry state");
+    Some(boot.summary)
+}
+
+/// The kernel command line (kvmini's default, the host's parameters, the devices', init's
+/// arguments) and where it goes; where an initrd goes; the zero page and the PVH start info
+/// that carry both.
+///
+/// Input: byte 0: bit 0: a capacity of 256 bytes instead of 64 KiB; 1: a Linux kernel; 2: the
+/// host's parameters; 3: init arguments; 4-5: memory as in [`image`]; 6: no user command
+/// line. Then the initrd's size, the kernel's end and the initrd's limit (u64 each,
+/// little-endian), then lines of text: the user's command line, the device parameters, and
+/// init's arguments, one a line (so that seeds are text files).
+pub fn boot_args(data: &[u8]) {
+    let mut input = Input(data);
+    let flags = input.u8();
+    let capacity = if flags & 1 != 0 {
+        256
+    } else {
+        CMDLINE_MAX_SIZE
+    };
+    let linux = flags & 2 != 0;
+    let host_params = if flags & 4 != 0 {
+        crate::host::Workarounds::PVM.cmdline
+    } else {
+        None
+    };
+    let mem_size = MEM_SIZES[usize::from(flags >> 4) & 3];
+    let (initrd_size, kernel_end, max_end) = (input.u64(), input.u64(), input.u64());
+    let text = String::from_utf8_lossy(input.rest()).into_owned();
+    let mut parts = text.split('\n');
+    let base = parts.next().filter(|_| flags & 0x40 == 0);
+    let device_params = parts.next().unwrap_or("");
+    let init_args: Vec<String> = match flags & 8 {
+        0 => Vec::new(),
+        _ => parts.map(String::from).collect(),
+    };
+
+    let mem = memory::create(mem_size).expect("map guest memory");
+    let args = CmdlineArgs {
+        base,
+        host_params,
+        device_params,
+        init_args: &init_args,
+    };
+    let placed = match args.build(linux, capacity) {
+        Ok(Some(c)) => {
+            let len = cmdline::len(&c).expect("a built command line has a length");
+            assert!(
+                len < capacity,
+                "{len} bytes in a command line of {capacity}"
+            );
+            let _ = cmdline::text(&c);
+            cmdline::write_cmdline(&mem, &c).ok()
+        }
+        Ok(None) => None,
+        Err(e) => {
+            let _ = e.to_string();
+            None
+        }
+    };
+    // `load_initrd` refuses an empty file before it places anything.
+    let placed_initrd = match initrd::place_initrd(&mem, initrd_size.max(1), kernel_end, max_end) {
+        Ok(addr) => {
+            assert_eq!(addr % 4096, 0, "initrd at {addr:#x}");
+            assert!(addr >= kernel_end, "initrd at {addr:#x} under the kernel");
+            let size = initrd_size.max(1);
+            let end = addr.checked_add(size).expect("initrd end");
+            assert!(end <= max_end, "initrd ends at {end:#x} past {max_end:#x}");
+            assert!(contains_range(&mem, addr, size), "initrd outside");
+            Some(initrd::Initrd { addr, size })
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            None
+        }
+    };
+    let _ = initrd::summary(placed_initrd);
+    zero_page::write_boot_params(&mem, None, placed, placed_initrd).expect("zero page");
+    pvh::write_start_info(&mem, placed.map(|c| c.addr), placed_initrd).expect("start info");
+}
+
+/// The size and number parsers of the command line (`--mem`, `--serial-limit`,
+/// `--load-addr`) and the device options (`--disk`, `--net`, `--vsock`), on the whole input
+/// as text; then the device list they make, validated.
+pub fn options(data: &[u8]) {
+    let s = String::from_utf8_lossy(data);
+    let s = s.as_ref();
+    if let Ok(n) = config::parse_size(s) {
+        let _ = config::human_size(n);
+    }
+    if let Ok(n) = config::parse_byte_count(s) {
+        assert_eq!(config::parse_byte_count(&n.to_string()), Ok(n));
+    }
+    if let Ok(n) = config::parse_u64(s) {
+        assert_eq!(config::parse_u64(&n.to_string()), Ok(n));
+        assert_eq!(config::parse_u64(&format!("{n:#x}")), Ok(n));
+    }
+    let disk = s.parse::<DiskConfig>();
+    let net = s.parse::<NetConfig>();
+    let vsock = s.parse::<VsockConfig>();
+    if let Ok(d) = &disk {
+        assert!(d.id.as_ref().is_none_or(|id| (1..=20).contains(&id.len())));
+    }
+    if let Ok(n) = &net {
+        assert!((1..16).contains(&n.tap.len()));
+    }
+    if let Ok(v) = &vsock {
+        assert!(v.cid >= config::MIN_GUEST_CID);
+    }
+    for e in [
+        disk.as_ref().err(),
+        net.as_ref().err(),
+        vsock.as_ref().err(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let _ = e.to_string();
+    }
+    let devices = DeviceConfig {
+        root: disk.as_ref().ok().cloned(),
+        disks: disk.ok().into_iter().collect(),
+        nets: net.ok().into_iter().collect(),
+        vsock: vsock.ok(),
+        rng: true,
+    };
+    let _ = devices.first_option();
+    let _ = devices.count();
+    if let Err(e) = devices.validate() {
+        let _ = e.to_string();
+    }
+}
+
+/// Runs `exit` through the vCPU's exit dispatch; a stop gives a documented status.
+fn dispatch_exit(devices: &exit::Devices<'_>, exit: Exit<'_>, stats: &mut VcpuStats) {
+    match exit::handle_exit(devices, exit, stats) {
+        VcpuEmulation::Stopped(reason) => {
+            let status = crate::status::for_stop(&reason);
+            assert!((0..=255).contains(&status), "status {status}");
+            let _ = reason.to_string();
+        }
+        VcpuEmulation::Crashed(kind) => {
+            let _ = kind.to_string();
+        }
+        VcpuEmulation::Handled | VcpuEmulation::Interrupted => {}
+    }
+}
+
+/// The port-I/O and MMIO buses with every device a VM has (the UART, the exit port or QEMU's
+/// debug-exit device, the debug port, the i8042, and a virtio transport), driven through the
+/// vCPU's exit dispatch by a sequence of accesses.
+///
+/// Input: byte 0: bit 0: QEMU's debug-exit device, at the port and of the width of the next
+/// three bytes; 1: a serial limit (the next u16); 2: unclaimed MMIO is ignored; 3: snapshots
+/// armed. Then operations, each a byte: bits 0-2: port write, port read, MMIO write, MMIO
+/// read, serial input (others: port write, read); 3-4: access size (port: 1, 2, 4, 4; MMIO:
+/// 1, 2, 4, 8); 5-7: repeat count - 1 (string port I/O). A port is a u16, an MMIO address a
+/// u16 (an offset into the first virtio window, or with bit 15 an unclaimed address); writes
+/// carry their bytes.
+pub fn buses(data: &[u8]) {
+    let mut input = Input(data);
+    let flags = input.u8();
+    let debug_exit = (flags & 1 != 0).then(|| DebugExitConfig {
+        iobase: input.u16(),
+        iosize: input.u8(),
+    });
+    let serial_limit = (flags & 2 != 0).then(|| u64::from(input.u16()));
+    let unclaimed_mmio = if flags & 4 != 0 {
+        UnclaimedMmio::Ignore
+    } else {
+        UnclaimedMmio::Fatal
+    };
+    let mut config = VmConfig::new("fuzz");
+    config.debug_exit = debug_exit;
+    if config.validate().is_err() {
+        return;
+    }
+    let epoll = Arc::new(Epoll::new().expect("epoll"));
+    let mem = memory::create(1 << 20).expect("map guest memory");
+    let rng = MmioTransport::new(
+        Box::new(Rng),
+        mem,
+        Interrupt::new(None),
+        EventRegistry::new(epoll, 0),
+    )
+    .expect("eventfd");
+    let virtio = [Arc::new(Mutex::new(rng))];
+    let devices = build::create_devices(DeviceArgs {
+        serial: &SerialOutput::Null,
+        serial_limit,
+        serial_irq: IrqTrigger::default(),
+        serial_state: None,
+        snapshot: SnapshotTrigger::new(flags & 8 != 0),
+        debug_exit,
+        virtio: &virtio,
+    })
+    .expect("a validated configuration builds its devices");
+    let buses = exit::Devices {
+        io: &devices.io_bus,
+        mmio: &devices.mmio_bus,
+        unclaimed_mmio,
+    };
+    let mut stats = VcpuStats::default();
+    while !input.is_empty() {
+        let op = input.u8();
+        let size_bits = usize::from(op >> 3) & 3;
+        let count = usize::from(op >> 5) + 1;
+        let port_size = [1, 2, 4, 4][size_bits];
+        let mmio_size = [1, 2, 4, 8][size_bits];
+        match op & 7 {
+            2 | 3 => {
+                let at = input.u16();
+                let addr = if at & 0x8000 != 0 {
+                    u64::from(at) << 16
+                } else {
+                    VIRTIO_MMIO_BASE + u64::from(at & 0xfff)
+                };
+                if op & 7 == 2 {
+                    let mut bytes = input.take(mmio_size).to_vec();
+                    bytes.resize(mmio_size, 0);
+                    dispatch_exit(&buses, Exit::MmioWrite(addr, &bytes), &mut stats);
+                } else {
+                    let mut bytes = vec![0u8; mmio_size];
+                    dispatch_exit(&buses, Exit::MmioRead(addr, &mut bytes), &mut stats);
+                }
+            }
+            4 => {
+                let bytes = input.take(count * 4);
+                lock(&devices.serial).enqueue_input(bytes);
+            }
+            kind => {
+                let port = input.u16();
+                let mut bytes = vec![0u8; port_size * count];
+                if kind % 2 == 0 {
+                    let given = input.take(bytes.len());
+                    bytes[..given.len()].copy_from_slice(given);
+                    let exit = Exit::IoOut {
+                        port,
+                        size: port_size,
+                        data: &bytes,
+                    };
+                    dispatch_exit(&buses, exit, &mut stats);
+                } else {
+                    let exit = Exit::IoIn {
+                        port,
+                        size: port_size,
+                        data: &mut bytes,
+                    };
+                    dispatch_exit(&buses, exit, &mut stats);
+                }
+            }
+        }
+    }
+    let serial = lock(&devices.serial);
+    let _ = (serial.bytes_written(), serial.panic_line(), serial.state());
+}
+
+/// The snapshot state file: its header checks on the input as it is, then the decoder and
+/// what a restore builds from a state before it needs KVM (the machine checks, the UART from
+/// its saved registers, the devices on their buses, guest memory mapped from a memory file of
+/// the right length), on the input as the payload behind a valid header.
+pub fn snapshot_state(data: &[u8]) {
+    let dir = Path::new("fuzz-snapshot");
+    if let Err(e) = snapshot::decode(data, dir) {
+        let _ = e.to_string();
+    }
+    let state = match snapshot::decode(&snapshot::frame(data), dir) {
+        Ok(state) => state,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    let _ = snapshot::check_host_kind(&state.host, "pvm");
+    let _ = snapshot::check_tsc_khz(&state.host, 2_445_412);
+    let (machine, layout) = (&state.machine, &state.memory);
+    if layout.file_len() != machine.mem_size || state.vcpus.len() != usize::from(machine.cpus) {
+        return;
+    }
+    if let Ok(devices) = build::create_devices(DeviceArgs {
+        serial: &SerialOutput::Null,
+        serial_limit: None,
+        serial_irq: IrqTrigger::default(),
+        serial_state: Some(&state.serial),
+        snapshot: SnapshotTrigger::default(),
+        debug_exit: machine.debug_exit,
+        virtio: &[],
+    }) {
+        let mut uart = lock(&devices.serial);
+        for offset in 0..8 {
+            let mut byte = [0];
+            uart.read(offset, &mut byte);
+        }
+    }
+    // Guest memory from a memory file of the length the state says, when that is small.
+    if layout.file_len() <= 64 << 20 {
+        let (file, _) = memfd(&[]);
+        file.set_len(layout.file_len()).expect("size a memfd");
+        if let Ok(mem) = snapshot::memory::map(file, layout) {
+            assert_eq!(memory::size(&mem), machine.mem_size);
+        }
+    }
+}
+
+/// Guest memory of the virtio target.
+const VIRTIO_MEM: u64 = 2 << 20;
+/// The register window's registers and configuration space.
+const VIRTIO_WINDOW: u16 = 0x1ff;
+
+/// Where queue `q`'s rings are (descriptor table, available ring), and its size, as the
+/// target's driver set them up.
+#[derive(Clone, Copy)]
+struct Rings {
+    desc: u64,
+    avail: u64,
+    size: u16,
+}
+
+/// What the host side of a device holds during one input.
+#[derive(Default)]
+struct HostSide {
+    /// The other end of the network device's "TAP".
+    net_peer: Option<OwnedFd>,
+    /// The vsock device's socket directory, the listener for the guest's connections to
+    /// host port 1234, and the streams of host programs.
+    vsock: Option<(PathBuf, UnixListener)>,
+    streams: Vec<UnixStream>,
+    /// The block device's image.
+    image: Option<File>,
+}
+
+impl Drop for HostSide {
+    fn drop(&mut self) {
+        if let Some((dir, _)) = &self.vsock {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn vsock_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "kvmini-fuzz-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+fn make_device(
+    kind: u8,
+    flags: u8,
+    input: &mut Input<'_>,
+    host: &mut HostSide,
+) -> Box<dyn VirtioDevice> {
+    match kind {
+        1 => {
+            let (file, path) = memfd(&[]);
+            file.set_len(u64::from(input.u8()) * 4096)
+                .expect("size a memfd");
+            let disk = DiskConfig {
+                path,
+                read_only: flags & 4 != 0,
+                id: (flags & 8 != 0).then(|| "fuzz-disk".into()),
+            };
+            let block = Block::open(&disk).expect("open a memfd as a disk");
+            host.image = Some(file);
+            Box::new(block)
+        }
+        2 => {
+            let mut fds = [0; 2];
+            let kind = libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            // SAFETY: `fds` has room for the two descriptors.
+            let r = unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) };
+            assert_eq!(r, 0, "socketpair: {}", std::io::Error::last_os_error());
+            // SAFETY: both descriptors are new and owned here alone.
+            let (ours, theirs) =
+                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            host.net_peer = Some(theirs);
+            Box::new(Net::new(Tap::from_fd(ours), [2, 0, 0, 0, 0, 1]))
+        }
+        3 => {
+            let dir = vsock_dir();
+            std::fs::create_dir_all(&dir).expect("a socket directory");
+            let uds = dir.join("v.sock");
+            let listener = UnixListener::bind(dir.join("v.sock_1234")).expect("bind");
+            listener.set_nonblocking(true).expect("non-blocking");
+            host.vsock = Some((dir, listener));
+            let config = VsockConfig { cid: 3, uds };
+            Box::new(Vsock::open(&config).expect("listen"))
+        }
+        _ => Box::new(Rng),
+    }
+}
+
+/// The virtio-mmio transport with one device behind it (entropy, a block device on an image
+/// in memory, a network device on a socket pair, or vsock on Unix sockets), driven by
+/// register accesses, guest memory contents and descriptor chains from the input, with the
+/// I/O thread's dispatch run in line.
+///
+/// Input: byte 0: bits 0-1: the device (rng, block, net, vsock); 2: a read-only disk; 3: a
+/// disk ID; 4: the driver acks EVENT_IDX. For a disk, its size in pages. Then operations, a
+/// byte each (low 3 bits), with their arguments:
+///
+/// - 0: register write: u16 (bits 0-8 offset, 12-13 width 4, 1, 2, 8), u64 value;
+/// - 1: register read: u16 as for a write;
+/// - 2: guest memory write: u32 address, u8 length, the bytes;
+/// - 3: queue set-up as a driver does it: u8 queue, u16 size, u16 x3 ring addresses / 16;
+/// - 4: `DRIVER_OK`;
+/// - 5: a chain: u8 queue, u8 descriptor count - 1 (up to 4), then per descriptor u32
+///   address, u16 length, u8 flags; made available and notified;
+/// - 6: the I/O thread's turn: every ready event dispatched;
+/// - 7: the host side: net: a frame (u16 length, bytes) from the TAP, or the frames to it
+///   read; vsock: a host program connects and writes (u8 length, bytes), or reads.
+pub fn virtio(data: &[u8]) {
+    virtio_run(data);
+}
+
+/// [`virtio`]; returns the chains the device answered.
+fn virtio_run(data: &[u8]) -> u64 {
+    let mut input = Input(data);
+    let flags = input.u8();
+    let mut host = HostSide::default();
+    let device = make_device(flags & 3, flags, &mut input, &mut host);
+    let queues = device.queue_max_sizes().len();
+    let features = device.features();
+    let mem = memory::create(VIRTIO_MEM).expect("map guest memory");
+    let epoll = Arc::new(Epoll::new().expect("epoll"));
+    let transport = MmioTransport::new(
+        device,
+        mem.clone(),
+        Interrupt::new(None),
+        EventRegistry::new(epoll.clone(), 0),
+    )
+    .expect("eventfd");
+    let devices = [Arc::new(Mutex::new(transport))];
+    io_thread::watch_queues(&epoll, &devices).expect("epoll_ctl");
+    let write_reg = |offset: u64, bytes: &[u8]| {
+        lock(&devices[0]).write(offset, bytes);
+    };
+    let write32 = |offset: u32, value: u32| write_reg(u64::from(offset), &value.to_le_bytes());
+    let mut rings: Vec<Option<Rings>> = vec![None; queues];
+    let mut avail_idx = vec![0u16; queues];
+
+    while !input.is_empty() {
+        match input.u8() & 7 {
+            0 => {
+                let at = input.u16();
+                let value = input.u64().to_le_bytes();
+                let width = [4, 1, 2, 8][usize::from(at >> 12) & 3];
+                write_reg(u64::from(at & VIRTIO_WINDOW), &value[..width]);
+            }
+            1 => {
+                let at = input.u16();
+                let mut bytes = vec![0u8; [4, 1, 2, 8][usize::from(at >> 12) & 3]];
+                lock(&devices[0]).read(u64::from(at & VIRTIO_WINDOW), &mut bytes);
+            }
+            2 => {
+                let addr = u64::from(input.u32()) % VIRTIO_MEM;
+                let len = usize::from(input.u8());
+                let _ = mem.write_slice(input.take(len), GuestAddress(addr));
+            }
+            3 => {
+                use virtio_bindings::virtio_mmio::*;
+                let q = usize::from(input.u8()) % queues;
+                let size = input.u16();
+                let [desc, avail, used] = [(); 3].map(|_| u64::from(input.u16()) * 16);
+                let acked = crate::devices::virtio::F_VERSION_1
+                    | features
+                    | if flags & 0x10 != 0 {
+                        crate::devices::virtio::F_EVENT_IDX
+                    } else {
+                        0
+                    };
+                write32(VIRTIO_MMIO_STATUS, 1);
+                write32(VIRTIO_MMIO_STATUS, 1 | 2);
+                for sel in 0..2 {
+                    write32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel);
+                    write32(VIRTIO_MMIO_DRIVER_FEATURES, (acked >> (32 * sel)) as u32);
+                }
+                write32(VIRTIO_MMIO_STATUS, 1 | 2 | 8);
+                write32(VIRTIO_MMIO_QUEUE_SEL, q as u32);
+                write32(VIRTIO_MMIO_QUEUE_NUM, u32::from(size));
+                write32(VIRTIO_MMIO_QUEUE_DESC_LOW, desc as u32);
+                write32(VIRTIO_MMIO_QUEUE_AVAIL_LOW, avail as u32);
+                write32(VIRTIO_MMIO_QUEUE_USED_LOW, used as u32);
+                write32(VIRTIO_MMIO_QUEUE_READY, 1);
+                rings[q] = Some(Rings { desc, avail, size });
+                avail_idx[q] = 0;
+            }
+            4 => write32(
+                virtio_bindings::virtio_mmio::VIRTIO_MMIO_STATUS,
+                1 | 2 | 8 | 4,
+            ),
+            5 => {
+                let q = usize::from(input.u8()) % queues;
+                let count = usize::from(input.u8() % 4) + 1;
+                let Rings { desc, avail, size } = rings[q].unwrap_or(Rings {
+                    desc: 0x10000 * q as u64,
+                    avail: 0x10000 * q as u64 + 0x8000,
+                    size: 16,
+                });
+                let size = u64::from(size.max(1));
+                let head = u64::from(avail_idx[q]) % size;
+                for i in 0..count as u64 {
+                    let addr = u64::from(input.u32()) % (2 * VIRTIO_MEM);
+                    let len = u32::from(input.u16());
+                    let mut dflags = u16::from(input.u8() & 7);
+                    let index = (head + i) % size;
+                    // NEXT links to the following entry; the last ends the chain.
+                    let next = (index + 1) % size;
+                    if i + 1 == count as u64 {
+                        dflags &= !1;
+                    } else {
+                        dflags |= 1;
+                    }
+                    let entry = desc + index * 16;
+                    let _ = mem.write_obj(addr, GuestAddress(entry));
+                    let _ = mem.write_obj(len, GuestAddress(entry + 8));
+                    let _ = mem.write_obj(dflags, GuestAddress(entry + 12));
+                    let _ = mem.write_obj(next as u16, GuestAddress(entry + 14));
+                }
+                let slot = avail + 4 + (u64::from(avail_idx[q]) % size) * 2;
+                let _ = mem.write_obj(head as u16, GuestAddress(slot));
+                avail_idx[q] = avail_idx[q].wrapping_add(1);
+                let _ = mem.write_obj(avail_idx[q], GuestAddress(avail + 2));
+                write32(
+                    virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY,
+                    q as u32,
+                );
+            }
+            6 => {
+                let mut events = [EpollEvent::default(); 16];
+                // Bounded: a device that keeps itself ready must not spin the target.
+                for _ in 0..4 {
+                    let n = epoll.wait(0, &mut events).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    for e in &events[..n] {
+                        io_thread::dispatch(&devices, e.data(), e.event_set());
+                    }
+                }
+            }
+            _ => host_side(&mut input, &mut host),
+        }
+    }
+    let transport = lock(&devices[0]);
+    let _ = transport.fault();
+    transport.requests()
+}
+
+/// Operation 7 of [`virtio`]: what the host does at the device's other end.
+fn host_side(input: &mut Input<'_>, host: &mut HostSide) {
+    let op = input.u8();
+    if let Some(peer) = &host.net_peer {
+        if op & 1 == 0 {
+            let len = usize::from(input.u16());
+            let frame = input.take(len);
+            // SAFETY: the kernel reads at most `frame.len()` bytes from `frame`.
+            unsafe {
+                libc::send(
+                    peer.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+        } else {
+            let mut buf = vec![0u8; 1 << 17];
+            for _ in 0..64 {
+                // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+                let n = unsafe {
+                    libc::recv(
+                        peer.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+            }
+        }
+    } else if let Some((dir, listener)) = &host.vsock {
+        use std::io::Read;
+        match op & 3 {
+            0 => {
+                let len = usize::from(input.u8());
+                let bytes = input.take(len);
+                if let Ok(mut s) = UnixStream::connect(dir.join("v.sock")) {
+                    let _ = s.set_nonblocking(true);
+                    let _ = s.write_all(bytes);
+                    host.streams.push(s);
+                }
+            }
+            1 => {
+                let len = usize::from(input.u8());
+                let bytes = input.take(len);
+                if let Some(s) = host.streams.last_mut() {
+                    let _ = s.write_all(bytes);
+                }
+            }
+            2 => {
+                while let Ok((s, _)) = listener.accept() {
+                    let _ = s.set_nonblocking(true);
+                    host.streams.push(s);
+                }
+            }
+            _ => {
+                let mut buf = [0u8; 4096];
+                for s in &mut host.streams {
+                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                }
+                // A host program that hangs up.
+                if op & 4 != 0 {
+                    host.streams.pop();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str) -> Target {
+        TARGETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f)
+            .unwrap_or_else(|| panic!("fuzz/regressions/{name}: no such fuzz target"))
+    }
+
+    /// Every crash a fuzz target found is kept in `fuzz/regressions/<target>/` and must run
+    /// clean through the same entry point.
+    #[test]
+    fn saved_fuzz_crashes_run_clean() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+        let mut ran = 0;
+        for dir in std::fs::read_dir(&root).expect("fuzz/regressions") {
+            let dir = dir.unwrap().path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let run = target(&dir.file_name().unwrap().to_string_lossy());
+            for file in std::fs::read_dir(&dir).unwrap() {
+                let path = file.unwrap().path();
+                if path.file_name().is_some_and(|n| n == ".gitkeep") {
+                    continue;
+                }
+                let bytes = std::fs::read(&path).unwrap();
+                let result = std::panic::catch_unwind(|| run(&bytes));
+                assert!(result.is_ok(), "{} panics again", path.display());
+                ran += 1;
+            }
+        }
+        eprintln!("{ran} saved fuzz inputs ran clean");
+    }
+
+    /// Each target takes the inputs a fuzzer starts from: nothing, zeros, ones.
+    #[test]
+    fn every_target_takes_trivial_inputs() {
+        for (_, run) in TARGETS {
+            for input in [&[][..], &[0; 64], &[0xff; 64]] {
+                run(input);
+            }
+        }
+    }
+
+    /// A seed for the image target is an image behind 12 zero bytes: detected, loaded into
+    /// the default memory.
+    #[test]
+    fn the_image_target_loads_an_image_behind_a_zero_header() {
+        let mut input = vec![0u8; 12];
+        input.extend([0xfa, 0xf4]);
+        assert_eq!(image_run(&input).as_deref(), Some("raw image, real mode"));
+        input[0] = 0x09;
+        assert_eq!(image_run(&input).as_deref(), Some("raw image, long mode"));
+        let elf = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/build/hello.elf");
+        if let Ok(bytes) = std::fs::read(elf) {
+            let mut input = vec![0u8; 12];
+            input.extend(bytes);
+            let summary = image_run(&input).expect("hello.elf loads");
+            assert!(summary.starts_with("ELF"), "{summary}");
+        }
+    }
+
+    /// The virtio target reaches the devices' work: a set-up queue and a chain get an answer.
+    #[test]
+    fn the_virtio_target_drives_a_device_to_work() {
+        // rng; queue 0 of 16 at 0x1000/0x2000/0x3000; DRIVER_OK; one writable chain of 64
+        // bytes at 0x10000; the I/O thread's turn.
+        let mut input = vec![0u8];
+        input.extend([3, 0, 16, 0, 0x00, 0x01, 0x00, 0x02, 0x00, 0x03]);
+        input.push(4);
+        input.extend([5, 0, 0]);
+        input.extend(0x10000u32.to_le_bytes());
+        input.extend(64u16.to_le_bytes());
+        input.push(2);
+        input.push(6);
+        assert_eq!(virtio_run(&input), 1);
+    }
+}
