@@ -202,11 +202,13 @@ fn linux(o: &Options, failures: &mut Vec<String>) {
     };
     let pid = child.id();
     let out = child.stdout.take().expect("piped");
+    // Read to the end: a closed pipe would stop kvmini (status 123) at the guest's next line.
     let reader = std::thread::spawn(move || {
         BufReader::new(out)
             .lines()
             .map_while(Result::ok)
-            .find_map(|l| l.trim().strip_prefix("soak-commands ").map(str::to_string))
+            .filter_map(|l| l.trim().strip_prefix("soak-commands ").map(str::to_string))
+            .last()
     });
     let mut samples = Vec::new();
     while let Ok(None) = child.try_wait() {
