@@ -55,6 +55,37 @@ static inline unsigned long str_len(const char *s)
 	return n;
 }
 
+/*
+ * Parses decimal or 0x-prefixed hexadecimal up to `max`; returns -1 unless the whole string
+ * is such a number.
+ */
+static inline long parse_number(const char *s, unsigned long max)
+{
+	unsigned long v = 0, base = 10;
+	int digits = 0;
+
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+	}
+	for (; *s; s++, digits++) {
+		unsigned long d;
+
+		if (*s >= '0' && *s <= '9')
+			d = *s - '0';
+		else if (base == 16 && *s >= 'a' && *s <= 'f')
+			d = *s - 'a' + 10;
+		else if (base == 16 && *s >= 'A' && *s <= 'F')
+			d = *s - 'A' + 10;
+		else
+			return -1;
+		v = v * base + d;
+		if (v > max)
+			return -1;
+	}
+	return digits ? (long)v : -1;
+}
+
 /* Writes a NUL-terminated string to a file descriptor (best effort). */
 static inline void write_str(int fd, const char *s)
 {

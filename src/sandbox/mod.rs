@@ -253,15 +253,17 @@ fn describe(role: Role) -> Vec<(&'static str, &'static str)> {
 mod tests {
     use super::*;
 
+    const ROLES: [Role; 5] = [
+        Role::Vcpu,
+        Role::Main,
+        Role::Io,
+        Role::Console,
+        Role::Signal,
+    ];
+
     #[test]
     fn every_role_compiles_to_a_program_and_allows_exit() {
-        for role in [
-            Role::Vcpu,
-            Role::Main,
-            Role::Io,
-            Role::Console,
-            Role::Signal,
-        ] {
+        for role in ROLES {
             for mode in [SeccompMode::On, SeccompMode::Log] {
                 assert!(!program(role, mode).unwrap().is_empty());
             }
@@ -291,13 +293,7 @@ mod tests {
     #[test]
     fn docs_security_lists_every_allowed_call_with_its_reason() {
         let doc = include_str!("../../docs/security.md");
-        for role in [
-            Role::Vcpu,
-            Role::Main,
-            Role::Io,
-            Role::Console,
-            Role::Signal,
-        ] {
+        for role in ROLES {
             for (name, why) in describe(role) {
                 let row = format!("| `{name}` | {why} |");
                 assert!(doc.contains(&row), "docs/security.md lacks {row}");

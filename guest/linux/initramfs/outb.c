@@ -16,33 +16,6 @@
 
 #include "linux_sys.h"
 
-/* Parses decimal or 0x-hex; returns -1 unless the whole string is a number. */
-static long parse(const char *s)
-{
-	unsigned long v = 0, base = 10;
-	int digits = 0;
-
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s += 2;
-	}
-	for (; *s; s++, digits++) {
-		unsigned long d;
-
-		if (*s >= '0' && *s <= '9')
-			d = *s - '0';
-		else if (base == 16 && *s >= 'a' && *s <= 'f')
-			d = *s - 'a' + 10;
-		else if (base == 16 && *s >= 'A' && *s <= 'F')
-			d = *s - 'A' + 10;
-		else
-			return -1;
-		v = v * base + d;
-		if (v > 0xffff)
-			return -1;
-	}
-	return digits ? (long)v : -1;
-}
 
 __attribute__((used)) static void __attribute__((noreturn)) outb_main(long *sp)
 {
@@ -52,8 +25,8 @@ __attribute__((used)) static void __attribute__((noreturn)) outb_main(long *sp)
 
 	int from_stdin = argc == 3 && argv[2][0] == '-' && argv[2][1] == 0;
 
-	if (argc != 3 || (port = parse(argv[1])) < 0 ||
-	    (!from_stdin && ((value = parse(argv[2])) < 0 || value > 0xff))) {
+	if (argc != 3 || (port = parse_number(argv[1], 0xffff)) < 0 ||
+	    (!from_stdin && ((value = parse_number(argv[2], 0xffff)) < 0 || value > 0xff))) {
 		write_str(2, "usage: outb PORT VALUE|-   (PORT 0-0xffff, VALUE 0-0xff)\n");
 		sys_exit(2);
 	}
@@ -68,7 +41,7 @@ __attribute__((used)) static void __attribute__((noreturn)) outb_main(long *sp)
 		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
 			n--;
 		line[n > 0 ? n : 0] = 0;
-		if (n <= 0 || (value = parse(line)) < 0 || value > 0xff) {
+		if (n <= 0 || (value = parse_number(line, 0xffff)) < 0 || value > 0xff) {
 			write_str(2, "outb: no value 0-0xff on standard input\n");
 			sys_exit(2);
 		}

@@ -56,33 +56,6 @@ struct kernel_sigaction {
 
 static char buf[32768];
 
-/* Parses decimal or 0x-hex up to 0xffffffff; returns -1 unless the whole string is a number. */
-static long parse(const char *s)
-{
-	unsigned long v = 0, base = 10;
-	int digits = 0;
-
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s += 2;
-	}
-	for (; *s; s++, digits++) {
-		unsigned long d;
-
-		if (*s >= '0' && *s <= '9')
-			d = *s - '0';
-		else if (base == 16 && *s >= 'a' && *s <= 'f')
-			d = *s - 'a' + 10;
-		else if (base == 16 && *s >= 'A' && *s <= 'F')
-			d = *s - 'A' + 10;
-		else
-			return -1;
-		v = v * base + d;
-		if (v > 0xffffffffu)
-			return -1;
-	}
-	return digits ? (long)v : -1;
-}
 
 static int same(const char *a, const char *b)
 {
@@ -181,11 +154,11 @@ __attribute__((used)) static void __attribute__((noreturn)) vsock_main(long *sp)
 	int listening = 0;
 
 	if (argc == 4 && same(argv[1], "connect")) {
-		cid = parse(argv[2]);
-		port = parse(argv[3]);
+		cid = parse_number(argv[2], 0xffffffffUL);
+		port = parse_number(argv[3], 0xffffffffUL);
 	} else if (argc == 3 && same(argv[1], "listen")) {
 		listening = 1;
-		port = parse(argv[2]);
+		port = parse_number(argv[2], 0xffffffffUL);
 	}
 	if (cid < 0 || port < 0) {
 		write_str(2, "usage: vsock connect CID PORT | vsock listen PORT\n");
