@@ -57,6 +57,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "DEVICE", value_parser = parse_debug_exit)]
     debug_exit: Option<DebugExitArg>,
 
+    /// The status that means success, for test runners that take 0 as a pass (cargo's
+    /// `runner`): a run that ends with STATUS exits 0, one that would exit 0 (the guest
+    /// stopped without giving STATUS) exits 1, any other status stays. With --debug-exit
+    /// qemu,iobase=0xf4,iosize=4 a test framework that writes 0x10 on success gives 33.
+    /// 1 to 119 [default: none].
+    #[arg(long, value_name = "STATUS", value_parser = parse_success_status)]
+    success_status: Option<u8>,
+
     /// With --snapshot: after saving, let the VM go on running instead of stopping.
     #[arg(long, requires = "snapshot")]
     snapshot_continue: bool,
@@ -247,6 +255,12 @@ fn parse_debug_exit(s: &str) -> Result<DebugExitArg, String> {
     Ok(DebugExitArg(Some(d)))
 }
 
+fn parse_success_status(s: &str) -> Result<u8, String> {
+    config::parse_u64(s)
+        .and_then(config::success_status)
+        .map_err(|e| e.to_string())
+}
+
 fn parse_hidden_feature(f: &str) -> Result<String, String> {
     match f.strip_prefix('-') {
         Some(name) if !name.is_empty() => Ok(name.to_string()),
@@ -315,6 +329,7 @@ impl RunArgs {
             snapshot: self.snapshot.clone(),
             snapshot_continue: self.snapshot_continue,
             debug_exit: self.debug_exit.and_then(|d| d.0),
+            success_status: self.success_status,
             devices: self.devices.to_config(),
             seccomp: self.control.seccomp.mode(),
             debug_forbidden_syscall: self.debug_forbidden_syscall,
@@ -383,6 +398,16 @@ pub fn finish(
             "kvmini: note: the guest's debug-exit value {v:#x} gives status {}, in the range kvmini reserves for its own statuses",
             outcome.exit_status
         ),
+        // Only --success-status turns a clean stop into a failure.
+        reason
+            if status::for_stop(reason) == status::CLEAN
+                && outcome.exit_status == status::NOT_SUCCESS =>
+        {
+            eprintln!(
+                "kvmini: the guest stopped without giving the success status (--success-status): {reason}; exit status {}",
+                status::NOT_SUCCESS
+            )
+        }
         StopReason::GuestExit(v) if i32::from(*v) >= status::FIRST_RESERVED => eprintln!(
             "kvmini: note: the guest's exit code {v} is in the range kvmini reserves for its own statuses"
         ),

@@ -151,6 +151,10 @@ pub struct VmConfig {
     pub snapshot_continue: bool,
     /// QEMU's debug-exit device instead of kvmini's exit port (`--debug-exit qemu`).
     pub debug_exit: Option<DebugExitConfig>,
+    /// The status that means success, for test runners (`--success-status`): a run that ends
+    /// with it exits 0, and one that would exit 0 exits 1; 1 to 119. See
+    /// [`status::with_success`](crate::status::with_success).
+    pub success_status: Option<u8>,
     /// Virtio devices (Linux guests).
     pub devices: DeviceConfig,
     /// The sandbox: a seccomp filter on each of kvmini's threads once the guest runs,
@@ -225,6 +229,7 @@ impl VmConfig {
             snapshot: None,
             snapshot_continue: false,
             debug_exit: None,
+            success_status: None,
             devices: DeviceConfig::default(),
             seccomp: SeccompMode::Off,
             debug_forbidden_syscall: false,
@@ -244,6 +249,9 @@ impl VmConfig {
         }
         if let Some(d) = self.debug_exit {
             validate_debug_exit(d)?;
+        }
+        if let Some(s) = self.success_status {
+            success_status(u64::from(s))?;
         }
         self.devices.validate()?;
         if let (Some(_), Some(option)) = (&self.snapshot, self.devices.first_option()) {
@@ -359,6 +367,9 @@ pub enum Error {
         /// Its format.
         format: ImageFormat,
     },
+    /// A success status that a guest cannot give, or that is kvmini's own.
+    #[error("--success-status {0} is not a status a guest gives; use 1 to 119 (0 is success already, 120 and above are kvmini's own statuses)")]
+    BadSuccessStatus(u64),
     /// A debug-exit width QEMU's device does not have.
     #[error("--debug-exit iosize={0} is not 1, 2 or 4")]
     DebugExitSize(u8),
@@ -407,6 +418,15 @@ const FIXED_PORTS: [(&str, u64, u64); 4] = [
     ("the i8042", crate::devices::i8042::I8042_DATA_PORT, 1),
     ("the i8042", crate::devices::i8042::I8042_COMMAND_PORT, 1),
 ];
+
+/// Checks a `--success-status`: a status a guest can end with (1 to 119), not 0 and not one of
+/// kvmini's own.
+pub fn success_status(n: u64) -> Result<u8, Error> {
+    match u8::try_from(n) {
+        Ok(s) if s != 0 && i32::from(s) < crate::status::FIRST_RESERVED => Ok(s),
+        _ => Err(Error::BadSuccessStatus(n)),
+    }
+}
 
 fn validate_debug_exit(d: DebugExitConfig) -> Result<(), Error> {
     if ![1, 2, 4].contains(&d.iosize) {

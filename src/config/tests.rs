@@ -130,3 +130,25 @@ fn errors_tell_the_user_what_to_do() {
     assert_eq!(human_size(1536 << 20), "1.5 GiB");
     assert_eq!(human_size(100), "100 bytes");
 }
+
+#[test]
+fn the_success_status_is_one_a_guest_can_give() {
+    assert_eq!(success_status(33), Ok(33));
+    assert_eq!(success_status(1), Ok(1));
+    assert_eq!(success_status(119), Ok(119));
+    for bad in [0, 120, 124, 255, 256, 1 << 40] {
+        assert_eq!(
+            success_status(bad),
+            Err(Error::BadSuccessStatus(bad)),
+            "{bad}"
+        );
+    }
+    assert!(Error::BadSuccessStatus(0)
+        .to_string()
+        .contains("use 1 to 119"));
+    let mut c = VmConfig::new("k.elf");
+    c.success_status = Some(120);
+    assert_eq!(c.validate(), Err(Error::BadSuccessStatus(120)));
+    c.success_status = Some(33);
+    assert_eq!(c.validate(), Ok(()));
+}

@@ -189,6 +189,8 @@ pub struct Vmm {
     seccomp: SeccompMode,
     /// Make a forbidden system call once confined (tests the sandbox).
     debug_forbidden_syscall: bool,
+    /// The guest's status that means success (`--success-status`).
+    success_status: Option<u8>,
     start: Instant,
     ready: Instant,
 }
@@ -290,6 +292,7 @@ impl Vmm {
             snapshot_continue: config.snapshot_continue,
             seccomp: config.seccomp,
             debug_forbidden_syscall: config.debug_forbidden_syscall,
+            success_status: config.success_status,
             start,
             ready: Instant::now(),
         })
@@ -401,7 +404,7 @@ impl Vmm {
                 kind, &self.mem, None, None, None,
             )));
         }
-        let exit_status = status::for_stop(&reason);
+        let exit_status = status::with_success(status::for_stop(&reason), self.success_status);
         let timeline = Timeline {
             start: self.start,
             ready: self.ready,

@@ -188,6 +188,7 @@ impl Vmm {
             snapshot_continue: false,
             seccomp: config.seccomp,
             debug_forbidden_syscall: false,
+            success_status: None,
             start,
             ready: Instant::now(),
         })
