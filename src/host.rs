@@ -7,6 +7,7 @@ use std::path::Path;
 use kvm_ioctls::{Cap, Kvm};
 
 use crate::config::HostWorkarounds;
+use crate::device_access;
 
 /// The KVM API version every KVM since Linux 2.6.22 reports.
 pub const KVM_API_VERSION: i32 = 12;
@@ -27,8 +28,8 @@ pub enum Error {
     #[error("/dev/kvm does not exist: this host has no KVM. On a machine with VT-x or AMD-V, load the module (modprobe kvm_intel or kvm_amd); in a VM, enable nested virtualization")]
     NoDevice,
     /// Not permitted.
-    #[error("/dev/kvm is not readable and writable by this user: add the user to the kvm group (sudo usermod -aG kvm $USER, then log in again) or run as root")]
-    NoPermission,
+    #[error("/dev/kvm is not readable and writable by {0}")]
+    NoPermission(String),
     /// Some other failure opening it.
     #[error("cannot open /dev/kvm: {0}")]
     Open(kvm_ioctls::Error),
@@ -52,7 +53,13 @@ pub enum Error {
 pub fn open_device() -> Result<Kvm, Error> {
     Kvm::new().map_err(|e| match e.errno() {
         libc::ENOENT | libc::ENODEV | libc::ENXIO => Error::NoDevice,
-        libc::EACCES | libc::EPERM => Error::NoPermission,
+        libc::EACCES | libc::EPERM => Error::NoPermission(
+            device_access::advice(Path::new("/dev/kvm")).unwrap_or_else(|| {
+                "this user: add the user to the kvm group (sudo usermod -aG kvm $USER, then log \
+                 in again) or run as root"
+                    .to_string()
+            }),
+        ),
         _ => Error::Open(e),
     })
 }
@@ -214,7 +221,18 @@ mod tests {
 
     #[test]
     fn errors_say_what_to_do() {
-        assert!(Error::NoPermission.to_string().contains("usermod -aG kvm"));
+        let advice = device_access::advice_for(&device_access::Facts {
+            mode: 0o660,
+            owner: "root".into(),
+            group: "kvm".into(),
+            gid: 108,
+            user: "alice".into(),
+            member: false,
+            in_process: false,
+        });
+        let message = Error::NoPermission(advice).to_string();
+        assert!(message.starts_with("/dev/kvm is not readable and writable by this user (alice"));
+        assert!(message.contains("usermod -aG kvm alice"), "{message}");
         assert!(Error::NoDevice.to_string().contains("modprobe"));
     }
 }

@@ -38,6 +38,7 @@ pub mod check;
 pub mod config;
 mod console;
 pub mod crash;
+mod device_access;
 mod devices;
 mod files;
 #[cfg(any(test, feature = "fuzzing"))]
