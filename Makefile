@@ -79,6 +79,7 @@ linux-qemu:
 test: guests linux snapshot deps-compare
 	$(CARGO) test --all-targets
 	$(CARGO) run --quiet --example embed -- $(GUESTS)/hello.elf
+	$(MAKE) --no-print-directory doc
 	$(MAKE) --no-print-directory bench-smoke
 
 # kvmini compare's container side, and its test: an OCI runtime (runc) and Debian's static
@@ -174,9 +175,15 @@ install: build
 uninstall:
 	rm -f $(INSTALLED) $(MANDIR)/kvmini.1 $(MANDIR)/kvmini-*.1
 
-lint:
+lint: doc
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The API documentation (target/x86_64-unknown-linux-gnu/doc/kvmini/index.html): every
+# public item has rustdoc (the library denies missing docs) and no link may be broken.
+.PHONY: doc
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
 
 clean:
 	$(CARGO) clean

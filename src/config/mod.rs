@@ -76,7 +76,7 @@ pub enum UnclaimedMmio {
 }
 
 /// Whether kvmini adds what a software-virtualized host (`kvm_pvm`) needs to Linux guests:
-/// kernel parameters and CPUID features to hide, listed in [`crate::host::Workarounds::PVM`].
+/// kernel parameters and CPUID features to hide, listed in `host::Workarounds::PVM` (`src/host.rs`) and in the README.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HostWorkarounds {
     /// Only when `kvmini check` would call this host `kvm_pvm`.
