@@ -171,6 +171,7 @@ fn image_run(data: &[u8]) -> Option<String> {
             ..Default::default()
         },
         initrd: initrd.as_ref().map(|(_, path)| path.as_path()),
+        modules: &[],
     };
     let boot = boot::load(image, &mem, &args).ok()?;
     assert_eq!(boot.linux, linux);
