@@ -17,10 +17,11 @@ use kvmini::StopReason;
 /// Longer than any run here takes.
 const HANG: Duration = Duration::from_secs(60);
 
-/// Two module files with known bytes: the initrd and a `--module`.
-fn module_files() -> (PathBuf, PathBuf) {
-    let first = scratch("mb-initrd.txt");
-    let second = scratch("mb-module.bin");
+/// Two module files with known bytes: the initrd and a `--module`. Each test names its own
+/// (`tag`), since the tests run at once.
+fn module_files(tag: &str) -> (PathBuf, PathBuf) {
+    let first = scratch(&format!("mb-{tag}-initrd.txt"));
+    let second = scratch(&format!("mb-{tag}-module.bin"));
     std::fs::write(&first, b"the first module: the initrd\n").unwrap();
     std::fs::write(&second, (0u8..=200).collect::<Vec<u8>>()).unwrap();
     (first, second)
@@ -74,7 +75,7 @@ fn multiboot1_elf_kernel_gets_cmdline_modules_and_memory_map() {
     if !kvm_or_skip() {
         return;
     }
-    let (first, second) = module_files();
+    let (first, second) = module_files("mb1");
     let (mut c, buf) = config(guest("multiboot1.elf"));
     c.cmdline = Some("console=ttyS0 hello, world".into());
     c.initrd = Some(first.clone());
@@ -116,7 +117,7 @@ fn multiboot2_aout_kernel_through_the_binary() {
     if !kvm_or_skip() {
         return;
     }
-    let (first, second) = module_files();
+    let (first, second) = module_files("mb2");
     let module = format!("{},two", second.display());
     let out = kvmini_within(
         &[
@@ -225,11 +226,15 @@ fn put_u32(bytes: &mut [u8], at: usize, v: u32) {
     bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-#[test]
-fn bad_kernels_and_options_are_refused_with_status_120() {
-    if !kvm_or_skip() {
-        return;
-    }
+/// A case of bad input: what it is, the arguments after `run`, what stderr must say.
+type Case = (&'static str, Vec<String>, Vec<&'static str>);
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Kernels made bad from the built guests, and kernels too large for `--mem`.
+fn bad_kernels() -> Vec<Case> {
     let bad_checksum = made("mb-checksum.elf", "multiboot1.elf", |b| {
         let at = find_magic(b, 0x1bad_b002);
         b[at + 8] ^= 0x40;
@@ -256,79 +261,100 @@ fn bad_kernels_and_options_are_refused_with_status_120() {
             0u32.wrapping_sub(0x1bad_b002u32.wrapping_add(flags)),
         );
     });
-    let (first, _) = module_files();
+    let mb1 = path(&guest("multiboot1.elf"));
+    let mb2 = path(&guest("multiboot2.bin"));
+    vec![
+        (
+            "a corrupt checksum",
+            vec![path(&bad_checksum)],
+            vec!["has a bad checksum", "not 0"],
+        ),
+        (
+            "an ELF kernel cut inside its segment",
+            vec![path(&cut_elf)],
+            vec!["is truncated: ELF segment 0 needs bytes up to offset 0x1"],
+        ),
+        (
+            "an a.out kernel cut short",
+            vec![path(&cut_aout)],
+            vec!["is truncated: what the Multiboot address fields load needs bytes up to offset 0x1004, but the file has 0x800"],
+        ),
+        (
+            "segments that do not fit in --mem",
+            vec![mb1, "--mem".into(), "1M".into()],
+            vec!["ELF segment 0", "does not fit in 1 MiB of guest memory; raise --mem"],
+        ),
+        (
+            "an a.out kernel that does not fit in --mem",
+            vec![mb2, "--mem".into(), "1M".into()],
+            vec!["what the Multiboot address fields load", "does not fit in 1 MiB"],
+        ),
+        (
+            "a kernel over kvmini's structures",
+            vec![path(&low)],
+            vec!["overlaps kvmini's boot structures and Multiboot information at 0x500..0x80000"],
+        ),
+        (
+            "a required video mode",
+            vec![path(&video)],
+            vec!["requires a video mode (Multiboot 1 flags bit 2)"],
+        ),
+    ]
+}
+
+/// Modules and formats that do not suit the image.
+fn bad_options() -> Vec<Case> {
+    let (first, _) = module_files("bad");
     // 1 MiB of zeros (sparse): more than the room above the kernel in 2 MiB of memory.
     let big = scratch("mb-big-module");
     std::fs::File::create(&big)
         .and_then(|f| f.set_len(1 << 20))
         .unwrap();
-    let p = |p: &Path| p.display().to_string();
-    let mb1 = p(&guest("multiboot1.elf"));
-    let mb2 = p(&guest("multiboot2.bin"));
-    let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
-        (
-            "a corrupt checksum",
-            vec![p(&bad_checksum)],
-            vec!["has a bad checksum", "not 0"],
-        ),
-        (
-            "an ELF kernel cut inside its segment",
-            vec![p(&cut_elf)],
-            vec!["is truncated: ELF segment 0 needs bytes up to offset 0x1"],
-        ),
-        (
-            "an a.out kernel cut short",
-            vec![p(&cut_aout)],
-            vec!["is truncated: what the Multiboot address fields load needs bytes up to offset 0x1004, but the file has 0x800"],
-        ),
-        (
-            "segments that do not fit in --mem",
-            vec![mb1.clone(), "--mem".into(), "1M".into()],
-            vec!["ELF segment 0", "does not fit in 1 MiB of guest memory; raise --mem"],
-        ),
-        (
-            "an a.out kernel that does not fit in --mem",
-            vec![mb2.clone(), "--mem".into(), "1M".into()],
-            vec!["what the Multiboot address fields load", "does not fit in 1 MiB"],
-        ),
-        (
-            "a kernel over kvmini's structures",
-            vec![p(&low)],
-            vec!["overlaps kvmini's boot structures and Multiboot information at 0x500..0x80000"],
-        ),
-        (
-            "a required video mode",
-            vec![p(&video)],
-            vec!["requires a video mode (Multiboot 1 flags bit 2)"],
-        ),
+    let mb1 = path(&guest("multiboot1.elf"));
+    let mb2 = path(&guest("multiboot2.bin"));
+    let module = |image: String, module: String| vec![image, "--module".into(), module];
+    vec![
         (
             "a missing module file",
-            vec![mb1.clone(), "--module".into(), "/nonexistent/module.bin".into()],
+            module(mb1.clone(), "/nonexistent/module.bin".into()),
             vec!["cannot read /nonexistent/module.bin"],
         ),
         (
             "a device as a module",
-            vec![mb2.clone(), "--module".into(), "/dev/zero".into()],
+            module(mb2.clone(), "/dev/zero".into()),
             vec!["/dev/zero is not a regular file: it is a character device"],
         ),
         (
             "a module that does not fit",
-            vec![mb1.clone(), "--mem".into(), "2M".into(), "--module".into(), p(&big)],
-            vec!["(1 MiB) does not fit in 2 MiB of guest memory", "would start at 0x104000 and must end by 0x200000; raise --mem"],
+            [module(mb1, path(&big)), vec!["--mem".into(), "2M".into()]].concat(),
+            vec![
+                "(1 MiB) does not fit in 2 MiB of guest memory",
+                "would start at 0x104000 and must end by 0x200000; raise --mem",
+            ],
         ),
         (
             "a module for a raw image",
-            vec![p(&guest("hello16.bin")), "--module".into(), p(&first)],
-            vec!["--module applies to Multiboot kernels only", "is a raw image"],
+            module(path(&guest("hello16.bin")), path(&first)),
+            vec![
+                "--module applies to Multiboot kernels only",
+                "is a raw image",
+            ],
         ),
         (
             "a module for an ELF kernel",
-            vec![p(&guest("hello.elf")), "--module".into(), p(&first)],
-            vec!["--module applies to Multiboot kernels only", "is an ELF kernel"],
+            module(path(&guest("hello.elf")), path(&first)),
+            vec![
+                "--module applies to Multiboot kernels only",
+                "is an ELF kernel",
+            ],
         ),
         (
             "--format multiboot for a kernel without a header",
-            vec![p(&guest("hello.elf")), "--format".into(), "multiboot".into()],
+            vec![
+                path(&guest("hello.elf")),
+                "--format".into(),
+                "multiboot".into(),
+            ],
             vec!["has no Multiboot header"],
         ),
         (
@@ -339,10 +365,20 @@ fn bad_kernels_and_options_are_refused_with_status_120() {
         (
             "a raw-image option for a Multiboot kernel",
             vec![mb2, "--mode".into(), "protected".into()],
-            vec!["--mode applies to raw images only", "is a Multiboot 2 kernel (--format raw boots it as raw code)"],
+            vec![
+                "--mode applies to raw images only",
+                "is a Multiboot 2 kernel (--format raw boots it as raw code)",
+            ],
         ),
-    ];
-    for (case, args, says) in cases {
+    ]
+}
+
+#[test]
+fn bad_kernels_and_options_are_refused_with_status_120() {
+    if !kvm_or_skip() {
+        return;
+    }
+    for (case, args, says) in bad_kernels().into_iter().chain(bad_options()) {
         let mut argv = vec!["run"];
         argv.extend(args.iter().map(String::as_str));
         let out = kvmini_within(&argv, HANG);
