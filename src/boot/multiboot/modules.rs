@@ -86,7 +86,7 @@ pub fn place(sizes: &[u64], start: u64, limit: u64) -> Result<Vec<u64>, (usize, 
 /// Copies the modules into guest memory above the kernel, which ends at `kernel_end`.
 pub fn load(mem: &GuestMem, modules: Vec<Opened>, kernel_end: u64) -> Result<Vec<Placed>, Error> {
     let start = kernel_end.max(HIGH_LOAD_ADDR);
-    let limit = low_ram_end(mem).min(1 << 32);
+    let limit = low_ram_end(mem).min(super::LIMIT_4G);
     let sizes: Vec<u64> = modules.iter().map(|m| m.size).collect();
     let addrs = place(&sizes, start, limit).map_err(|(i, at)| Error::ModuleDoesNotFit {
         path: modules[i].path.clone(),
