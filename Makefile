@@ -38,7 +38,8 @@ guests: deps
 # Boots each demo guest and shows what it printed and how it ended.
 run: build guests
 	@for g in "hello16.bin --mode real" "hello32.bin --mode protected" \
-	          "hello64.bin --mode long" "modeswitch.bin --mode real" "hello.elf"; do \
+	          "hello64.bin --mode long" "modeswitch.bin --mode real" "hello.elf" \
+	          "multiboot2.bin --cmdline hello --module guest/README.md"; do \
 	  echo "\$$ kvmini run $(GUESTS)/$$g"; \
 	  $(KVMINI) run $(GUESTS)/$$g; \
 	  echo "[exit status $$?]"; echo; \

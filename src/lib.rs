@@ -7,14 +7,15 @@
 //! 1. [`VmConfig`] says what to run; it is checked once ([`VmConfig::validate`]).
 //! 2. `host::open_kvm` opens `/dev/kvm`, checks the API version and capabilities, and
 //!    `KVM_CREATE_VM` makes an empty VM.
-//! 3. `boot::open` tells what the image is (raw, ELF, bzImage) from its first bytes and reads
-//!    its headers; the options are checked against it ([`VmConfig::validate_for_image`]).
+//! 3. `boot::open` tells what the image is (raw, ELF, bzImage, Multiboot) from its first
+//!    bytes and reads its headers; the options are checked against it
+//!    ([`VmConfig::validate_for_image`]).
 //!    For a Linux kernel, `host::Workarounds` says once what this host needs on top.
 //! 4. `memory::create` maps guest RAM lazily (nothing is touched until used), split around
 //!    the 32-bit MMIO hole.
 //! 5. `boot::load` copies the image into guest memory with what its boot protocol needs
-//!    (command line, initrd, zero page or PVH start info) and decides the entry state: real,
-//!    protected or long mode.
+//!    (command line, initrd or modules, zero page, PVH start info or Multiboot information)
+//!    and decides the entry state: real, protected or long mode.
 //! 6. `memory::register` hands the memory to KVM (`KVM_SET_USER_MEMORY_REGION`).
 //! 7. Linux gets a PC: in-kernel interrupt controllers, the PIT and an MP table.
 //! 8. Devices go on the port bus: the 8250 UART at 0x3f8, the exit port at 0xf4, the debug

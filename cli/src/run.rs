@@ -8,17 +8,21 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use kvmini::config::{
-    self, CpuMode, DebugExitConfig, HostWorkarounds, ImageFormat, SeccompMode, SerialInput,
-    SerialOutput, UnclaimedMmio, VmConfig,
+    self, CpuMode, DebugExitConfig, HostWorkarounds, ImageFormat, ModuleConfig, SeccompMode,
+    SerialInput, SerialOutput, UnclaimedMmio, VmConfig,
 };
 use kvmini::{status, Error, RunOutcome, StopReason, Vmm};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Kernel or raw image: an ELF64 kernel (PVH note or 64-bit entry) or flat machine code.
+    /// Kernel or raw image: an ELF64 kernel (PVH note or 64-bit entry), a bzImage, a Multiboot
+    /// 1 or 2 kernel, or flat machine code.
     image: PathBuf,
 
-    /// Image format [default: detected from the file: ELF magic, Linux "HdrS" header, else raw].
+    /// Image format [default: detected from the file: Linux "HdrS" header, ELF64 with a
+    /// Linux or PVH note, a Multiboot header (Multiboot 2 when there are both), other ELF,
+    /// else raw]. multiboot: Multiboot 2 when the file has both headers, else 1;
+    /// multiboot1/multiboot2: only that header.
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
 
@@ -79,10 +83,16 @@ pub struct RunArgs {
     #[arg(long)]
     cmdline: Option<String>,
 
-    /// Initial ramdisk for the kernel (loaded high; PVH passes it as a module); a regular
-    /// file, as the image must be.
+    /// Initial ramdisk for the kernel (loaded high; PVH passes it as a module, Multiboot as
+    /// the first module); a regular file, as the image must be.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
+
+    /// A module for a Multiboot kernel (repeatable; after the initrd, in order): a regular
+    /// file, loaded page-aligned above the kernel, with STRING as its command line [default
+    /// STRING: PATH as given, as GRUB passes it].
+    #[arg(long = "module", value_name = "PATH[,STRING]", value_parser = parse_module)]
+    modules: Vec<ModuleConfig>,
 
     /// Number of vCPUs (Linux kernels; an MP table describes them).
     #[arg(long, default_value_t = 1)]
@@ -168,6 +178,9 @@ enum FormatArg {
     Raw,
     Elf,
     Bzimage,
+    Multiboot,
+    Multiboot1,
+    Multiboot2,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -203,6 +216,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// Sizes of output count bytes when they have no unit, unlike memory sizes.
 fn parse_byte_size(s: &str) -> Result<u64, String> {
     config::parse_byte_count(s).map_err(|e| e.to_string())
+}
+
+fn parse_module(s: &str) -> Result<ModuleConfig, String> {
+    config::parse_module(s).map_err(|e| e.to_string())
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -297,6 +314,9 @@ impl RunArgs {
                 FormatArg::Raw => ImageFormat::Raw,
                 FormatArg::Elf => ImageFormat::Elf,
                 FormatArg::Bzimage => ImageFormat::BzImage,
+                FormatArg::Multiboot => ImageFormat::Multiboot,
+                FormatArg::Multiboot1 => ImageFormat::Multiboot1,
+                FormatArg::Multiboot2 => ImageFormat::Multiboot2,
             }),
             mem_size: self.mem,
             mode: self.mode.map(|m| match m {
@@ -316,6 +336,7 @@ impl RunArgs {
             cmdline: self.cmdline.clone(),
             init_args: self.init_args.clone(),
             initrd: self.initrd.clone(),
+            modules: self.modules.clone(),
             cpus: self.cpus,
             hide_cpu_features: self.cpu_features.clone(),
             host_workarounds: match self.host_workarounds {

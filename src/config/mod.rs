@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod devices;
+mod modules;
 
 pub use crate::devices::debug_exit::DebugExitConfig;
 pub use crate::devices::serial::SharedBuffer;
 pub use crate::sandbox::SeccompMode;
 pub use devices::{DeviceConfig, DiskConfig, NetConfig, VsockConfig, MIN_GUEST_CID};
+pub use modules::{parse_module, ModuleConfig};
 
 /// Smallest guest memory kvmini accepts.
 pub const MIN_MEM_SIZE: u64 = 1 << 20;
@@ -27,6 +29,35 @@ pub enum ImageFormat {
     Elf,
     /// Linux bzImage (x86 boot protocol).
     BzImage,
+    /// A Multiboot kernel: Multiboot 2 when the file has both headers, else Multiboot 1.
+    Multiboot,
+    /// A Multiboot 1 kernel (header magic 0x1BADB002).
+    Multiboot1,
+    /// A Multiboot 2 kernel (header magic 0xE85250D6).
+    Multiboot2,
+}
+
+impl ImageFormat {
+    /// One of the Multiboot formats.
+    pub fn is_multiboot(self) -> bool {
+        matches!(
+            self,
+            ImageFormat::Multiboot | ImageFormat::Multiboot1 | ImageFormat::Multiboot2
+        )
+    }
+}
+
+impl std::fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageFormat::Raw => "a raw image",
+            ImageFormat::Elf => "an ELF kernel",
+            ImageFormat::BzImage => "a bzImage",
+            ImageFormat::Multiboot => "a Multiboot kernel",
+            ImageFormat::Multiboot1 => "a Multiboot 1 kernel",
+            ImageFormat::Multiboot2 => "a Multiboot 2 kernel",
+        })
+    }
 }
 
 /// The CPU mode a raw image starts in.
@@ -130,8 +161,10 @@ pub struct VmConfig {
     pub cmdline: Option<String>,
     /// Arguments for the guest's init, after ` -- ` on the command line.
     pub init_args: Vec<String>,
-    /// Initial ramdisk.
+    /// Initial ramdisk (for a Multiboot kernel: the first module, its path as its string).
     pub initrd: Option<PathBuf>,
+    /// Modules for a Multiboot kernel, after the initrd.
+    pub modules: Vec<ModuleConfig>,
     /// Number of vCPUs.
     pub cpus: u8,
     /// CPUID features to hide from the guest, by name (`cx16`, `avx2`, ...).
@@ -221,6 +254,7 @@ impl VmConfig {
             cmdline: None,
             init_args: Vec::new(),
             initrd: None,
+            modules: Vec::new(),
             cpus: 1,
             hide_cpu_features: Vec::new(),
             host_workarounds: HostWorkarounds::default(),
@@ -254,6 +288,9 @@ impl VmConfig {
             success_status(u64::from(s))?;
         }
         self.devices.validate()?;
+        for module in &self.modules {
+            module.validate()?;
+        }
         if let (Some(_), Some(option)) = (&self.snapshot, self.devices.first_option()) {
             return Err(Error::SnapshotWithDevices(option));
         }
@@ -282,6 +319,9 @@ impl VmConfig {
             options.iter().find(|(_, set)| *set).map(|(o, _)| *o)
         };
         let path = self.image.clone();
+        if !self.modules.is_empty() && !format.is_multiboot() {
+            return Err(Error::ModuleNeedsMultiboot { path, format });
+        }
         if format == ImageFormat::Raw {
             if let Some(option) = misplaced(&kernel_only) {
                 return Err(Error::KernelOnlyOption { option, path });
@@ -350,15 +390,29 @@ pub enum Error {
     #[error("--cpus {0} needs a Linux kernel: other vCPUs are started by the guest through the in-kernel local APICs, which kvmini sets up for Linux only")]
     CpusNeedLinux(u8),
     /// A kernel option given for a raw image.
-    #[error("{option} applies to kernels (ELF or bzImage) only, and {} is a raw image", .path.display())]
+    #[error("{option} applies to kernels (ELF, bzImage or Multiboot) only, and {} is a raw image", .path.display())]
     KernelOnlyOption {
         /// The option.
         option: &'static str,
         /// Image path.
         path: PathBuf,
     },
+    /// Modules for an image that is not a Multiboot kernel.
+    #[error("--module applies to Multiboot kernels only, and {} is {format} (other kernels take a single --initrd)", .path.display())]
+    ModuleNeedsMultiboot {
+        /// Image path.
+        path: PathBuf,
+        /// Its format.
+        format: ImageFormat,
+    },
+    /// A module option without a path.
+    #[error("--module '{0}' names no file; write PATH or PATH,STRING")]
+    BadModule(String),
+    /// A module string the kernel could not read whole.
+    #[error("the string of module {} contains a NUL byte, where the kernel would cut it short", .0.display())]
+    ModuleString(PathBuf),
     /// A raw-image option given for a kernel.
-    #[error("{option} applies to raw images only, and {} is {format:?}", .path.display())]
+    #[error("{option} applies to raw images only, and {} is {format} (--format raw boots it as raw code)", .path.display())]
     RawOnlyOption {
         /// The option.
         option: &'static str,
