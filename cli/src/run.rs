@@ -114,8 +114,8 @@ pub struct RunArgs {
     #[command(flatten)]
     devices: crate::devices::DeviceArgs,
 
-    /// Serve GDB's remote protocol at ADDRESS: tcp:HOST:PORT (tcp::PORT: localhost; port 0:
-    /// any free one, printed at start) or unix:PATH (a new socket, removed at exit). The guest
+    /// Serve GDB's remote protocol at ADDRESS: tcp:HOST:PORT (HOST an IP address or
+    /// localhost; tcp::PORT: localhost; port 0: any free one, printed at start) or unix:PATH (a new socket, removed at exit). The guest
     /// runs at once and stops when a debugger attaches, as with QEMU's -s; --gdb-wait stops
     /// it first. One vCPU; not with --snapshot. See docs/gdb.md.
     #[arg(long, value_name = "ADDRESS", value_parser = parse_gdb)]

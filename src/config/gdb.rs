@@ -3,6 +3,7 @@
 //! the VM is built (a port in use or a path that exists is refused there); docs/gdb.md
 //! explains the stub.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -11,15 +12,13 @@ use super::Error;
 /// Where the GDB stub listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GdbAddress {
-    /// A TCP port on `host` (a name or an address; `[...]` around an IPv6 address). An empty
-    /// host (`tcp::1234`) is the loopback address: the stub controls the whole VM, so it is
-    /// reachable from other machines only when asked by name.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// The port; 0 lets the system pick one (kvmini prints which).
-        port: u16,
-    },
+    /// A TCP port on an address of this machine (`[...]` around an IPv6 address;
+    /// `localhost` and an empty host, `tcp::1234`, are 127.0.0.1). Only addresses, no host
+    /// names: kvmini is linked statically, and looking names up would take the C library's
+    /// resolver along. The stub controls the whole VM, so it listens beyond the loopback
+    /// address only when asked by address (`tcp:0.0.0.0:1234`). Port 0 lets the system pick
+    /// one (kvmini prints which).
+    Tcp(SocketAddr),
     /// A Unix socket kvmini creates at this path (which must not exist) and removes at exit.
     Unix(PathBuf),
 }
@@ -27,10 +26,7 @@ pub enum GdbAddress {
 impl std::fmt::Display for GdbAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            GdbAddress::Tcp { host, port } if host.contains(':') => {
-                write!(f, "tcp:[{host}]:{port}")
-            }
-            GdbAddress::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            GdbAddress::Tcp(addr) => write!(f, "tcp:{addr}"),
             GdbAddress::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
@@ -69,11 +65,15 @@ impl FromStr for GdbAddress {
             }
             None => host,
         };
-        let host = if host.is_empty() { "127.0.0.1" } else { host };
-        Ok(GdbAddress::Tcp {
-            host: host.to_string(),
-            port,
-        })
+        let ip = match host {
+            "" | "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            _ => host.parse().map_err(|_| {
+                bad(&format!(
+                    "'{host}' is not an IP address (host names are not looked up; localhost is 127.0.0.1)"
+                ))
+            })?,
+        };
+        Ok(GdbAddress::Tcp(SocketAddr::new(ip, port)))
     }
 }
 
@@ -103,15 +103,12 @@ mod tests {
     use super::*;
 
     fn tcp(host: &str, port: u16) -> GdbAddress {
-        GdbAddress::Tcp {
-            host: host.into(),
-            port,
-        }
+        GdbAddress::Tcp(SocketAddr::new(host.parse().unwrap(), port))
     }
 
     #[test]
     fn addresses_parse_as_qemu_writes_them() {
-        assert_eq!("tcp:localhost:1234".parse(), Ok(tcp("localhost", 1234)));
+        assert_eq!("tcp:localhost:1234".parse(), Ok(tcp("127.0.0.1", 1234)));
         assert_eq!("tcp::1234".parse(), Ok(tcp("127.0.0.1", 1234)));
         assert_eq!("tcp:0.0.0.0:0".parse(), Ok(tcp("0.0.0.0", 0)));
         assert_eq!("tcp:[::1]:9".parse(), Ok(tcp("::1", 9)));
@@ -133,6 +130,7 @@ mod tests {
             ("tcp:host:", "'' is not a port number"),
             ("tcp:::1:80", "brackets"),
             ("tcp:[::1:80", "lacks its ]"),
+            ("tcp:example.org:80", "'example.org' is not an IP address"),
             ("unix:", "no path"),
         ] {
             let e = value.parse::<GdbAddress>().unwrap_err().to_string();

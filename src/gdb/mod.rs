@@ -134,8 +134,8 @@ impl Stub {
             },
         };
         let (listener, target, socket_file) = match &config.address {
-            GdbAddress::Tcp { host, port } => {
-                let l = TcpListener::bind((host.as_str(), *port)).map_err(bind_err)?;
+            GdbAddress::Tcp(addr) => {
+                let l = TcpListener::bind(addr).map_err(bind_err)?;
                 let target = l.local_addr().map_err(bind_err)?.to_string();
                 (Listener::Tcp(l), target, None)
             }

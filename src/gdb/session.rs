@@ -384,7 +384,7 @@ impl Session {
         if !self.options.host.int3 {
             let added = self.hw.add_exec(addr, SlotUse::SwBreak);
             if !added {
-                eprintln!("kvmini: gdb: breakpoint at {addr:#x} refused: on this host breakpoints are hardware breakpoints ({}), and all 4 debug registers are in use; delete or disable one (GDB's `set remote hardware-breakpoint-limit 4` makes GDB count them)", crate::host::INT3_NOTE);
+                eprintln!("kvmini: gdb: breakpoint at {addr:#x} refused: on this host breakpoints are hardware breakpoints ({}), and all 4 debug registers are in use; delete or disable one", crate::host::INT3_NOTE);
             }
             return added;
         }
