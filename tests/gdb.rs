@@ -39,6 +39,25 @@ fn gdb_or_skip() -> bool {
     false
 }
 
+/// Waits until `text` has `needle` after offset `after`; the offset just past it. Fails (does
+/// not wait on) once `child` has ended without it, or after a minute.
+fn wait_for(text: &Transcript, needle: &str, after: usize, child: &mut Child) -> usize {
+    for _ in 0..6000 {
+        if let Some(i) = text.text.lock().unwrap()[after..].find(needle) {
+            return after + i + needle.len();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "ended ({status}) without {needle:?}:\n{}",
+                text.text.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no {needle:?} in a minute:\n{}", text.text.lock().unwrap());
+}
+
 /// A kvmini run with a GDB stub on a Unix socket, its standard error read as it comes.
 struct Debuggee {
     child: Child,
@@ -63,7 +82,7 @@ impl Debuggee {
             .spawn()
             .expect("kvmini runs");
         let stderr = Transcript::start(child.stderr.take().unwrap());
-        stderr.wait_for("kvmini: gdb: listening", 0);
+        wait_for(&stderr, "kvmini: gdb: listening", 0, &mut child);
         Debuggee {
             child,
             socket,
@@ -325,7 +344,7 @@ fn gdb_attaches_to_a_running_guest_interrupts_it_and_kills_it() {
     // GDB has attached (the guest stopped) once it said where; after its `continue` the vCPU
     // thread (kvmini's main thread) runs the spinning guest again. Then Ctrl-C, which is
     // SIGINT to GDB, which sends the stub its interrupt.
-    said.wait_for("_start + ", 0);
+    wait_for(&said, "_start + ", 0, &mut gdb_run);
     wait_until_running(vm.child.id());
     let threads = thread_seccomp(vm.child.id());
     // SAFETY: kill(2) on the GDB child, which is not reaped before the wait below.
@@ -432,8 +451,8 @@ fn gdb_connects_over_tcp_to_the_port_kvmini_picked() {
         .spawn()
         .unwrap();
     let stderr = Transcript::start(child.stderr.take().unwrap());
-    let from = stderr.wait_for("target remote ", 0);
-    let to = stderr.wait_for(";", from);
+    let from = wait_for(&stderr, "target remote ", 0, &mut child);
+    let to = wait_for(&stderr, ";", from, &mut child);
     let address = stderr.text.lock().unwrap()[from..to - 1].to_string();
     assert!(address.starts_with("127.0.0.1:"), "{address}");
     let elf = repo_root().join("guest/build/raw/hello64.elf");
