@@ -194,6 +194,7 @@ fn gdb_breaks_in_hello_elf_steps_reads_and_sees_the_exit() {
             "info symbol $pc",
             "next",
             "info line *$pc",
+            "step",
             "monitor info",
             "continue",
         ],
@@ -213,6 +214,9 @@ fn gdb_breaks_in_hello_elf_steps_reads_and_sees_the_exit() {
             "0x6000:\t0x336ec578",
             "kmain + ",
             "Line ",
+            // Into the inlined uart_puts, with its argument.
+            "uart_puts (s=",
+            "\"Hello from a 64-bit ELF kernel (entered via PVH)\\n\")",
             "target description: i386:x86-64",
             "[Inferior 1 (process 1) exited normally]",
         ],
