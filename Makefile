@@ -15,8 +15,9 @@ $(info note: no static glibc here (libc.a); building kvmini as a dynamic executa
 endif
 GUESTS := guest/build
 
-# Debian packages the build needs, by the command that shows they are there.
-DEB_TOOLS := as:binutils ld:binutils objcopy:binutils gcc:gcc make:make
+# Debian packages the build needs, by the command that shows they are there; gdb drives
+# kvmini's GDB stub in tests/gdb.rs (docs/gdb.md).
+DEB_TOOLS := as:binutils ld:binutils objcopy:binutils gcc:gcc make:make gdb:gdb
 
 .PHONY: all deps build guests run test lint bench clean linux linux-qemu install uninstall
 

@@ -154,6 +154,56 @@ pub fn emulator_note() -> Option<&'static str> {
     )
 }
 
+/// Why a debugger gets no `int3` here (for messages).
+pub const INT3_NOTE: &str =
+    "kvm_pvm runs guest ring-0 code in KVM's instruction emulator, which cannot run int3";
+/// Why watchpoints are refused here (for messages).
+pub const WATCHPOINT_NOTE: &str = "on kvm_pvm data breakpoints do not fire: KVM's emulator ignores them in ring 0 and ring-3 code runs natively without them";
+/// Why ring-3 code cannot be stepped here (for messages).
+pub const RING3_DEBUG_NOTE: &str =
+    "kvm_pvm runs it natively and hands its debug exceptions to the guest";
+
+/// What a debugger (`--gdb`) can use on a host. Measured on `kvm_pvm` (docs/gdb.md): single-step
+/// and instruction breakpoints in DR0-DR3 work for the code its emulator runs (ring 0, real
+/// and protected mode); `int3` there is an emulation failure; data breakpoints never fire;
+/// ring-3 code runs natively, where a single step raises #DB inside the guest and debug
+/// registers do not fire. Hardware virtualization (VMX, SVM) has it all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DebugSupport {
+    /// Software breakpoints are `int3` bytes (`KVM_GUESTDBG_USE_SW_BP`); without, the stub
+    /// sets them in debug registers, four at most with the hardware ones and watchpoints.
+    pub int3: bool,
+    /// Watchpoints (data breakpoints in DR0-DR3) fire.
+    pub watchpoints: bool,
+    /// Single steps and breakpoints reach ring-3 guest code.
+    pub ring3: bool,
+}
+
+impl DebugSupport {
+    /// Hardware virtualization: every kind.
+    pub const FULL: DebugSupport = DebugSupport {
+        int3: true,
+        watchpoints: true,
+        ring3: true,
+    };
+
+    /// `kvm_pvm`: instruction breakpoints and single steps, in code its emulator runs.
+    pub const PVM: DebugSupport = DebugSupport {
+        int3: false,
+        watchpoints: false,
+        ring3: false,
+    };
+
+    /// What a host of this kind supports.
+    pub fn for_host(kind: HostKind) -> Self {
+        if kind == HostKind::Pvm {
+            DebugSupport::PVM
+        } else {
+            DebugSupport::FULL
+        }
+    }
+}
+
 /// What kvmini adds to a Linux guest on a host with a software KVM (`kvm_pvm`), which runs
 /// guest ring 0 in KVM's instruction emulator. Everything kvmini knows about such hosts lives
 /// here and in [`emulator_note`]; docs/linux-guest.md says why each is needed.

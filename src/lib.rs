@@ -28,6 +28,9 @@
 //! 11. [`RunOutcome`] carries the [`StopReason`], the process exit status ([`status`]) and the
 //!     statistics ([`stats::Stats`]).
 //!
+//! With `--gdb` ([`config::GdbConfig`]) a GDB thread serves a remote debugger, and the vCPU
+//! stops for it (`gdb/`, docs/gdb.md).
+//!
 //! `kvmini check` is [`check::run`]: whether KVM works here and what kind of host this is.
 
 #![deny(missing_docs)]
@@ -44,6 +47,7 @@ mod devices;
 mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+mod gdb;
 mod host;
 mod kick;
 mod memory;

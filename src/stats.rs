@@ -30,6 +30,8 @@ pub struct ExitCounts {
     pub interrupted: u64,
     /// System events (guest-requested shutdown or reset).
     pub system_event: u64,
+    /// `KVM_EXIT_DEBUG`: single steps, breakpoints and watchpoints (`--gdb`).
+    pub debug: u64,
     /// Any other exit.
     pub other: u64,
 }
@@ -47,10 +49,11 @@ impl ExitCounts {
             + self.internal_error
             + self.interrupted
             + self.system_event
+            + self.debug
             + self.other
     }
 
-    fn named(&self) -> [(&'static str, u64); 11] {
+    fn named(&self) -> [(&'static str, u64); 12] {
         [
             ("io-out", self.io_out),
             ("io-in", self.io_in),
@@ -62,6 +65,7 @@ impl ExitCounts {
             ("internal-error", self.internal_error),
             ("interrupted", self.interrupted),
             ("system-event", self.system_event),
+            ("debug", self.debug),
             ("other", self.other),
         ]
     }
@@ -131,6 +135,7 @@ impl VcpuStats {
         e.internal_error += oe.internal_error;
         e.interrupted += oe.interrupted;
         e.system_event += oe.system_event;
+        e.debug += oe.debug;
         e.other += oe.other;
         let (u, ou) = (&mut self.unclaimed, &o.unclaimed);
         u.port_reads += ou.port_reads;

@@ -46,8 +46,8 @@ pub fn with_success(status: i32, success: Option<u8>) -> i32 {
 pub const TABLE: &str = "\
 Exit status:
   0        the guest stopped cleanly (hlt with interrupts off, i8042 reset, power-off)
-           or wrote 0 to the exit port, or the user quit with Ctrl-A x, or the VM was
-           saved (--snapshot)
+           or wrote 0 to the exit port, or the user quit with Ctrl-A x or GDB's kill,
+           or the VM was saved (--snapshot)
   V        the guest wrote byte V to I/O port 0xf4 (guests should use 1-119)
   (V<<1)|1 with --debug-exit qemu: the guest wrote V to QEMU's debug-exit device
            With --success-status N: 0 for N, and 1 for what would be 0 (the guest
@@ -74,7 +74,8 @@ pub fn for_stop(reason: &StopReason) -> i32 {
         | StopReason::Reset
         | StopReason::PowerOff
         | StopReason::UserQuit
-        | StopReason::Snapshot => CLEAN,
+        | StopReason::Snapshot
+        | StopReason::DebuggerKill => CLEAN,
         StopReason::Crash(_) => GUEST_CRASH,
         StopReason::Timeout => TIMEOUT,
         StopReason::OutputLimit(_) | StopReason::OutputFailed(_) => OUTPUT_LIMIT,

@@ -22,6 +22,7 @@ fn check_reports_device_version_caps_kind_and_measurements() {
         "info port-I/O exit round trip: ",
         "info guest ring 0 vs ring 3: ",
         "CPUID: ",
+        "debugging (--gdb), probed at ring 0: single-step ",
         "kvmini can run guests here",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
@@ -47,13 +48,19 @@ fn check_json_has_positive_measurements_and_a_host_kind() {
         ["pvm", "hardware", "nested", "unknown"].contains(&kind),
         "{kind}"
     );
-    for finding in ["device", "cpuid"] {
+    for finding in ["device", "cpuid", "debugging"] {
         assert!(v[finding].get("error").is_none(), "{finding}: {v}");
         assert!(v[finding].get("Ok").is_none(), "{finding}: {v}");
     }
     // The module directory decides the kind; the report must agree with it.
     let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
     assert_eq!(kind == "pvm", pvm);
+    // What the GDB stub uses follows the host kind; on kvm_pvm the probe finds no int3.
+    assert_eq!(v["debug_support"]["int3"], !pvm, "{v}");
+    if pvm {
+        assert_eq!(v["debugging"]["int3"], false, "{v}");
+        assert_eq!(v["debugging"]["single_step"], true, "{v}");
+    }
 }
 
 /// Runs the kvmini binary as the unprivileged user `nobody`, who cannot open a root-only

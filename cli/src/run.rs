@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use kvmini::config::{
-    self, CpuMode, DebugExitConfig, HostWorkarounds, ImageFormat, ModuleConfig, SeccompMode,
-    SerialInput, SerialOutput, UnclaimedMmio, VmConfig,
+    self, CpuMode, DebugExitConfig, GdbAddress, GdbConfig, HostWorkarounds, ImageFormat,
+    ModuleConfig, SeccompMode, SerialInput, SerialOutput, UnclaimedMmio, VmConfig,
 };
 use kvmini::{status, Error, RunOutcome, StopReason, Vmm};
 
@@ -113,6 +113,18 @@ pub struct RunArgs {
 
     #[command(flatten)]
     devices: crate::devices::DeviceArgs,
+
+    /// Serve GDB's remote protocol at ADDRESS: tcp:HOST:PORT (HOST an IP address or
+    /// localhost; tcp::PORT: localhost; port 0: any free one, printed at start) or unix:PATH (a new socket, removed at exit). The guest
+    /// runs at once and stops when a debugger attaches, as with QEMU's -s; --gdb-wait stops
+    /// it first. One vCPU; not with --snapshot. See docs/gdb.md.
+    #[arg(long, value_name = "ADDRESS", value_parser = parse_gdb)]
+    gdb: Option<GdbAddress>,
+
+    /// With --gdb: stop before the guest's first instruction until a debugger attaches and
+    /// continues (QEMU's -S).
+    #[arg(long, requires = "gdb")]
+    gdb_wait: bool,
 
     /// Once confined, make a system call no filter allows (tests the sandbox).
     #[arg(long, hide = true)]
@@ -278,6 +290,10 @@ fn parse_success_status(s: &str) -> Result<u8, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_gdb(s: &str) -> Result<GdbAddress, String> {
+    s.parse().map_err(|e: config::Error| e.to_string())
+}
+
 fn parse_hidden_feature(f: &str) -> Result<String, String> {
     match f.strip_prefix('-') {
         Some(name) if !name.is_empty() => Ok(name.to_string()),
@@ -352,6 +368,10 @@ impl RunArgs {
             debug_exit: self.debug_exit.and_then(|d| d.0),
             success_status: self.success_status,
             devices: self.devices.to_config(),
+            gdb: self.gdb.clone().map(|address| GdbConfig {
+                address,
+                wait: self.gdb_wait,
+            }),
             seccomp: self.control.seccomp.mode(),
             debug_forbidden_syscall: self.debug_forbidden_syscall,
         }
@@ -360,7 +380,16 @@ impl RunArgs {
 
 pub fn main(args: &RunArgs) -> i32 {
     let config = args.to_config();
-    let result = Vmm::new(&config).and_then(Vmm::run);
+    let result = Vmm::new(&config).and_then(|vmm| {
+        if let Some((target, waits)) = vmm.gdb_target() {
+            let note = match waits {
+                true => "; the guest waits for it to continue",
+                false => "; the guest runs, and stops when a debugger attaches",
+            };
+            eprintln!("kvmini: gdb: listening; in GDB: target remote {target}{note}");
+        }
+        vmm.run()
+    });
     finish(result, &args.control, args.snapshot.as_deref())
 }
 
@@ -411,6 +440,7 @@ pub fn finish(
             destination(&control.serial)
         ),
         StopReason::UserQuit => eprintln!("kvmini: quit (Ctrl-A x)"),
+        StopReason::DebuggerKill => eprintln!("kvmini: killed from the debugger (GDB's kill)"),
         StopReason::Snapshot => eprintln!(
             "kvmini: saved the VM into {}; `kvmini restore {0}` goes on from here",
             snapshot.unwrap_or(Path::new("?")).display()

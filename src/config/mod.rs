@@ -5,13 +5,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod devices;
+mod gdb;
 mod modules;
+mod numbers;
 
 pub use crate::devices::debug_exit::DebugExitConfig;
 pub use crate::devices::serial::SharedBuffer;
 pub use crate::sandbox::SeccompMode;
 pub use devices::{DeviceConfig, DiskConfig, NetConfig, VsockConfig, MIN_GUEST_CID};
+pub use gdb::{GdbAddress, GdbConfig};
 pub use modules::{parse_module, ModuleConfig};
+pub use numbers::{human_size, parse_byte_count, parse_size, parse_u64};
 
 /// Smallest guest memory kvmini accepts.
 pub const MIN_MEM_SIZE: u64 = 1 << 20;
@@ -190,6 +194,8 @@ pub struct VmConfig {
     pub success_status: Option<u8>,
     /// Virtio devices (Linux guests).
     pub devices: DeviceConfig,
+    /// A GDB remote stub for the guest (`--gdb`, `--gdb-wait`; docs/gdb.md).
+    pub gdb: Option<GdbConfig>,
     /// The sandbox: a seccomp filter on each of kvmini's threads once the guest runs,
     /// including the calling thread, which runs the boot vCPU and stays confined afterwards.
     /// Off by default in the library; the `kvmini` binary turns it on.
@@ -265,6 +271,7 @@ impl VmConfig {
             debug_exit: None,
             success_status: None,
             devices: DeviceConfig::default(),
+            gdb: None,
             seccomp: SeccompMode::Off,
             debug_forbidden_syscall: false,
         }
@@ -293,6 +300,14 @@ impl VmConfig {
         }
         if let (Some(_), Some(option)) = (&self.snapshot, self.devices.first_option()) {
             return Err(Error::SnapshotWithDevices(option));
+        }
+        if self.gdb.is_some() {
+            if self.cpus > 1 {
+                return Err(Error::GdbCpus(self.cpus));
+            }
+            if self.snapshot.is_some() {
+                return Err(Error::GdbSnapshot);
+            }
         }
         for name in &self.hide_cpu_features {
             if crate::arch::x86_64::cpuid::feature(name).is_none() {
@@ -452,6 +467,22 @@ pub enum Error {
     /// A snapshot of a VM with devices.
     #[error("--snapshot cannot save a VM with virtio devices ({0}): their queues and host files are not part of a snapshot yet")]
     SnapshotWithDevices(&'static str),
+    /// A `--gdb` address that does not parse.
+    #[error("--gdb {value}: {why}")]
+    GdbAddress {
+        /// What it was given.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A debugger for a VM with several vCPUs.
+    #[error(
+        "--gdb debugs one vCPU; --cpus {0} asks for more (run the guest with --cpus 1 to debug it)"
+    )]
+    GdbCpus(u8),
+    /// A debugger and a snapshot at once.
+    #[error("--gdb and --snapshot cannot be used together: a VM stopped in the debugger cannot be saved consistently; debug the guest, or save it, in separate runs")]
+    GdbSnapshot,
     /// A CPUID feature name kvmini does not know.
     #[error("unknown CPU feature '{0}'; known: {known}", known = crate::arch::x86_64::cpuid::feature_names().join(", "))]
     UnknownCpuFeature(String),
@@ -529,75 +560,6 @@ pub fn host_memory() -> Option<u64> {
         return None;
     }
     info.totalram.checked_mul(u64::from(info.mem_unit))
-}
-
-/// Parses a memory size: a number with an optional binary suffix (`K`, `M`, `G`, `T`,
-/// optionally followed by `iB` or `B`, or `B` alone for bytes). A plain number counts MiB, as
-/// QEMU's `-m` does.
-pub fn parse_size(s: &str) -> Result<u64, Error> {
-    parse_size_in(s, 20)
-}
-
-/// Parses a byte count: the grammar of [`parse_size`], but a plain number counts bytes.
-pub fn parse_byte_count(s: &str) -> Result<u64, Error> {
-    parse_size_in(s, 0)
-}
-
-/// The one size grammar; a number without a suffix is shifted by `plain_shift`.
-fn parse_size_in(s: &str, plain_shift: u32) -> Result<u64, Error> {
-    let bad = || Error::BadSize(s.to_string());
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits_end);
-    let too_large = || Error::SizeTooLarge(s.to_string());
-    let n: u64 = num
-        .parse()
-        .map_err(|e: std::num::ParseIntError| match e.kind() {
-            std::num::IntErrorKind::PosOverflow => too_large(),
-            _ => bad(),
-        })?;
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" => plain_shift,
-        "m" | "mb" | "mib" => 20,
-        "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1 << shift).ok_or_else(too_large)
-}
-
-/// Parses an address or count: decimal, or hexadecimal with `0x`.
-pub fn parse_u64(s: &str) -> Result<u64, Error> {
-    let t = s.trim().replace('_', "");
-    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => t.parse(),
-    };
-    r.map_err(|_| Error::BadNumber(s.to_string()))
-}
-
-/// `16 MiB`, `1.5 GiB`, `4096 bytes`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ];
-    for (name, unit) in UNITS {
-        if bytes >= unit {
-            let whole = bytes / unit;
-            let tenth = (bytes % unit) * 10 / unit;
-            return if tenth == 0 {
-                format!("{whole} {name}")
-            } else {
-                format!("{whole}.{tenth} {name}")
-            };
-        }
-    }
-    format!("{bytes} bytes")
 }
 
 #[cfg(test)]

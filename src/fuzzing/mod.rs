@@ -328,7 +328,7 @@ fn dispatch_exit(devices: &exit::Devices<'_>, exit: Exit<'_>, stats: &mut VcpuSt
         VcpuEmulation::Crashed(kind) => {
             let _ = kind.to_string();
         }
-        VcpuEmulation::Handled | VcpuEmulation::Interrupted => {}
+        VcpuEmulation::Handled | VcpuEmulation::Interrupted | VcpuEmulation::Debug(_) => {}
     }
 }
 

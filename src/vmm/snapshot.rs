@@ -189,6 +189,7 @@ impl Vmm {
             seccomp: config.seccomp,
             debug_forbidden_syscall: false,
             success_status: None,
+            gdb: None,
             start,
             ready: Instant::now(),
         })
