@@ -7,31 +7,16 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::linux::{data_disk, ext4_file, has_line, host_listener, root_copy};
 use common::{guest, kvmini_bin, kvmini_status, linux_or_skip, scratch, Transcript};
 use kvmini::status::BAD_INPUT;
 
 const BOOT_TIMEOUT: &str = "600";
-
-/// A file of `sectors` 512-byte sectors, the first holding `marker`.
-fn data_disk(name: &str, sectors: usize, marker: &[u8]) -> PathBuf {
-    let path = scratch(name);
-    let mut bytes = vec![0u8; sectors * 512];
-    bytes[..marker.len()].copy_from_slice(marker);
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
-/// A copy of the root file system image `make linux` built, for a test to write.
-fn root_copy(name: &str) -> PathBuf {
-    let path = scratch(name);
-    std::fs::copy(guest("rootfs.ext4"), &path).unwrap();
-    path
-}
 
 /// `kvmini run vmlinux --initrd initramfs.cpio` with `args`, then `-- sh -c script`.
 fn command(args: &[&str], script: &str) -> Command {
@@ -52,43 +37,6 @@ fn command(args: &[&str], script: &str) -> Command {
 /// Sector `n` of `path`.
 fn sector(path: &Path, n: usize) -> Vec<u8> {
     std::fs::read(path).unwrap()[n * 512..(n + 1) * 512].to_vec()
-}
-
-/// The content of `file` inside the ext4 image `image`, read with e2fsprogs' debugfs once
-/// e2fsck has replayed the journal of the file system the guest left mounted (and found it
-/// sound).
-fn ext4_file(image: &Path, file: &str) -> String {
-    let fsck = Command::new("e2fsck")
-        .arg("-fy")
-        .arg(image)
-        .output()
-        .expect("e2fsck (e2fsprogs) runs");
-    assert!(
-        matches!(fsck.status.code(), Some(0 | 1)),
-        "e2fsck: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
-    let out = Command::new("debugfs")
-        .args(["-R", &format!("cat {file}")])
-        .arg(image)
-        .output()
-        .expect("debugfs (e2fsprogs) runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The host's end of a guest's vsock connection to port `port`: accepts one connection on
-/// `<uds>_<port>`, reads a line, answers `reply` and returns what it read.
-fn host_listener(uds: &Path, port: u32, reply: &'static str) -> std::thread::JoinHandle<String> {
-    let path = PathBuf::from(format!("{}_{port}", uds.display()));
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).unwrap();
-    std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).unwrap();
-        (&stream).write_all(reply.as_bytes()).unwrap();
-        line
-    })
 }
 
 /// Connects to the guest's vsock port `port` through `uds` (`CONNECT`), retrying while
@@ -118,11 +66,6 @@ fn connect_to_guest(uds: &Path, port: u32, message: &str) -> (String, String) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-/// Whether the guest printed `line` as a whole line (the console ends lines with CR LF).
-fn has_line(out: &str, line: &str) -> bool {
-    out.lines().any(|l| l.trim_end() == line)
 }
 
 /// What the guest runs: every program is one exec, about a second under emulation. The
@@ -272,10 +215,6 @@ fn bad_device_options_are_refused_before_the_guest_starts() {
         (
             &["--vsock", &format!("cid=3,uds={}", not_socket.display())],
             "exists and is not a Unix socket",
-        ),
-        (
-            &["--disk", disk, "--snapshot", "/tmp/kvmini-no-snapshot"],
-            "--snapshot cannot save a VM with virtio devices",
         ),
     ];
     for (args, says) in cases {

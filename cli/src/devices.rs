@@ -1,9 +1,9 @@
-//! The virtio device options of `kvmini run`.
+//! The virtio device options of `kvmini run` and `kvmini restore`.
 
 use kvmini::config::{DeviceConfig, DiskConfig, NetConfig, VsockConfig};
 
+/// Each command that takes them gives the options their heading.
 #[derive(clap::Args, Debug)]
-#[command(next_help_heading = "Devices (Linux guests; virtio over MMIO)")]
 pub struct DeviceArgs {
     /// A raw disk image as a virtio block device: /dev/vda, /dev/vdb, ... in the order given
     /// (after --root). ro: the guest may only read it (also when kvmini may not write the

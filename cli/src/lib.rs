@@ -39,6 +39,13 @@ enum Command {
     #[command(after_help = status::TABLE)]
     Run(Box<run::RunArgs>),
     /// Build a new VM from a snapshot directory and run it from where the guest was saved.
+    ///
+    /// A snapshot's virtio devices come back on the files, sockets and TAPs the device options
+    /// name: every device of the snapshot, in its order (disks, network devices, vsock,
+    /// entropy), a disk image of its saved size, the same vsock cid; --root is a disk like
+    /// --disk (the kernel command line was set at boot). Without any device option, the
+    /// snapshot's own files. A restore whose devices differ stops with status 120 before the
+    /// guest runs, saying which device and how.
     #[command(after_help = status::TABLE)]
     Restore(restore::RestoreArgs),
     /// Tell whether KVM is usable here and what kind of host this is; exits 0 when kvmini

@@ -15,6 +15,12 @@ pub struct RestoreArgs {
     #[command(flatten)]
     control: Control,
 
+    #[command(
+        flatten,
+        next_help_heading = "Devices (the snapshot's, in its order, on the files to use now; none given: the snapshot's own)"
+    )]
+    devices: crate::devices::DeviceArgs,
+
     /// A command for the guest, after "--": kvmini's Linux guest, saved ready for work
     /// (kvmini.snapshot=1), reads it from its console and runs it; kvmini exits with its status.
     #[arg(last = true, value_name = "COMMAND")]
@@ -45,6 +51,7 @@ pub fn main(args: &RestoreArgs) -> i32 {
         },
         // Only --stats shows the split, so only --stats pays for it.
         time_exits: args.control.stats.is_some(),
+        devices: args.devices.to_config(),
         seccomp: args.control.seccomp.mode(),
     };
     finish(

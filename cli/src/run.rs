@@ -111,7 +111,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     host_workarounds: WorkaroundsArg,
 
-    #[command(flatten)]
+    #[command(
+        flatten,
+        next_help_heading = "Devices (Linux guests; virtio over MMIO)"
+    )]
     devices: crate::devices::DeviceArgs,
 
     /// Serve GDB's remote protocol at ADDRESS: tcp:HOST:PORT (HOST an IP address or

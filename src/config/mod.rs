@@ -223,6 +223,10 @@ pub struct RestoreConfig {
     pub input: Vec<u8>,
     /// Time every `KVM_RUN` for the statistics.
     pub time_exits: bool,
+    /// The virtio devices' backing files, sockets and TAPs: the snapshot's devices in kind
+    /// and order, on new files if need be (a disk image of the saved size). None at all:
+    /// the snapshot's own.
+    pub devices: DeviceConfig,
     /// The sandbox, as for [`VmConfig::seccomp`].
     pub seccomp: SeccompMode,
 }
@@ -238,6 +242,7 @@ impl RestoreConfig {
             serial_input: SerialInput::default(),
             input: Vec::new(),
             time_exits: true,
+            devices: DeviceConfig::default(),
             seccomp: SeccompMode::Off,
         }
     }
@@ -297,9 +302,6 @@ impl VmConfig {
         self.devices.validate()?;
         for module in &self.modules {
             module.validate()?;
-        }
-        if let (Some(_), Some(option)) = (&self.snapshot, self.devices.first_option()) {
-            return Err(Error::SnapshotWithDevices(option));
         }
         if self.gdb.is_some() {
             if self.cpus > 1 {
@@ -464,9 +466,6 @@ pub enum Error {
     /// Devices for a guest that is not Linux.
     #[error("{0} needs a Linux kernel: virtio devices are announced on its command line and interrupt through the IO-APIC kvmini sets up for Linux only")]
     DevicesNeedLinux(&'static str),
-    /// A snapshot of a VM with devices.
-    #[error("--snapshot cannot save a VM with virtio devices ({0}): their queues and host files are not part of a snapshot yet")]
-    SnapshotWithDevices(&'static str),
     /// A `--gdb` address that does not parse.
     #[error("--gdb {value}: {why}")]
     GdbAddress {

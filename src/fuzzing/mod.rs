@@ -443,8 +443,9 @@ pub fn buses(data: &[u8]) {
 
 /// The snapshot state file: its header checks on the input as it is, then the decoder and
 /// what a restore builds from a state before it needs KVM (the machine checks, the UART from
-/// its saved registers, the devices on their buses, guest memory mapped from a memory file of
-/// the right length), on the input as the payload behind a valid header.
+/// its saved registers, the devices on their buses, the virtio devices' saved state, guest
+/// memory mapped from a memory file of the right length), on the input as the payload behind
+/// a valid header.
 pub fn snapshot_state(data: &[u8]) {
     let dir = Path::new("fuzz-snapshot");
     if let Err(e) = snapshot::decode(data, dir) {
@@ -478,12 +479,35 @@ pub fn snapshot_state(data: &[u8]) {
             uart.read(offset, &mut byte);
         }
     }
+    snapshot_devices(&state.devices);
     // Guest memory from a memory file of the length the state says, when that is small.
     if layout.file_len() <= 64 << 20 {
         let (file, _) = memfd(&[]);
         file.set_len(layout.file_len()).expect("size a memfd");
         if let Ok(mem) = snapshot::memory::map(file, layout) {
             assert_eq!(memory::size(&mem), machine.mem_size);
+        }
+    }
+}
+
+/// A snapshot's virtio devices: a restore's defaults taken from them, and each transport's
+/// saved registers and queues taken by an entropy device over a small guest memory, which
+/// then resumes (its queues looked at, its interrupt raised again).
+fn snapshot_devices(devices: &[crate::devices::virtio::state::VirtioState]) {
+    let _ = snapshot::devices::resolve(devices, &DeviceConfig::default());
+    let epoll = Arc::new(Epoll::new().expect("epoll"));
+    let mem = memory::create(1 << 20).expect("map guest memory");
+    for saved in devices.iter().take(4) {
+        let mut transport = MmioTransport::new(
+            Box::new(Rng),
+            mem.clone(),
+            Interrupt::new(None),
+            EventRegistry::new(epoll.clone(), 0),
+        )
+        .expect("eventfds");
+        if transport.restore(saved).is_ok() {
+            transport.resume();
+            let _ = transport.save();
         }
     }
 }

@@ -5,10 +5,14 @@
 //!   length and checksum) and then [`state::VmState`], serde-encoded with bincode;
 //! - `memory`: guest RAM, a sparse file (see [`memory`]).
 //!
+//! Virtio devices are saved with their transport's registers and queues; a restore may put
+//! them on new backing files ([`devices`]).
+//!
 //! Both are written into a temporary directory beside the target and renamed into place when
 //! complete, so a failed save never leaves something that restores. docs/snapshots.md tells
 //! the format, what is saved and the limits.
 
+pub mod devices;
 pub mod memory;
 pub mod state;
 pub mod vcpu;
@@ -25,8 +29,9 @@ pub const STATE_FILE: &str = "state";
 pub const MEMORY_FILE: &str = "memory";
 /// Marks a state file.
 const MAGIC: [u8; 8] = *b"KVMINISN";
-/// The format of the state file; a restore refuses any other.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format of the state file; a restore refuses any other. Version 2 added the virtio
+/// devices.
+pub const FORMAT_VERSION: u32 = 2;
 /// magic, version, fingerprint, length, checksum.
 const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 
@@ -40,7 +45,7 @@ pub enum Error {
     #[error("{} is not a kvmini snapshot (no {STATE_FILE} file with kvmini's header)", .0.display())]
     NotASnapshot(PathBuf),
     /// Another format version.
-    #[error("the snapshot has format version {found}; this kvmini reads version {FORMAT_VERSION}")]
+    #[error("the snapshot has format version {found}; this kvmini reads version {FORMAT_VERSION} only: take the snapshot again with this kvmini")]
     Version {
         /// The snapshot's.
         found: u32,
@@ -125,6 +130,14 @@ pub enum Error {
         /// Why.
         source: kvm_ioctls::Error,
     },
+    /// The restore's virtio devices are not the snapshot's.
+    #[error("{why}. The snapshot's devices, in order: {saved}")]
+    Devices {
+        /// Which device differs, and how.
+        why: String,
+        /// The snapshot's devices, as options.
+        saved: String,
+    },
 }
 
 impl Error {
@@ -168,6 +181,9 @@ fn fingerprint() -> u64 {
         std::mem::size_of::<state::VcpuState>(),
         std::mem::size_of::<state::PlatformState>(),
         std::mem::size_of::<state::MemoryLayout>(),
+        std::mem::size_of::<crate::devices::virtio::state::QueueSaved>(),
+        std::mem::size_of::<crate::devices::virtio::state::TransportState>(),
+        std::mem::size_of::<crate::devices::virtio::state::DeviceState>(),
         std::mem::size_of::<state::VmState>(),
     ];
     let bytes: Vec<u8> = sizes
@@ -361,6 +377,7 @@ mod tests {
             vcpus: vec![],
             platform: None,
             serial: SerialState::default(),
+            devices: vec![],
             memory: MemoryLayout {
                 regions: vec![(0, 16 << 20)],
                 resident: vec![(0x10_0000, 0x1000)],
@@ -399,9 +416,12 @@ mod tests {
         assert_eq!(back.memory, sample().memory);
 
         assert!(matches!(decode(b"hello", dir), Err(Error::NotASnapshot(_))));
-        let mut v2 = bytes.clone();
-        v2[8] = 2;
-        assert!(matches!(decode(&v2, dir), Err(Error::Version { found: 2 })));
+        // A snapshot of version 1 (before the virtio devices) is refused, with what to do.
+        let mut v1 = bytes.clone();
+        v1[8] = 1;
+        let err = decode(&v1, dir).unwrap_err();
+        assert!(matches!(err, Error::Version { found: 1 }));
+        assert!(err.to_string().contains("take the snapshot again"), "{err}");
         let mut other = bytes.clone();
         other[12] ^= 1;
         assert!(matches!(decode(&other, dir), Err(Error::Build { .. })));

@@ -1,6 +1,8 @@
 //! What a snapshot holds besides guest memory: plain data, serialized with serde. Each part
 //! is what one owner gives and takes back: a vCPU ([`VcpuState`]), the in-kernel PC platform
-//! ([`PlatformState`]), the UART ([`SerialState`]), and the machine they form ([`Machine`]).
+//! ([`PlatformState`]), the UART ([`SerialState`]), each virtio device
+//! ([`VirtioState`](crate::devices::virtio::state::VirtioState)), and the machine they form
+//! ([`Machine`]).
 
 use kvm_bindings::{
     kvm_clock_data, kvm_cpuid_entry2, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
@@ -151,6 +153,8 @@ pub struct VmState {
     pub platform: Option<PlatformState>,
     /// The UART.
     pub serial: SerialState,
+    /// The virtio devices, in slot order (`src/devices/virtio/state.rs`).
+    pub devices: Vec<crate::devices::virtio::state::VirtioState>,
     /// The memory file's layout.
     pub memory: MemoryLayout,
 }

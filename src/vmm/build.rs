@@ -216,16 +216,29 @@ pub fn create_vcpus(
             fd.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
             fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
         }
-        vcpus.push(Vcpu::new(
-            fd,
-            devices.io_bus.clone(),
-            devices.mmio_bus.clone(),
-            mem.clone(),
-            config.unclaimed_mmio,
-            config.time_exits,
-        ));
+        vcpus.push(devices.vcpu(fd, mem, config.unclaimed_mmio, config.time_exits));
     }
     Ok(vcpus)
+}
+
+impl Devices {
+    /// A vCPU whose exits reach these devices' buses.
+    pub fn vcpu(
+        &self,
+        fd: kvm_ioctls::VcpuFd,
+        mem: &GuestMem,
+        unclaimed: crate::config::UnclaimedMmio,
+        time_exits: bool,
+    ) -> Vcpu {
+        Vcpu::new(
+            fd,
+            self.io_bus.clone(),
+            self.mmio_bus.clone(),
+            mem.clone(),
+            unclaimed,
+            time_exits,
+        )
+    }
 }
 
 fn serial_sink(output: &SerialOutput, limit: Option<u64>) -> Result<SerialSink, Error> {

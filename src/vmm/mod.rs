@@ -388,9 +388,17 @@ impl Vmm {
             else {
                 break (reason, stats);
             };
+            // The devices finish what the guest asked of them, and keep still while the VM
+            // is saved.
+            if let Some(io) = &io_thread {
+                io.pause();
+            }
             saved = Some(self.save(writer)?);
             if !self.snapshot_continue {
                 break (reason, stats);
+            }
+            if let Some(io) = &io_thread {
+                io.resume();
             }
             latch.reset();
         };

@@ -7,14 +7,23 @@ use kvm_bindings::{
 };
 use kvm_ioctls::VmFd;
 
+use std::sync::Arc;
+
+use vmm_sys_util::epoll::Epoll;
+
 use super::build::{self, DeviceArgs};
-use super::{kvm_err, set_tss, Error, Vmm};
-use crate::config::RestoreConfig;
+use super::{kvm_err, set_tss, Devices, Error, Vmm};
+use crate::config::{DeviceConfig, RestoreConfig};
 use crate::devices::lock;
 use crate::devices::serial::IrqTrigger;
+use crate::devices::virtio::io_thread;
+use crate::devices::virtio::mmio::state::RestoreError;
+use crate::devices::virtio::mmio::SharedTransport;
+use crate::devices::virtio::setup::{self, OpenDevices};
+use crate::devices::virtio::state::VirtioState;
 use crate::host;
-use crate::memory;
-use crate::snapshot::state::{HostState, PlatformState, VmState};
+use crate::memory::{self, GuestMem};
+use crate::snapshot::state::{HostState, Machine, PlatformState, VcpuState, VmState};
 use crate::snapshot::{self, Writer};
 use crate::stats::SnapshotStats;
 use crate::stop::SnapshotTrigger;
@@ -100,6 +109,8 @@ impl Vmm {
             vcpus,
             platform,
             serial: lock(&self.devices.serial).state(),
+            // The I/O thread keeps still (paused by the caller): the devices are quiescent.
+            devices: self.virtio.iter().map(|t| lock(t).save()).collect(),
             memory,
         };
         let state_bytes = writer.finish(&state)?;
@@ -121,15 +132,23 @@ impl Vmm {
             vcpus: vcpu_states,
             platform,
             serial,
+            devices: device_states,
             memory: layout,
         } = state;
         if !config.input.is_empty() && !machine.pc_platform {
             return Err(crate::config::Error::CommandNeedsLinux(config.dir.clone()).into());
         }
-        if layout.file_len() != machine.mem_size || vcpu_states.len() != usize::from(machine.cpus) {
+        if layout.file_len() != machine.mem_size
+            || vcpu_states.len() != usize::from(machine.cpus)
+            || (!device_states.is_empty() && !machine.pc_platform)
+        {
             return Err(snapshot::Error::Corrupt("the machine and its state disagree").into());
         }
         snapshot::check_host_kind(&saved_host, host::kind().short())?;
+        // The devices' files are checked and opened before anything is built.
+        let device_config = snapshot::devices::resolve(&device_states, &config.devices)?;
+        device_config.validate()?;
+        let open_devices = setup::open(&device_config)?;
         let kvm = host::open_kvm()?;
         snapshot::vcpu::check_xsave_size(&kvm)?;
         let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
@@ -145,6 +164,8 @@ impl Vmm {
             (None, false) => IrqTrigger::default(),
             _ => return Err(snapshot::Error::Corrupt("the PC platform's state").into()),
         };
+        let (virtio, epoll) = restore_virtio(&vm, &mem, open_devices, &device_states)
+            .map_err(|e| devices_error(e, &device_states, &device_config))?;
         let devices = build::create_devices(DeviceArgs {
             serial: &config.serial,
             serial_limit: config.serial_limit,
@@ -152,24 +173,20 @@ impl Vmm {
             serial_state: Some(&serial),
             snapshot: SnapshotTrigger::default(),
             debug_exit: machine.debug_exit,
-            virtio: &[],
+            virtio: &virtio,
         })?;
-        let mut vcpus = Vec::with_capacity(vcpu_states.len());
-        for (id, saved) in vcpu_states.iter().enumerate() {
-            let fd = vm
-                .create_vcpu(id as u64)
-                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-            let tsc_khz = fd.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
-            snapshot::check_tsc_khz(&saved_host, tsc_khz)?;
-            snapshot::vcpu::restore(&fd, saved)?;
-            vcpus.push(Vcpu::new(
-                fd,
-                devices.io_bus.clone(),
-                devices.mmio_bus.clone(),
-                mem.clone(),
-                machine.unclaimed_mmio,
-                config.time_exits,
-            ));
+        let vcpus = restore_vcpus(
+            &vm,
+            &mem,
+            &devices,
+            &vcpu_states,
+            &saved_host,
+            &machine,
+            config,
+        )?;
+        // Last: an interrupt a device raises again must find the vCPUs' local APICs set.
+        for transport in &virtio {
+            lock(transport).resume();
         }
         Ok(Vmm {
             vcpus,
@@ -177,8 +194,8 @@ impl Vmm {
             kvm,
             mem,
             devices,
-            virtio: Vec::new(),
-            epoll: None,
+            virtio,
+            epoll,
             machine,
             timeout: config.timeout,
             serial_input: config.serial_input,
@@ -193,5 +210,72 @@ impl Vmm {
             start,
             ready: Instant::now(),
         })
+    }
+}
+
+/// The vCPUs of a restored VM, each with its saved state.
+fn restore_vcpus(
+    vm: &VmFd,
+    mem: &GuestMem,
+    devices: &Devices,
+    states: &[VcpuState],
+    saved_host: &HostState,
+    machine: &Machine,
+    config: &RestoreConfig,
+) -> Result<Vec<Vcpu>, Error> {
+    let mut vcpus = Vec::with_capacity(states.len());
+    for (id, saved) in states.iter().enumerate() {
+        let fd = vm
+            .create_vcpu(id as u64)
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let tsc_khz = fd.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+        snapshot::check_tsc_khz(saved_host, tsc_khz)?;
+        snapshot::vcpu::restore(&fd, saved)?;
+        vcpus.push(devices.vcpu(fd, mem, machine.unclaimed_mmio, config.time_exits));
+    }
+    Ok(vcpus)
+}
+
+/// Why a restored device could not take its state: which one (by slot).
+enum DeviceFailure {
+    /// The VM could not be built.
+    Vmm(Error),
+    /// Device `index` refused.
+    State(usize, RestoreError),
+}
+
+/// The restored VM's virtio devices: wired as at a boot (irqfds, ioeventfds, the I/O
+/// thread's event loop), then given their saved registers and queues. They run once
+/// [`MmioTransport::resume`](crate::devices::virtio::mmio::MmioTransport::resume) is called.
+fn restore_virtio(
+    vm: &VmFd,
+    mem: &GuestMem,
+    open: OpenDevices,
+    states: &[VirtioState],
+) -> Result<(Vec<SharedTransport>, Option<Arc<Epoll>>), DeviceFailure> {
+    if open.devices.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let epoll = io_thread::new_epoll().map_err(|e| DeviceFailure::Vmm(Error::Thread(e)))?;
+    let virtio = build::attach_virtio(vm, mem, open, &epoll).map_err(DeviceFailure::Vmm)?;
+    for (i, (transport, saved)) in virtio.iter().zip(states).enumerate() {
+        lock(transport)
+            .restore(saved)
+            .map_err(|e| DeviceFailure::State(i, e))?;
+    }
+    Ok((virtio, Some(epoll)))
+}
+
+/// The error for a device that failed to restore, naming it.
+fn devices_error(e: DeviceFailure, states: &[VirtioState], config: &DeviceConfig) -> Error {
+    match e {
+        DeviceFailure::Vmm(e) => e,
+        DeviceFailure::State(_, RestoreError::Corrupt(what)) => {
+            snapshot::Error::Corrupt(what).into()
+        }
+        DeviceFailure::State(i, RestoreError::Mismatch(why)) => {
+            let device = snapshot::devices::describe(config, i);
+            snapshot::devices::mismatch(states, format!("device {i} ({device}): {why}")).into()
+        }
     }
 }

@@ -15,6 +15,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 
+use super::state::DeviceState;
 use super::{Chain, Context, DeviceError, SetupError, VirtioDevice};
 use crate::config::DiskConfig;
 
@@ -33,6 +34,8 @@ const HEADER_SIZE: usize = 16;
 #[derive(Debug)]
 pub struct Block {
     file: File,
+    /// The image, as a snapshot's default for a restore.
+    path: std::path::PathBuf,
     read_only: bool,
     /// Image size in bytes, rounded down to whole sectors.
     size: u64,
@@ -75,6 +78,7 @@ impl Block {
         block_config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         Ok(Block {
             file,
+            path: super::state::absolute(&config.path),
             read_only,
             size,
             id,
@@ -270,6 +274,64 @@ impl VirtioDevice for Block {
         ctx.process_chains(queue, |chain| self.handle(chain, mem))?;
         Ok(())
     }
+
+    fn save(&self) -> DeviceState {
+        DeviceState::Block {
+            path: self.path.clone(),
+            capacity: self.size,
+            read_only: self.read_only,
+            id: self.id,
+        }
+    }
+
+    fn restore(&mut self, saved: &DeviceState) -> Result<(), String> {
+        let DeviceState::Block {
+            capacity,
+            read_only,
+            id,
+            ..
+        } = saved
+        else {
+            return Err(super::other_kind(self.name(), saved));
+        };
+        if self.size != *capacity {
+            return Err(format!(
+                "the image {} holds {}, and the snapshot's disk held {}: the guest knows its \
+                 disk's size; give an image of exactly that size",
+                self.path.display(),
+                sectors(self.size),
+                sectors(*capacity)
+            ));
+        }
+        match (self.read_only, *read_only) {
+            (true, false) => {
+                return Err(format!(
+                    "the image {} is read-only here (ro, or kvmini may not write it), and the \
+                     snapshot's disk was writable",
+                    self.path.display()
+                ))
+            }
+            (false, true) => {
+                return Err(format!(
+                    "the snapshot's disk was read-only: give {} with ro",
+                    self.path.display()
+                ))
+            }
+            _ => {}
+        }
+        // The guest may have read the ID already: it stays the saved one.
+        self.id = *id;
+        Ok(())
+    }
+}
+
+/// `8 MiB (16384 sectors)`.
+fn sectors(bytes: u64) -> String {
+    format!(
+        "{} ({} sectors)",
+        crate::config::human_size(bytes),
+        bytes / SECTOR_SIZE
+    )
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@ use std::io::Write as _;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::devices::virtio::state::DeviceState;
 use crate::devices::virtio::test_util::{desc, Harness, BUFFERS, NEXT, WRITE};
 
 const HEADER: u64 = BUFFERS;
@@ -263,4 +264,39 @@ fn a_locked_image_is_refused() {
     let other = Block::open(&DiskConfig::new(&img.path)).unwrap();
     let e = other.lock(&img.path).unwrap_err();
     assert!(e.to_string().contains("in use"), "{e}");
+}
+
+#[test]
+fn a_restored_disk_needs_the_saved_size_and_keeps_the_saved_id() {
+    let (_img, saved) = image(false);
+    let state = saved.save();
+    let DeviceState::Block { capacity, .. } = &state else {
+        panic!("{state:?}")
+    };
+    assert_eq!(*capacity, 16 * 512);
+
+    // Another image of the same size, with its own name: it answers with the saved ID.
+    let other = tempfile_path::TempImage::new(16);
+    let mut block = Block::open(&DiskConfig::new(&other.path)).unwrap();
+    block.restore(&state).unwrap();
+    assert_eq!(&block.id[..9], b"test-disk");
+
+    let small = tempfile_path::TempImage::new(8);
+    let err = Block::open(&DiskConfig::new(&small.path))
+        .unwrap()
+        .restore(&state)
+        .unwrap_err();
+    assert!(
+        err.contains("holds 4 KiB (8 sectors), and the snapshot's disk held 8 KiB (16 sectors)"),
+        "{err}"
+    );
+    let mut ro = DiskConfig::new(&other.path);
+    ro.read_only = true;
+    let err = Block::open(&ro).unwrap().restore(&state).unwrap_err();
+    assert!(err.contains("is read-only here"), "{err}");
+    let err = Block::open(&DiskConfig::new(&other.path))
+        .unwrap()
+        .restore(&DeviceState::Rng)
+        .unwrap_err();
+    assert!(err.contains("it is a virtio-blk"), "{err}");
 }

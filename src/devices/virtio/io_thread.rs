@@ -2,9 +2,11 @@
 //! never runs on a vCPU thread. It waits on each queue's ioeventfd (KVM signals it when the
 //! guest writes the queue's notify register, without an exit to kvmini) and on the file
 //! descriptors the devices register (a TAP device, vsock sockets), and hands each event to
-//! its device under the device's lock.
+//! its device under the device's lock. For a snapshot it serves every queue once more and
+//! waits ([`IoThread::pause`]): the devices' state and guest memory are then saved as the
+//! guest will find them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,8 +16,8 @@ use vmm_sys_util::eventfd::EventFd;
 use super::mmio::SharedTransport;
 use crate::devices::lock;
 
-/// The token of the thread's own stop event.
-const STOP_TOKEN: u64 = u64::MAX;
+/// The token of the thread's own control event (pause, stop).
+const CONTROL_TOKEN: u64 = u64::MAX;
 
 /// The epoll set the devices register with, made before the devices so that each gets its
 /// [`super::EventRegistry`].
@@ -32,10 +34,53 @@ pub struct IoStats {
     pub cpu_time: Duration,
 }
 
+/// What the thread is asked to do, and what it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Serve events.
+    Run,
+    /// Asked to serve every queue, then wait.
+    Pause,
+    /// Waiting, the devices quiescent.
+    Paused,
+    /// Asked to end.
+    Stop,
+    /// Ended.
+    Stopped,
+}
+
+/// The thread's mode, shared with the thread that controls it.
+#[derive(Debug)]
+struct Control {
+    mode: Mutex<Mode>,
+    changed: Condvar,
+}
+
+impl Control {
+    fn mode(&self) -> MutexGuard<'_, Mode> {
+        self.mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.mode() = mode;
+        self.changed.notify_all();
+    }
+
+    /// Waits while the mode is one of `modes`; returns the one that ended the wait.
+    fn wait_while(&self, modes: &[Mode]) -> Mode {
+        let guard = self
+            .changed
+            .wait_while(self.mode(), |m| modes.contains(m))
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
 /// The running I/O thread; stopped and joined when dropped or by [`IoThread::stop`].
 #[derive(Debug)]
 pub struct IoThread {
-    stop: EventFd,
+    wake: EventFd,
+    control: Arc<Control>,
     handle: Option<JoinHandle<IoStats>>,
 }
 
@@ -46,23 +91,58 @@ impl IoThread {
         devices: Vec<SharedTransport>,
         seccomp: crate::config::SeccompMode,
     ) -> std::io::Result<Self> {
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let wake = EventFd::new(libc::EFD_NONBLOCK)?;
         epoll.ctl(
             ControlOperation::Add,
-            std::os::fd::AsRawFd::as_raw_fd(&stop),
-            EpollEvent::new(EventSet::IN, STOP_TOKEN),
+            std::os::fd::AsRawFd::as_raw_fd(&wake),
+            EpollEvent::new(EventSet::IN, CONTROL_TOKEN),
         )?;
         watch_queues(&epoll, &devices)?;
+        let control = Arc::new(Control {
+            mode: Mutex::new(Mode::Run),
+            changed: Condvar::new(),
+        });
+        let thread_control = control.clone();
+        let thread_wake = wake.try_clone()?;
         let handle = std::thread::Builder::new()
             .name("kvmini-io".into())
             .spawn(move || {
                 crate::sandbox::enter_or_exit(crate::sandbox::Role::Io, seccomp);
-                event_loop(&epoll, &devices)
+                let stats = event_loop(&epoll, &devices, &thread_control, &thread_wake);
+                thread_control.set(Mode::Stopped);
+                stats
             })?;
         Ok(IoThread {
-            stop,
+            wake,
+            control,
             handle: Some(handle),
         })
+    }
+
+    /// Brings the devices to a quiescent point for a snapshot: the thread serves every
+    /// queue the driver may have notified (no request is left half-way, every answer is on
+    /// its used ring) and then waits, touching neither the devices nor guest memory, until
+    /// [`IoThread::resume`] or the end. Call it with the vCPUs stopped.
+    pub fn pause(&self) {
+        {
+            let mut mode = self.control.mode();
+            // A thread that ended (epoll failed) has nothing in flight.
+            if *mode != Mode::Run {
+                return;
+            }
+            *mode = Mode::Pause;
+        }
+        let _ = self.wake.write(1);
+        self.control.wait_while(&[Mode::Pause]);
+    }
+
+    /// Lets a paused thread serve events again.
+    pub fn resume(&self) {
+        let mut mode = self.control.mode();
+        if *mode == Mode::Paused {
+            *mode = Mode::Run;
+            self.control.changed.notify_all();
+        }
     }
 
     /// Stops the thread and returns what it measured.
@@ -71,7 +151,8 @@ impl IoThread {
     }
 
     fn finish(&mut self) -> IoStats {
-        let _ = self.stop.write(1);
+        self.control.set(Mode::Stop);
+        let _ = self.wake.write(1);
         self.handle
             .take()
             .and_then(|h| h.join().ok())
@@ -117,7 +198,12 @@ pub fn dispatch(devices: &[SharedTransport], token: u64, events: EventSet) {
     }
 }
 
-fn event_loop(epoll: &Epoll, devices: &[SharedTransport]) -> IoStats {
+fn event_loop(
+    epoll: &Epoll,
+    devices: &[SharedTransport],
+    control: &Control,
+    wake: &EventFd,
+) -> IoStats {
     let mut events = vec![EpollEvent::default(); 32];
     let mut stats = IoStats::default();
     'outer: loop {
@@ -131,8 +217,12 @@ fn event_loop(epoll: &Epoll, devices: &[SharedTransport]) -> IoStats {
         };
         for event in &events[..n] {
             let token = event.data();
-            if token == STOP_TOKEN {
-                break 'outer;
+            if token == CONTROL_TOKEN {
+                let _ = wake.read();
+                if !obey(control, devices) {
+                    break 'outer;
+                }
+                continue;
             }
             stats.events += 1;
             dispatch(devices, token, event.event_set());
@@ -140,6 +230,22 @@ fn event_loop(epoll: &Epoll, devices: &[SharedTransport]) -> IoStats {
     }
     stats.cpu_time = thread_cpu_time();
     stats
+}
+
+/// Does what the control asks; returns whether the thread goes on.
+fn obey(control: &Control, devices: &[SharedTransport]) -> bool {
+    let mode = *control.mode();
+    match mode {
+        Mode::Pause => {
+            for device in devices {
+                lock(device).drain();
+            }
+            control.set(Mode::Paused);
+            control.wait_while(&[Mode::Paused]) != Mode::Stop
+        }
+        Mode::Stop | Mode::Stopped => false,
+        Mode::Run | Mode::Paused => true,
+    }
 }
 
 /// CPU time the calling thread has used.

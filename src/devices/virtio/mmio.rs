@@ -331,6 +331,11 @@ impl MmioTransport {
         self.active = true;
         self.with_context(|device, ctx| device.activate(ctx));
         // Buffers the driver made available before DRIVER_OK (a receive queue) are seen.
+        self.process_ready_queues();
+    }
+
+    /// Lets the running device look at each of its ready queues.
+    fn process_ready_queues(&mut self) {
         for index in 0..self.queues.len() {
             if self.active && self.queues[index].ready() {
                 self.with_context(|device, ctx| device.process_queue(index, ctx));
@@ -381,6 +386,9 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
         data[..n].copy_from_slice(&src[..n]);
     }
 }
+
+#[path = "mmio_state.rs"]
+pub mod state;
 
 #[cfg(test)]
 #[path = "mmio_tests.rs"]

@@ -19,6 +19,7 @@ pub mod mmio;
 pub mod net;
 pub mod rng;
 pub mod setup;
+pub mod state;
 pub mod tap;
 pub mod vsock;
 
@@ -123,6 +124,25 @@ pub trait VirtioDevice: Send {
     /// The driver reset the device: forget every request and connection, unregister the
     /// device's own file descriptors.
     fn reset(&mut self, _events: &EventRegistry) {}
+    /// The device's own part of a snapshot.
+    fn save(&self) -> state::DeviceState;
+    /// Takes a snapshot's state: checks that this device's backend can stand in for the
+    /// saved one (a disk image of the same size, ...) and adopts what the guest already
+    /// knows of it (a disk's ID, a MAC). `Err` says, for a person, how they differ.
+    fn restore(&mut self, saved: &state::DeviceState) -> Result<(), String>;
+    /// The VM was restored with the device running: watch its own descriptors again, as at
+    /// activation, and tell the driver what it must know.
+    fn resume(&mut self, ctx: &mut Context<'_>) -> Result<(), DeviceError> {
+        self.activate(ctx)
+    }
+}
+
+/// The message of a restore that hands a device the state of another kind.
+pub(crate) fn other_kind(name: &str, saved: &state::DeviceState) -> String {
+    format!(
+        "it is a {name} and the snapshot's device is a {}",
+        saved.name()
+    )
 }
 
 /// What a device works with while it handles an event.
@@ -249,6 +269,18 @@ impl Interrupt {
     /// Clears every bit (a device reset).
     pub fn clear(&self) {
         self.status.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sets the status bits a snapshot saved.
+    pub fn restore(&self, bits: u32) {
+        self.status.store(bits, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Raises the line again if some bit is still set (after a restore).
+    pub fn raise_pending(&self) {
+        if self.status() != 0 {
+            self.signal(0);
+        }
     }
 }
 

@@ -34,6 +34,7 @@ use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 use virtio_queue::{QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::EventSet;
 
+use super::state::DeviceState;
 use super::tap::{Tap, VNET_HDR_LEN};
 use super::{Chain, Context, DeviceError, EventRegistry, SetupError, VirtioDevice};
 use crate::config::NetConfig;
@@ -326,6 +327,23 @@ impl VirtioDevice for Net {
     fn reset(&mut self, events: &EventRegistry) {
         events.remove(self.tap.as_raw_fd());
         self.tap_readable = false;
+    }
+
+    fn save(&self) -> DeviceState {
+        DeviceState::Net {
+            tap: self.tap.name().to_string(),
+            mac: self.config,
+        }
+    }
+
+    /// Any TAP stands in for the saved one (a TAP cannot leave its process); the guest keeps
+    /// its MAC address.
+    fn restore(&mut self, saved: &DeviceState) -> Result<(), String> {
+        let DeviceState::Net { mac, .. } = saved else {
+            return Err(super::other_kind(self.name(), saved));
+        };
+        self.config = *mac;
+        Ok(())
     }
 }
 

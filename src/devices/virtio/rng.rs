@@ -6,6 +6,7 @@ use std::io::Write;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 
+use super::state::DeviceState;
 use super::{Chain, Context, DeviceError, VirtioDevice};
 
 /// Size of the request queue.
@@ -73,5 +74,16 @@ impl VirtioDevice for Rng {
         let mem = ctx.mem;
         ctx.process_chains(queue, |chain| Self::handle(chain, mem))?;
         Ok(())
+    }
+
+    fn save(&self) -> DeviceState {
+        DeviceState::Rng
+    }
+
+    fn restore(&mut self, saved: &DeviceState) -> Result<(), String> {
+        match saved {
+            DeviceState::Rng => Ok(()),
+            _ => Err(super::other_kind(self.name(), saved)),
+        }
     }
 }

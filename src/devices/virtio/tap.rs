@@ -30,6 +30,7 @@ const TUN_PATH: &str = "/dev/net/tun";
 #[derive(Debug)]
 pub struct Tap {
     fd: OwnedFd,
+    name: String,
 }
 
 impl Tap {
@@ -76,14 +77,25 @@ impl Tap {
                  frames go nowhere until `ip link set {name} up`"
             ),
         }
-        Ok(Tap { fd })
+        Ok(Tap {
+            fd,
+            name: name.to_string(),
+        })
+    }
+
+    /// The TAP's name (empty for a stand-in).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// A TAP stand-in over any non-blocking descriptor that keeps frame boundaries (a
     /// `SOCK_SEQPACKET` socket pair in the tests and the fuzz targets).
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn from_fd(fd: OwnedFd) -> Self {
-        Tap { fd }
+        Tap {
+            fd,
+            name: String::new(),
+        }
     }
 
     /// Reads one frame (with its vnet header) into `buf`; returns its full length, which is

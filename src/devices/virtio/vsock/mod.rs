@@ -30,6 +30,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_vsock::packet::VsockPacket;
 use vmm_sys_util::epoll::EventSet;
 
+use super::state::DeviceState;
 use super::{Context, DeviceError, EventRegistry, SetupError, VirtioDevice};
 use crate::config::VsockConfig;
 use host::HostListener;
@@ -40,8 +41,12 @@ use packet::MAX_PKT_DATA;
 pub const RX_QUEUE: usize = 0;
 /// The transmit queue: packets from the guest.
 pub const TX_QUEUE: usize = 1;
+/// The event queue: kvmini's only event is the transport reset after a restore.
+pub const EVENT_QUEUE: usize = 2;
+/// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` (VIRTIO 1.2, 5.10.6.7).
+const EVENT_TRANSPORT_RESET: u32 = 0;
 /// Size of each queue: receive, transmit, and the event queue (transport resets), on
-/// which kvmini sends nothing.
+/// which kvmini sends only the reset of a restored VM.
 const QUEUE_SIZE: u16 = 256;
 
 /// The vsock device.
@@ -131,6 +136,61 @@ impl VirtioDevice for Vsock {
     fn reset(&mut self, events: &EventRegistry) {
         self.muxer.clear(events);
     }
+
+    fn save(&self) -> DeviceState {
+        DeviceState::Vsock {
+            cid: self.cid,
+            uds: super::state::absolute(&self.muxer.uds()),
+        }
+    }
+
+    fn restore(&mut self, saved: &DeviceState) -> Result<(), String> {
+        match saved {
+            DeviceState::Vsock { cid, .. } if *cid == self.cid => Ok(()),
+            DeviceState::Vsock { cid, .. } => Err(format!(
+                "the guest's context ID is {cid} in the snapshot, and {} here: give cid={cid}",
+                self.cid
+            )),
+            _ => Err(super::other_kind(self.name(), saved)),
+        }
+    }
+
+    /// Listens again, on the new socket, and tells the guest that its connections are gone
+    /// (none of them survives a snapshot: their host ends stayed in the saving process):
+    /// the driver then resets every connected socket; listening ones go on.
+    fn resume(&mut self, ctx: &mut Context<'_>) -> Result<(), DeviceError> {
+        self.activate(ctx)?;
+        send_transport_reset(ctx)
+    }
+}
+
+/// Puts a `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` in the driver's next event buffer, if it has
+/// given one.
+fn send_transport_reset(ctx: &mut Context<'_>) -> Result<(), DeviceError> {
+    use std::io::Write;
+    use virtio_queue::{QueueOwnedT, QueueT};
+    let mem = ctx.mem;
+    let queue = &mut ctx.queues[EVENT_QUEUE];
+    if !queue.ready() {
+        return Ok(());
+    }
+    let chain = queue
+        .iter(mem)
+        .map_err(|source| DeviceError::Queue {
+            queue: EVENT_QUEUE,
+            source,
+        })?
+        .next();
+    let Some(chain) = chain else {
+        return Ok(());
+    };
+    let head = chain.head_index();
+    let event = EVENT_TRANSPORT_RESET.to_le_bytes();
+    let written = match chain.writer(mem).map(|mut w| w.write_all(&event)) {
+        Ok(Ok(())) => event.len() as u32,
+        _ => 0,
+    };
+    ctx.add_used(EVENT_QUEUE, head, written)
 }
 
 #[cfg(test)]

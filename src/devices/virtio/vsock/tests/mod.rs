@@ -4,6 +4,7 @@
 
 mod flows;
 mod hostile;
+mod restore;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
