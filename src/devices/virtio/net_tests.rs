@@ -3,6 +3,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::devices::virtio::state::DeviceState;
 use crate::devices::virtio::test_util::{desc, Harness, BUFFERS, MEM_SIZE, NEXT, WRITE};
 use crate::devices::virtio::INT_VRING;
 
@@ -494,4 +495,30 @@ fn a_missing_tap_kvmini_may_not_create_is_refused_with_what_to_do() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn a_restored_device_keeps_the_mac_on_its_new_tap_and_takes_the_frames_waiting_there() {
+    let (old, _) = device();
+    let saved = old.save();
+    assert_eq!(
+        saved,
+        DeviceState::Net {
+            tap: String::new(),
+            mac: [2, 0, 0, 0, 0, 1]
+        }
+    );
+    let (mut net, peer) = device();
+    net.config = mac_for("another-tap");
+    net.restore(&saved).unwrap();
+    let mut mac = [0; 6];
+    net.read_config(0, &mut mac);
+    assert_eq!(mac, [2, 0, 0, 0, 0, 1]);
+    let mut h = harness();
+    add_rx(&h, RX_BUF, 1526, 0);
+    send(&peer, &with_header(&frame(b"waiting in the new TAP")));
+    net.resume(&mut h.ctx()).unwrap();
+    net.process_queue(RX, &mut h.ctx()).unwrap();
+    assert_eq!(h.used(RX).0, 1);
+    assert!(net.restore(&DeviceState::Rng).is_err());
 }
