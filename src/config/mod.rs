@@ -198,7 +198,9 @@ pub struct VmConfig {
     pub gdb: Option<GdbConfig>,
     /// The sandbox: a seccomp filter on each of kvmini's threads once the guest runs,
     /// including the calling thread, which runs the boot vCPU and stays confined afterwards.
-    /// Off by default in the library; the `kvmini` binary turns it on.
+    /// On, it also has threads started from then on share glibc's main malloc arena
+    /// (`M_ARENA_MAX` 1, for the whole process; see docs/security.md). Off by default in the
+    /// library; the `kvmini` binary turns it on.
     pub seccomp: SeccompMode,
     /// Makes a system call no filter allows once the sandbox is in place (tests the sandbox).
     #[doc(hidden)]

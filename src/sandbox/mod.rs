@@ -80,6 +80,18 @@ thread_local! {
     static ROLE: Cell<Option<Role>> = const { Cell::new(None) };
 }
 
+/// Readies the process for the filters, before it starts any thread: the threads started
+/// from now on allocate from glibc's main arena (`mallopt(M_ARENA_MAX, 1)`). A thread with
+/// an arena of its own has glibc read `/proc/sys/vm/overcommit_memory` (an `openat`, which no
+/// filter allows) the first time that arena shrinks, at no point kvmini can tell (the I/O
+/// thread's end has been seen to); the main arena shrinks with `brk`.
+pub fn prepare(mode: SeccompMode) {
+    if mode != SeccompMode::Off {
+        // SAFETY: mallopt changes one of the allocator's settings and takes no pointer.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    }
+}
+
 /// Installs the filter of `role` on the calling thread (nothing when `mode` is off). A thread
 /// that has one already keeps it: filters only ever narrow.
 pub fn enter(role: Role, mode: SeccompMode) -> Result<(), Error> {
