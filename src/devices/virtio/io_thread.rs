@@ -261,3 +261,65 @@ fn thread_cpu_time() -> Duration {
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use virtio_bindings::virtio_mmio::VIRTIO_MMIO_STATUS;
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::devices::virtio::mmio::tests::{initialize, memory_of, transport, write};
+    use crate::devices::virtio::test_util::{desc, Harness, BUFFERS, WRITE};
+
+    /// Waits up to two seconds for `done`.
+    fn eventually(done: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    #[test]
+    fn a_paused_thread_has_served_every_queue_and_serves_nothing_until_resumed() {
+        let mut t = transport();
+        initialize(&mut t, 1);
+        write(&mut t, VIRTIO_MMIO_STATUS, 1 | 2 | 8 | 4);
+        let (table, avail, _) = Harness::new(1).rings(0);
+        let mem = memory_of(&t);
+        let request = |n: u16| {
+            mem.write_obj(
+                desc(BUFFERS, 16, WRITE, 0),
+                GuestAddress(table + u64::from(n) * 16),
+            )
+            .unwrap();
+            mem.write_obj(n, GuestAddress(avail + 4 + u64::from(n) * 2))
+                .unwrap();
+            mem.write_obj(n + 1, GuestAddress(avail + 2)).unwrap();
+        };
+        request(0);
+        t.queue_evts()[0].write(1).unwrap();
+        let device = Arc::new(Mutex::new(t));
+        let io = IoThread::start(
+            new_epoll().unwrap(),
+            vec![device.clone()],
+            crate::config::SeccompMode::Off,
+        )
+        .unwrap();
+        io.pause();
+        assert_eq!(lock(&device).requests(), 1, "served before the pause ends");
+        // While paused, a notification waits.
+        request(1);
+        lock(&device).queue_evts()[0].write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(lock(&device).requests(), 1);
+        io.resume();
+        assert!(eventually(|| lock(&device).requests() == 2));
+        io.stop();
+    }
+}

@@ -392,4 +392,4 @@ pub mod state;
 
 #[cfg(test)]
 #[path = "mmio_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -5,7 +5,7 @@ use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::test_util::{desc, memory, Harness, BUFFERS, WRITE};
 use crate::devices::virtio::INT_CONFIG;
 
-pub(super) fn transport() -> MmioTransport {
+pub(crate) fn transport() -> MmioTransport {
     let epoll = Arc::new(vmm_sys_util::epoll::Epoll::new().unwrap());
     MmioTransport::new(
         Box::new(Rng),
@@ -16,19 +16,24 @@ pub(super) fn transport() -> MmioTransport {
     .unwrap()
 }
 
-pub(super) fn read(t: &mut MmioTransport, offset: u32) -> u32 {
+/// The transport's guest memory, for a test that plays the driver.
+pub(crate) fn memory_of(t: &MmioTransport) -> crate::memory::GuestMem {
+    t.mem.clone()
+}
+
+pub(crate) fn read(t: &mut MmioTransport, offset: u32) -> u32 {
     let mut data = [0u8; 4];
     t.read(u64::from(offset), &mut data);
     u32::from_le_bytes(data)
 }
 
-pub(super) fn write(t: &mut MmioTransport, offset: u32, value: u32) {
+pub(crate) fn write(t: &mut MmioTransport, offset: u32, value: u32) {
     t.write(u64::from(offset), &value.to_le_bytes());
 }
 
 /// The driver's side of VIRTIO 1.2, 3.1.1, for a device with one queue of 16 at address 0
 /// (where the test harness's mock queue is).
-pub(super) fn initialize(t: &mut MmioTransport, features_high: u32) {
+pub(crate) fn initialize(t: &mut MmioTransport, features_high: u32) {
     write(t, VIRTIO_MMIO_STATUS, 1);
     write(t, VIRTIO_MMIO_STATUS, 1 | 2);
     write(t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
