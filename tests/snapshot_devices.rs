@@ -1,6 +1,7 @@
 //! Snapshots of the Linux guest with virtio devices, restored onto new backing files. One
 //! boot (a root disk the guest mounted before the save, a data disk it never touched, vsock)
-//! is saved once user space is ready; then each restore gives the data disk another image of
+//! is saved once user space is ready, and goes on using its disk (`--snapshot-continue`);
+//! then each restore gives the data disk another image of
 //! the same size, a copy of the root disk as it was at the save and a new vsock socket, and
 //! the guest reads its own image's file, writes into the right image and talks over vsock.
 //! Restores whose devices differ from the snapshot's are refused with status 120 before the
@@ -9,13 +10,16 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::linux::{ext4_file, has_line, host_listener, root_copy};
-use common::{guest, kvmini_within, linux_or_skip, scratch, texts};
+use common::{
+    guest, kvmini_bin, kvmini_within, linux_or_skip, output_within_child, scratch, texts,
+};
 use kvmini::status::BAD_INPUT;
 
 /// The data disk's size: every image a restore gives it has this size.
@@ -69,7 +73,9 @@ fn sized(file: &Path, size: u64) {
 }
 
 /// Boots the guest with its devices and saves it once user space is ready (the first test to
-/// get here does it; the others wait for it).
+/// get here does it; the others wait for it). With `--snapshot-continue` the VM goes on after
+/// the save: its command, sent once the snapshot is there, reads the data disk (past the
+/// guest's cache), so the devices work on in the VM that was saved.
 fn saved() -> &'static Saved {
     static SAVED: OnceLock<Saved> = OnceLock::new();
     SAVED.get_or_init(|| {
@@ -79,33 +85,50 @@ fn saved() -> &'static Saved {
         let placeholder = scratch("placeholder.img");
         sized(&placeholder, DATA_SIZE);
         let uds = scratch("boot.sock");
-        let out = kvmini_within(
-            &[
-                "run",
-                path(&guest("vmlinux")),
-                "--initrd",
-                path(&guest("initramfs.cpio")),
+        let mut child = Command::new(kvmini_bin())
+            .arg("run")
+            .arg(guest("vmlinux"))
+            .arg("--initrd")
+            .arg(guest("initramfs.cpio"))
+            .args([
                 "--cmdline",
                 "console=ttyS0 reboot=k panic=-1 kvmini.snapshot=1",
-                "--root",
-                path(&root),
-                "--disk",
-                path(&placeholder),
-                "--vsock",
-                &format!("cid={CID},uds={}", uds.display()),
-                "--snapshot",
-                path(&dir),
-                "--timeout",
-                "600",
-            ],
-            Duration::from_secs(700),
-        );
-        let (stdout, stderr) = texts(&out);
-        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-        assert!(stderr.contains("saved the VM into"), "{stderr}");
+            ])
+            .args(["--root", path(&root), "--disk", path(&placeholder)])
+            .arg("--vsock")
+            .arg(format!("cid={CID},uds={}", uds.display()))
+            .args(["--snapshot", path(&dir), "--snapshot-continue"])
+            .args(["--timeout", "600"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kvmini runs");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        // Until the snapshot is there (or kvmini ended, which the status below tells).
+        while !dir.join("state").exists()
+            && Instant::now() < deadline
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         // The root disk as the saved guest left it: every restore starts from a copy.
         let root_at_save = scratch("root-at-save.ext4");
         std::fs::copy(&root, &root_at_save).unwrap();
+        let read = "m=kvmini-test; /bin/busybox dd if=/dev/vdb of=/dev/null bs=4096 count=1 \
+                    iflag=direct && echo $m: read after the save";
+        let mut stdin = child.stdin.take().unwrap();
+        // (A kvmini that ended early has closed its end: the status below tells why.)
+        let _ = stdin.write_all(format!("sh -c '{read}'\n").as_bytes());
+        drop(stdin);
+        let out = output_within_child(child, Duration::from_secs(700));
+        let (stdout, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(dir.join("state").exists(), "no snapshot: {stderr}");
+        assert!(
+            has_line(&stdout, "kvmini-test: read after the save"),
+            "{stdout}"
+        );
         Saved {
             dir,
             root: root_at_save,
