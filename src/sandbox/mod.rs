@@ -80,6 +80,19 @@ thread_local! {
     static ROLE: Cell<Option<Role>> = const { Cell::new(None) };
 }
 
+/// Keeps glibc's allocator from opening a file in a confined thread: a thread's own malloc
+/// arena, the first time it shrinks, reads /proc/sys/vm/overcommit_memory
+/// (`check_may_shrink_heap`), an `openat` no filter allows (seen on the I/O thread after a
+/// guest read large blocks). With a single arena every thread allocates from the main heap,
+/// which grows and shrinks by `brk`; kvmini's few threads allocate little, so sharing its lock
+/// costs nothing measurable. Called before any thread starts; nothing when `mode` is off.
+pub fn single_arena(mode: SeccompMode) {
+    if mode != SeccompMode::Off {
+        // SAFETY: mallopt only sets an allocator parameter; it touches no memory of ours.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    }
+}
+
 /// Installs the filter of `role` on the calling thread (nothing when `mode` is off). A thread
 /// that has one already keeps it: filters only ever narrow.
 pub fn enter(role: Role, mode: SeccompMode) -> Result<(), Error> {

@@ -322,6 +322,7 @@ impl Vmm {
     /// Runs the guest until it stops: the boot vCPU on this thread, every other vCPU on a
     /// thread of its own; the first vCPU (or the console) to stop the VM stops them all.
     pub fn run(mut self) -> Result<RunOutcome, Error> {
+        crate::sandbox::single_arena(self.seccomp);
         let latch = Arc::new(StopLatch::default());
         // Before any thread starts: they inherit the blocked SIGUSR1.
         let _signal = match self.snapshot_trigger.is_armed() {
