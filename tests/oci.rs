@@ -188,6 +188,23 @@ fn bad_input_fails_as_runc_fails() {
             &format!("{cmd:?} of an unknown ID"),
         );
     }
+    // --log with --log-format json: the error as a JSON line in the file.
+    for (rt, name) in [
+        (Runtime::kvmini(&kr), "kvmini"),
+        (Runtime::runc(&rr), "runc"),
+    ] {
+        let log = dir.join(format!("{name}.log"));
+        let mut cmd = rt.command();
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "state", "nope"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        assert_eq!(cmd.status().unwrap().code(), Some(1), "{name}");
+        let line: Value = serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+        assert_eq!(line["level"], "error", "{name}");
+        assert_eq!(line["msg"], "container does not exist", "{name}");
+        assert!(line["time"].is_string(), "{name}");
+    }
     // A state root that does not exist: no containers, and list shows none.
     let missing = dir.join("no/such/root");
     same_failure(
@@ -354,5 +371,88 @@ fn a_container_goes_through_its_life_as_under_runc() {
         1,
         "only the image cache stays"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Processes whose command line names `needle` (a state directory: the holder and its VM).
+fn processes_naming(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) {
+            found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+#[test]
+fn kill_stops_the_vm_with_the_status_of_a_killed_process() {
+    if !runc_or_skip() || !common::linux_or_skip(&[]) {
+        return;
+    }
+    become_subreaper();
+    let dir = scratch("kill");
+    let b = bundle(&dir, "echo started; exec sleep 600", true);
+    let kr = dir.join("kvmini-state");
+    let rt = Runtime::kvmini(&kr);
+    let out = dir.join("k");
+    let created = rt.create(&b, "k", &out);
+    assert_eq!(common::status(&created), 0, "{:?}", common::texts(&created));
+    let pid = rt.state("k")["pid"].as_i64().unwrap() as i32;
+    assert_eq!(common::status(&rt.run(&["start", "k"])), 0);
+    // The process runs once its first line is out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while std::fs::read_to_string(&out).unwrap() != "started\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no output from the container"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(rt.state("k")["status"], "running");
+    let refused = rt.run(&["delete", "k"]);
+    assert_eq!(common::status(&refused), 1);
+    assert!(common::texts(&refused)
+        .1
+        .contains("that is not stopped: running"));
+    assert_eq!(common::status(&rt.run(&["kill", "k", "SIGTERM"])), 0);
+    assert_eq!(wait_pid(pid), 128 + libc::SIGTERM);
+    assert_eq!(rt.state("k")["status"], "stopped");
+    assert_eq!(common::status(&rt.run(&["delete", "k"])), 0);
+    let state_dir = kr.join("k");
+    assert!(!state_dir.exists());
+    assert_eq!(
+        processes_naming(state_dir.to_str().unwrap()),
+        Vec::<String>::new()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_with_a_writable_root_gives_what_runc_gives() {
+    if !runc_or_skip() || !common::linux_or_skip(&[]) {
+        return;
+    }
+    let dir = scratch("run");
+    let script = "echo kept > /etc/note; cat /etc/note; id; ulimit -n";
+    let b = bundle(&dir, script, false);
+    let (kr, rr) = (dir.join("kvmini-state"), dir.join("runc-state"));
+    let b_str = b.to_str().unwrap();
+    let expected = runc(&rr, &["run", "--bundle", b_str, "r"]);
+    let got = kvmini_oci(&kr, &["run", "--bundle", b_str, "k"]);
+    assert_eq!(
+        common::status(&expected),
+        0,
+        "{:?}",
+        common::texts(&expected)
+    );
+    assert_eq!(common::status(&got), 0, "{:?}", common::texts(&got));
+    assert_eq!(common::texts(&got).0, common::texts(&expected).0);
+    assert!(common::texts(&got).0.starts_with("kept\n"));
+    // The writable root was the container's own copy: deleted with it; the root stays as it
+    // was (runc wrote it in place).
+    assert!(!kr.join("k").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

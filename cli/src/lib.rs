@@ -53,6 +53,7 @@ enum Command {
     /// An OCI runtime with runc's command line that runs each container's process in a
     /// kvmini VM with the Linux guest (docs/oci.md); also what the binary does when called
     /// kvmini-runtime (`podman --runtime PATH/kvmini-runtime`). Failures exit 1, as runc's.
+    #[command(version = oci::VERSION.as_str())]
     Oci(oci::OciArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell); `make
     /// install` installs them.

@@ -12,6 +12,15 @@ use kvmini_oci::{Global, LogFormat, Logger};
 /// The name under which the binary is `kvmini oci` (argv[0]'s file name).
 pub const RUNTIME_NAME: &str = "kvmini-runtime";
 
+/// `--version`, with the runtime specification's version as runc gives it.
+pub static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{}\nspec: {}",
+        env!("CARGO_PKG_VERSION"),
+        kvmini_oci::OCI_VERSION
+    )
+});
+
 #[derive(clap::Args, Debug)]
 pub struct OciArgs {
     /// The state directory: one subdirectory per container, and the root image cache.

@@ -77,8 +77,17 @@ fn prepare(
 ) -> Result<std::process::Child, Error> {
     state::save(dir, saved)?;
     let started = Instant::now();
+    let points: Vec<image::MountPoint> = plan
+        .mounts
+        .iter()
+        .map(|m| image::MountPoint {
+            path: m.destination.clone(),
+            file: m.kind == "file",
+        })
+        .collect();
     let root = image::root_disk(
         &plan.root,
+        &points,
         &g.root.join("cache"),
         plan.readonly,
         &dir.join("rootfs.ext4"),

@@ -9,6 +9,9 @@
 //! such as `touch -r`, goes unseen: delete `ROOT/cache` then). A read-only root uses the
 //! cached image itself, read-only; a writable root gets its own sparse copy in the state
 //! directory, removed by `delete`.
+//!
+//! Mount points the tree lacks are added to the image (`debugfs`), as runc creates them in
+//! the root directory itself; so a read-only root can take mounts on paths it does not have.
 
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
@@ -125,15 +128,86 @@ fn run(cmd: &mut Command) -> Result<(), Error> {
     })
 }
 
-/// The root disk for a container: the cached image of `rootfs` (built if missing) when
-/// `readonly`, else a copy of it at `private` with [`WRITABLE_SPARE`] free.
+/// A directory or, for a bind mount of a file, a regular file to add to the root image.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct MountPoint {
+    /// The absolute path in the container.
+    pub path: String,
+    /// A file rather than a directory.
+    pub file: bool,
+}
+
+/// The mount points of `wanted` that `rootfs` lacks, with every missing parent directory
+/// before its children.
+fn missing(rootfs: &Path, wanted: &[MountPoint]) -> Vec<MountPoint> {
+    let mut out: Vec<MountPoint> = Vec::new();
+    for w in wanted {
+        let parts: Vec<&str> = w.path.split('/').filter(|p| !p.is_empty()).collect();
+        for i in 1..=parts.len() {
+            let path = format!("/{}", parts[..i].join("/"));
+            let file = w.file && i == parts.len();
+            let there = std::fs::symlink_metadata(rootfs.join(&path[1..])).is_ok();
+            if !there && !out.iter().any(|m| m.path == path) {
+                out.push(MountPoint { path, file });
+            }
+        }
+    }
+    out
+}
+
+/// Adds `points` (parents first) to the image with debugfs.
+fn add_mount_points(image: &Path, points: &[MountPoint]) -> Result<(), Error> {
+    let empty = image.with_extension("empty");
+    std::fs::write(&empty, b"")
+        .map_err(|e| Error::io(format!("writing {}", empty.display()), e))?;
+    let mut script = String::new();
+    for m in points {
+        if m.path.contains(['\n', '"']) {
+            return Err(Error::BadConfig(format!(
+                "mount point {:?}: no quotes or newlines",
+                m.path
+            )));
+        }
+        if m.file {
+            script.push_str(&format!("write \"{}\" \"{}\"\n", empty.display(), m.path));
+        } else {
+            script.push_str(&format!("mkdir \"{}\"\n", m.path));
+        }
+    }
+    let script_path = image.with_extension("debugfs");
+    let result = std::fs::write(&script_path, script)
+        .map_err(|e| Error::io(format!("writing {}", script_path.display()), e))
+        .and_then(|()| {
+            run(Command::new("debugfs")
+                .arg("-w")
+                .arg("-f")
+                .arg(&script_path)
+                .arg(image))
+        });
+    let _ = std::fs::remove_file(&script_path);
+    let _ = std::fs::remove_file(&empty);
+    result
+}
+
+/// The root disk for a container: the cached image of `rootfs` with the mount points it
+/// lacks (built if missing) when `readonly`, else a copy of it at `private` with
+/// [`WRITABLE_SPARE`] free.
 pub fn root_disk(
     rootfs: &Path,
+    mount_points: &[MountPoint],
     cache: &Path,
     readonly: bool,
     private: &Path,
 ) -> Result<PathBuf, Error> {
     let (key, tally) = tree_key(rootfs)?;
+    let points = missing(rootfs, mount_points);
+    let key = if points.is_empty() {
+        key
+    } else {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        points.hash(&mut h);
+        format!("{key}-{:016x}", h.finish())
+    };
     let kind = if readonly { "ro" } else { "rw" };
     let cached = cache.join(format!("rootfs-{key}-{kind}.ext4"));
     if !cached.exists() {
@@ -141,10 +215,15 @@ pub fn root_disk(
             .map_err(|e| Error::io(format!("creating {}", cache.display()), e))?;
         let tmp = cache.join(format!(".build-{}-{key}", std::process::id()));
         let spare = if readonly { 0 } else { WRITABLE_SPARE };
-        let built = mkfs(rootfs, &tmp, tally, spare).and_then(|()| {
-            std::fs::rename(&tmp, &cached)
-                .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
-        });
+        let built = mkfs(rootfs, &tmp, tally, spare)
+            .and_then(|()| match points.is_empty() {
+                true => Ok(()),
+                false => add_mount_points(&tmp, &points),
+            })
+            .and_then(|()| {
+                std::fs::rename(&tmp, &cached)
+                    .map_err(|e| Error::io(format!("renaming {}", tmp.display()), e))
+            });
         if built.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -182,6 +261,35 @@ pub fn bind_disk(sources: &[PathBuf], stage: &Path, image: &Path) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_mount_points_come_parents_first() {
+        let dir = std::env::temp_dir().join(format!("kvmini-oci-points-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("proc")).unwrap();
+        let want = |path: &str, file| MountPoint {
+            path: path.into(),
+            file,
+        };
+        let got = missing(
+            &dir,
+            &[
+                want("/proc", false),
+                want("/mnt/a/f", true),
+                want("/mnt/b", false),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                want("/mnt", false),
+                want("/mnt/a", false),
+                want("/mnt/a/f", true),
+                want("/mnt/b", false)
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn key_follows_metadata_and_images_hold_the_tree() {
