@@ -456,3 +456,61 @@ fn run_with_a_writable_root_gives_what_runc_gives() {
     assert!(!kr.join("k").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn podman_runs_a_container_with_kvmini_runtime_as_with_runc() {
+    if !runc_or_skip() || !common::linux_or_skip(&[]) {
+        return;
+    }
+    if Command::new("podman").arg("--version").output().is_err() {
+        eprintln!("skipping podman test: podman is not installed (apt-get install podman)");
+        return;
+    }
+    let dir = scratch("podman");
+    let work = kvmini_compare::bundle::WorkDir::open(&dir.join("work")).unwrap();
+    let rootfs = work
+        .busybox_rootfs(Path::new(BUSYBOX), Path::new(BUSYBOX))
+        .unwrap();
+    // The name under which the binary is `kvmini oci`.
+    let runtime = dir.join("kvmini-runtime");
+    std::os::unix::fs::symlink(common::kvmini_bin(), &runtime).unwrap();
+    let runc = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v runc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let run = |runtime: &Path| {
+        let mut cmd = Command::new("podman");
+        cmd.arg("--runtime").arg(runtime);
+        // No network: podman's network namespace is a path to join, which a VM cannot.
+        cmd.args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+        ]);
+        cmd.args(["--ulimit", "nproc=1024:1024", "--rootfs"])
+            .arg(&rootfs);
+        cmd.args(["sh", "-c", "echo hello from podman; id; ulimit -n; exit 4"]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        common::output_within(cmd, Duration::from_secs(600))
+    };
+    let expected = run(Path::new(runc.trim()));
+    let got = run(&runtime);
+    assert_eq!(
+        common::status(&expected),
+        4,
+        "{:?}",
+        common::texts(&expected)
+    );
+    assert_eq!(common::status(&got), 4, "{:?}", common::texts(&got));
+    assert_eq!(common::texts(&got).0, common::texts(&expected).0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -56,6 +56,8 @@ pub struct Plan {
     pub mem_mib: u64,
     /// vCPUs.
     pub cpus: u8,
+    /// `linux.sysctl`: set in the guest kernel.
+    pub sysctls: BTreeMap<String, String>,
     /// `annotations`, for `state`.
     pub annotations: BTreeMap<String, String>,
     /// What was skipped because the VM boundary makes it moot, to log as warnings.
@@ -296,12 +298,17 @@ fn linux(plan: &mut Plan, v: Option<&Value>) -> Result<(), Error> {
         "devices",
         "the guest has only its own virtio devices; no host device nodes",
     )?;
-    refuse_if_set(
-        l,
-        "linux.",
-        "sysctl",
-        "the guest kernel's settings are not configurable yet",
-    )?;
+    if let Some(Value::Object(s)) = l.get("sysctl") {
+        for (k, v) in s {
+            let v = v
+                .as_str()
+                .ok_or_else(|| bad("linux.sysctl values must be strings"))?;
+            if k.is_empty() || k.contains("..") || k.starts_with(['.', '/']) {
+                return Err(bad(&format!("linux.sysctl: bad key {k:?}")));
+            }
+            plan.sysctls.insert(k.clone(), v.to_string());
+        }
+    }
     if let Some(Value::Array(ns)) = l.get("namespaces") {
         if ns.iter().any(|n| n.get("path").is_some()) {
             return Err(Error::Unsupported {

@@ -13,6 +13,7 @@
 //! | `H` | the host name |
 //! | `L` | an rlimit: resource NUL soft NUL hard (decimal) |
 //! | `M` | a mount: type NUL source NUL destination NUL flags (decimal) NUL data |
+//! | `S` | a sysctl: key NUL value |
 //! | `R` | the root disk is read-only (empty) |
 //! | `B` | the bind image is /dev/vdc (empty) |
 //!
@@ -70,6 +71,9 @@ pub fn encode(plan: &Plan) -> Result<Vec<u8>, Error> {
         );
         put(b'M', value.as_bytes());
     }
+    for (key, value) in &plan.sysctls {
+        put(b'S', format!("{key}\0{value}").as_bytes());
+    }
     if plan.readonly {
         put(b'R', b"");
     }
@@ -100,6 +104,7 @@ fn has_inner_nul(plan: &Plan) -> bool {
     strings
         .chain(mounts)
         .chain(plan.hostname.as_ref())
+        .chain(plan.sysctls.iter().flat_map(|(k, v)| [k, v]))
         .any(|s| s.contains('\0'))
 }
 

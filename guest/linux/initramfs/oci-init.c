@@ -8,7 +8,7 @@
  *     oci/src/spec_disk.rs, which lists the tags);
  *  2. mounts the container's root disk (/dev/vda, ext4) on /newroot, the bind-mount disk
  *     (/dev/vdc, when the spec has one) on /oci-binds, and each listed mount below /newroot,
- *     creating missing mount points; sets the host name;
+ *     creating missing mount points; sets the host name and the sysctls;
  *  3. puts the console in raw mode (no CR added to output, no line editing of input),
  *     prints the ready line and waits for one byte on the console: the holder on the host
  *     sends it when `kvmini oci start` releases the container;
@@ -73,6 +73,9 @@ static char *cwd = "/", *hostname;
 static unsigned long uid, gid, groups[MAX_ITEMS];
 static int ngroups, readonly_root, binds_disk;
 static long umask = -1;
+/* sysctls: the record of each (key NUL value). */
+static char *sysctls[MAX_ITEMS];
+static int nsysctls;
 /* rlimits: resource, soft, hard. */
 static unsigned long limits[64][3];
 static int nlimits;
@@ -149,7 +152,7 @@ static void read_spec(void)
 		at += 5 + n + 1;
 		if ((tag == 'A' && nargs == MAX_ITEMS) || (tag == 'E' && nenvs == MAX_ITEMS) ||
 		    (tag == 'g' && ngroups == MAX_ITEMS) || (tag == 'L' && nlimits == 64) ||
-		    (tag == 'M' && nmounts == MAX_ITEMS))
+		    (tag == 'M' && nmounts == MAX_ITEMS) || (tag == 'S' && nsysctls == MAX_ITEMS))
 			fail("too many items in the spec", 0, 126);
 		switch (tag) {
 		case 'A': args[nargs++] = v; break;
@@ -163,6 +166,7 @@ static void read_spec(void)
 		case 'R': readonly_root = 1; break;
 		case 'B': binds_disk = 1; break;
 		case 'M': mounts[nmounts++] = v; break;
+		case 'S': sysctls[nsysctls++] = v; break;
 		case 'L': {
 			char *soft = next_field(v), *hard = next_field(soft);
 
@@ -276,6 +280,27 @@ static void mount_all(void)
 		fail("cannot set the host name", hostname, 126);
 }
 
+/* Each sysctl key (dots or slashes) written to its file under the guest's /proc/sys. */
+static void set_sysctls(void)
+{
+	for (int i = 0; i < nsysctls; i++) {
+		char *key = sysctls[i], *value = next_field(key), *path;
+		long fd;
+		unsigned long n = str_len(value);
+
+		path = join("/proc/sys/", key);
+		for (char *p = path + 10; *p; p++)
+			if (*p == '.')
+				*p = '/';
+		fd = syscall3(SYS_open, (long)path, O_WRONLY, 0);
+		if (fd < 0)
+			fail("this guest kernel has no sysctl", key, 126);
+		if (syscall3(SYS_write, fd, (long)value, (long)n) != (long)n)
+			fail("cannot set the sysctl", key, 126);
+		syscall3(SYS_close, fd, 0, 0);
+	}
+}
+
 /* No CR before each LF, no echo, no line editing or signal characters: a byte pipe. */
 static void console_raw(void)
 {
@@ -356,6 +381,7 @@ __attribute__((used)) static void __attribute__((noreturn)) oci_init_main(long *
 	(void)sp;
 	read_spec();
 	mount_all();
+	set_sysctls();
 	console_raw();
 	write_str(1, "kvmini-oci: ready\n");
 	if (syscall3(SYS_read, 0, (long)&go, 1) != 1)

@@ -34,6 +34,7 @@ fn runc_spec_style_config_becomes_a_plan() {
         "namespaces": [{ "type": "pid" }, { "type": "mount" }],
         "resources": { "memory": { "limit": 300_000_000 }, "cpu": { "quota": 150_000, "period": 100_000 } },
         "maskedPaths": ["/proc/kcore"],
+        "sysctl": { "net.ipv4.ping_group_range": "0 0" },
     });
     let p = plan(&c, &b).unwrap();
     assert_eq!(p.args, ["sh"]);
@@ -51,6 +52,7 @@ fn runc_spec_style_config_becomes_a_plan() {
     // /dev as tmpfs brings the six device nodes; mqueue is skipped with a note.
     assert_eq!(p.mounts.len(), 2 + 6);
     assert_eq!(p.notes.len(), 1);
+    assert_eq!(p.sysctls["net.ipv4.ping_group_range"], "0 0");
 }
 
 #[test]
