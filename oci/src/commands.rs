@@ -2,7 +2,7 @@
 //! Each returns `Err` for a failure runc would report (status 1).
 
 use std::io::Read;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -175,8 +175,6 @@ pub fn start(g: &Global, id: &str) -> Result<(), Error> {
     }
     std::fs::remove_file(&fifo).map_err(|e| Error::io(format!("removing {}", fifo.display()), e))
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// `state`: the runtime specification's state JSON.
 pub fn state(g: &Global, id: &str) -> Result<String, Error> {

@@ -160,10 +160,16 @@ fn hold(dir: &Path) -> Result<i32, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the kvmini binary", e))?;
     let mut cmd = Command::new(exe);
     cmd.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+    let holder = std::process::id() as i32;
+    // SAFETY: prctl and getppid are async-signal-safe; they only set and read this child's
+    // own attributes.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // A holder killed before the prctl would leave the VM running unseen.
+            if libc::getppid() != holder {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
             Ok(())
         });
     }
