@@ -16,9 +16,11 @@ use serde_json::Value;
 
 const BUSYBOX: &str = "/bin/busybox";
 /// What one container checks at once: output, environment, working directory, a tmpfs
-/// written and read back, a bind-mounted host file, the host name and the exit status.
+/// written and read back, a bind-mounted host file, the host name, the end of standard input
+/// and the exit status.
+/// Its input is empty: `cat` sees its end.
 const SCRIPT: &str = "echo hello; pwd; env | sort; hostname; echo written > /tmp/x; cat /tmp/x; \
-                      cat /mnt/hostfile; cat /dev/null; exit 3";
+                      cat /mnt/hostfile; cat /dev/null; cat; echo input ended; exit 3";
 
 /// Whether runc-based tests can run here; otherwise says why.
 fn runc_or_skip() -> bool {
@@ -388,13 +390,14 @@ fn processes_naming(needle: &str) -> Vec<String> {
 }
 
 #[test]
-fn kill_stops_the_vm_with_the_status_of_a_killed_process() {
+fn kill_reaches_the_process_in_the_vm() {
     if !runc_or_skip() || !common::linux_or_skip(&[]) {
         return;
     }
     become_subreaper();
     let dir = scratch("kill");
-    let b = bundle(&dir, "echo started; exec sleep 600", true);
+    let script = "trap 'echo got TERM; exit 7' TERM; echo started; while :; do sleep 1; done";
+    let b = bundle(&dir, script, true);
     let kr = dir.join("kvmini-state");
     let rt = Runtime::kvmini(&kr);
     let out = dir.join("k");
@@ -418,7 +421,11 @@ fn kill_stops_the_vm_with_the_status_of_a_killed_process() {
         .1
         .contains("that is not stopped: running"));
     assert_eq!(common::status(&rt.run(&["kill", "k", "SIGTERM"])), 0);
-    assert_eq!(wait_pid(pid), 128 + libc::SIGTERM);
+    assert_eq!(wait_pid(pid), 7, "the process's own status, from its trap");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "started\ngot TERM\n"
+    );
     assert_eq!(rt.state("k")["status"], "stopped");
     assert_eq!(common::status(&rt.run(&["delete", "k"])), 0);
     let state_dir = kr.join("k");

@@ -5,15 +5,18 @@
 //! the byte that starts the process and copies its own standard input to the console.
 //! The VM's exit status, which is the process's (port 0xf4), becomes the holder's.
 //!
-//! Signals: a terminating signal sent to the holder (`kill`) stops the VM and ends the holder
-//! by the same signal, so its parent sees the status a killed process gives (128 + N).
-//! SIGKILL cannot be caught: the VM then dies by its parent-death signal.
+//! Signals: a terminating signal sent to the holder (`kill`) goes to the process in the guest
+//! through the console (an escape that `oci-init` turns into kill(2)); the process's end,
+//! by it or not, ends the VM as always. Before the process runs, such a signal stops the VM
+//! and ends the holder by the same signal (status 128 + N). SIGKILL cannot be caught: the
+//! VM dies with the holder, by its parent-death signal. Console input is escaped the same
+//! way, and its end is passed on, so the process sees the end of its standard input.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 
 use crate::config::Plan;
 use crate::state::{EXEC_FIFO, VM_FILE};
@@ -175,16 +178,17 @@ fn hold(dir: &Path) -> Result<i32, Error> {
     }
     let mut vm = cmd.spawn().map_err(|e| Error::io("starting the VM", e))?;
     let vm_pid = vm.id() as i32;
-    std::thread::spawn(move || forward_signals(mask, vm_pid));
+    let console: Console = Arc::new(Mutex::new(None));
+    let for_signals = console.clone();
+    std::thread::spawn(move || forward_signals(mask, vm_pid, &for_signals));
     let (ready_tx, ready_rx) = mpsc::channel();
     let out = vm.stdout.take().expect("piped");
     let output = std::thread::spawn(move || pass_output(out, ready_tx));
     let mut stdin = vm.stdin.take().expect("piped");
     wait_for_start(dir)?;
     if ready_rx.recv().is_ok() && stdin.write_all(b"g").is_ok() {
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut stdin);
-        });
+        *console.lock().unwrap_or_else(|e| e.into_inner()) = Some(stdin);
+        std::thread::spawn(move || pass_input(&console));
     }
     let status = vm.wait().map_err(|e| Error::io("waiting for the VM", e))?;
     let _ = output.join();
@@ -210,11 +214,65 @@ fn block_signals() -> libc::sigset_t {
     set
 }
 
-/// Waits for a forwarded signal: kills the VM, then ends the holder by the same signal.
-fn forward_signals(set: libc::sigset_t, vm: i32) {
+/// The guest's console input once the process runs (None before): shared by the input
+/// copy and the signal forwarding.
+type Console = Arc<Mutex<Option<ChildStdin>>>;
+
+/// The escape byte of console input (oci-init.c has the same): ESC ESC is a NUL byte, ESC N
+/// (1-64) signal N for the process, ESC [`END`] the end of its input.
+const ESC: u8 = 0;
+/// After [`ESC`]: the end of the process's input.
+const END: u8 = 0xff;
+
+/// `data` with every [`ESC`] doubled.
+fn escape(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    for &b in data {
+        out.push(b);
+        if b == ESC {
+            out.push(ESC);
+        }
+    }
+    out
+}
+
+/// Writes `bytes` to the console; false when it is gone or not there yet.
+fn to_console(console: &Console, bytes: &[u8]) -> bool {
+    let mut guard = console.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_mut().is_some_and(|c| c.write_all(bytes).is_ok())
+}
+
+/// Copies the holder's standard input to the process, escaped, then says where it ends.
+fn pass_input(console: &Console) {
+    let mut buf = [0u8; 8192];
+    let mut input = std::io::stdin().lock();
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if !to_console(console, &escape(&buf[..n])) {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    to_console(console, &[ESC, END]);
+}
+
+/// Waits for forwarded signals. Once the process runs each goes to it through the console;
+/// before, or should the console be gone, the signal stops the VM and ends the holder by the
+/// same signal.
+fn forward_signals(set: libc::sigset_t, vm: i32, console: &Console) {
     let mut sig = 0;
-    // SAFETY: `set` and `sig` are valid for sigwait to read and write.
-    while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+    loop {
+        // SAFETY: `set` and `sig` are valid for sigwait to read and write.
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        if !to_console(console, &[ESC, sig as u8]) {
+            break;
+        }
+    }
     // SAFETY: kill, signal and pthread_sigmask take plain values; the VM is this process's
     // child, so its PID is not reused before the holder waits for it.
     unsafe {
@@ -278,4 +336,22 @@ fn wait_for_start(dir: &Path) -> Result<(), Error> {
         .map_err(|e| Error::io(format!("opening {}", fifo.display()), e))?;
     f.write_all(b"0")
         .map_err(|e| Error::io(format!("writing {}", fifo.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_double_nul_bytes_only() {
+        assert_eq!(escape(b"a\0b"), b"a\0\0b");
+        assert_eq!(escape(&[END, 1]), [END, 1]);
+        assert_eq!(escape(b""), b"");
+    }
+
+    #[test]
+    fn ready_line_is_found_in_boot_output() {
+        assert_eq!(find(b"boot\nkvmini-oci: ready\nout", READY), Some(5));
+        assert_eq!(find(b"kvmini-oci: rea", READY), None);
+    }
 }

@@ -13,8 +13,11 @@
  *     prints the ready line and waits for one byte on the console: the holder on the host
  *     sends it when `kvmini oci start` releases the container;
  *  4. forks: the child changes root to /newroot, the directory, rlimits, groups, gid and uid
- *     and executes the process (args[0] looked up in the spec's PATH);
- *  5. the parent waits for it, syncs a writable root and ends the VM with the process's exit
+ *     and executes the process (args[0] looked up in the spec's PATH) with a pipe as its
+ *     standard input;
+ *  5. the parent copies the console to that pipe until the process ends, with the holder's
+ *     escapes (ESC below): a NUL byte, a signal for the process, the end of its input;
+ *  6. then it waits for it, syncs a writable root and ends the VM with the process's exit
  *     status (128 + N for a signal) on port 0xf4.
  *
  * Freestanding: no C library, raw system calls.  Any failure before the exec ends the VM
@@ -26,7 +29,9 @@
 
 #define SYS_open       2
 #define SYS_ioctl      16
+#define SYS_dup2       33
 #define SYS_fork       57
+#define SYS_kill       62
 #define SYS_wait4      61
 #define SYS_chdir      80
 #define SYS_mkdir      83
@@ -38,6 +43,8 @@
 #define SYS_sync       162
 #define SYS_mount      165
 #define SYS_sethostname 170
+#define SYS_signalfd4  289
+#define SYS_pipe2      293
 #define SYS_prlimit64  302
 
 #define MS_RDONLY   1UL
@@ -51,6 +58,13 @@
 #define EEXIST      17
 
 #define SPEC_MAX    65536
+#define SIGCHLD_BIT (1UL << (17 - 1))
+#define SIGPIPE_BIT (1UL << (13 - 1))
+#define POLLIN      1
+/* The holder's escape byte on the console: ESC ESC is a NUL byte of input, ESC N (1-64)
+ * signal N for the process, ESC END the end of its input. */
+#define ESC         0
+#define END         0xff
 #define MAX_ITEMS   256
 
 static long syscall5(long nr, long a, long b, long c, long d, long e)
@@ -328,9 +342,20 @@ static const char *env_path(void)
 	return "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 }
 
+static int stdin_pipe[2];
+static long sfd = -1;
+
 static void __attribute__((noreturn)) run_process(void)
 {
 	const char *p = env_path();
+	unsigned long none = 0;
+
+	syscall4(SYS_rt_sigprocmask, 2 /* SIG_SETMASK */, (long)&none, 0, 8);
+	if (syscall3(SYS_dup2, stdin_pipe[0], 0, 0) < 0)
+		fail("cannot give the process its input", 0, 126);
+	syscall3(SYS_close, stdin_pipe[0], 0, 0);
+	syscall3(SYS_close, stdin_pipe[1], 0, 0);
+	syscall3(SYS_close, sfd, 0, 0);
 
 	if (syscall3(SYS_chroot, (long)"/newroot", 0, 0) < 0 || syscall3(SYS_chdir, (long)"/", 0, 0) < 0)
 		fail("cannot change root", 0, 126);
@@ -372,11 +397,77 @@ static void __attribute__((noreturn)) run_process(void)
 	fail("executable file not found in $PATH", args[0], 127);
 }
 
+static void write_all(int fd, const unsigned char *b, long n)
+{
+	while (fd >= 0 && n > 0) {
+		long w = syscall3(SYS_write, fd, (long)b, n);
+
+		if (w <= 0)
+			return; /* the process closed its input: drop the rest */
+		b += w;
+		n -= w;
+	}
+}
+
+/*
+ * Until the process ends: console input to the process's input pipe, with the holder's
+ * escapes turned into signals and the end of input.
+ */
+static void relay(long pid)
+{
+	struct {
+		int fd;
+		short events, revents;
+	} fds[2] = { { 0, POLLIN, 0 }, { (int)sfd, POLLIN, 0 } };
+	unsigned char in[4096], out[4096];
+	int escaped = 0, to = stdin_pipe[1];
+
+	for (;;) {
+		long n, o = 0;
+
+		if (syscall3(SYS_poll, (long)fds, 2, -1) < 0)
+			continue;
+		if (fds[1].revents)
+			return; /* SIGCHLD: the process ended */
+		if (!(fds[0].revents & POLLIN))
+			continue;
+		n = syscall3(SYS_read, 0, (long)in, sizeof(in));
+		if (n <= 0) {
+			fds[0].fd = -1;
+			continue;
+		}
+		for (long i = 0; i < n; i++) {
+			unsigned char c = in[i];
+
+			if (!escaped && c == ESC) {
+				escaped = 1;
+				continue;
+			}
+			if (!escaped || c == ESC) {
+				out[o++] = c;
+				escaped = 0;
+				continue;
+			}
+			escaped = 0;
+			write_all(to, out, o);
+			o = 0;
+			if (c == END && to >= 0) {
+				syscall3(SYS_close, to, 0, 0);
+				to = -1;
+			} else if (c <= 64) {
+				syscall3(SYS_kill, pid, c, 0);
+			}
+		}
+		write_all(to, out, o);
+	}
+}
+
 __attribute__((used)) static void __attribute__((noreturn)) oci_init_main(long *sp)
 {
 	char go;
 	int wstatus = 0, status;
 	long pid;
+	unsigned long mask;
 
 	(void)sp;
 	read_spec();
@@ -386,11 +477,21 @@ __attribute__((used)) static void __attribute__((noreturn)) oci_init_main(long *
 	write_str(1, "kvmini-oci: ready\n");
 	if (syscall3(SYS_read, 0, (long)&go, 1) != 1)
 		fail("the console closed before the start", 0, 126);
+	/* SIGCHLD through a signalfd, so that poll sees the process end; SIGPIPE blocked, so
+	 * that a process that closed its input does not end oci-init. */
+	mask = SIGCHLD_BIT | SIGPIPE_BIT;
+	syscall4(SYS_rt_sigprocmask, 0 /* SIG_BLOCK */, (long)&mask, 0, 8);
+	mask = SIGCHLD_BIT;
+	sfd = syscall4(SYS_signalfd4, -1, (long)&mask, 8, 0);
+	if (sfd < 0 || syscall3(SYS_pipe2, (long)stdin_pipe, 0, 0) < 0)
+		fail("cannot set up the process's input", 0, 126);
 	pid = syscall3(SYS_fork, 0, 0, 0);
 	if (pid == 0)
 		run_process();
 	if (pid < 0)
 		fail("cannot fork", 0, 126);
+	syscall3(SYS_close, stdin_pipe[0], 0, 0);
+	relay(pid);
 	while (syscall4(SYS_wait4, pid, (long)&wstatus, 0, 0) == -4 /* EINTR */)
 		;
 	status = (wstatus & 0x7f) ? 128 + (wstatus & 0x7f) : (wstatus >> 8) & 0xff;
