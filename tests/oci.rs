@@ -16,11 +16,11 @@ use serde_json::Value;
 
 const BUSYBOX: &str = "/bin/busybox";
 /// What one container checks at once: output, environment, working directory, a tmpfs
-/// written and read back, a bind-mounted host file, the host name, the end of standard input
-/// and the exit status.
+/// written and read back, a bind-mounted host file, the host name, the end of standard input,
+/// standard error apart from output, and the exit status.
 /// Its input is empty: `cat` sees its end.
 const SCRIPT: &str = "echo hello; pwd; env | sort; hostname; echo written > /tmp/x; cat /tmp/x; \
-                      cat /mnt/hostfile; cat /dev/null; cat; echo input ended; exit 3";
+                      cat /mnt/hostfile; cat /dev/null; cat; echo input ended; echo to stderr >&2; exit 3";
 
 /// Whether runc-based tests can run here; otherwise says why.
 fn runc_or_skip() -> bool {
@@ -296,6 +296,7 @@ fn wait_pid(pid: i32) -> i32 {
 /// the commands that do not fit its status.
 struct Life {
     stdout: String,
+    stderr: String,
     status: i32,
     taken_id: Output,
     start_stopped: Output,
@@ -324,6 +325,7 @@ fn life(rt: &Runtime, bundle: &Path, id: &str, dir: &Path) -> Life {
     assert_eq!(rt.state(id)["status"], "stopped");
     let life = Life {
         stdout: std::fs::read_to_string(&out).unwrap(),
+        stderr: std::fs::read_to_string(out.with_extension("err")).unwrap(),
         status,
         taken_id,
         start_stopped: rt.run(&["start", id]),
@@ -347,6 +349,9 @@ fn a_container_goes_through_its_life_as_under_runc() {
     let got = life(&Runtime::kvmini(&kr), &b, "k", &dir);
     assert_eq!(got.stdout, expected.stdout);
     assert!(got.stdout.contains("from the host\n"), "{}", got.stdout);
+    // kvmini's create logged its warnings (mqueue and cgroup mounts skipped) before.
+    assert_eq!(expected.stderr, "to stderr\n");
+    assert!(got.stderr.ends_with("\"\nto stderr\n"), "{}", got.stderr);
     assert_eq!((got.status, expected.status), (3, 3));
     for (k, r, phrase) in [
         (

@@ -19,6 +19,7 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 
 use crate::config::Plan;
+use crate::console::{escape, Demux, Stream, END, ESC};
 use crate::state::{EXEC_FIFO, VM_FILE};
 use crate::Error;
 
@@ -218,24 +219,6 @@ fn block_signals() -> libc::sigset_t {
 /// copy and the signal forwarding.
 type Console = Arc<Mutex<Option<ChildStdin>>>;
 
-/// The escape byte of console input (oci-init.c has the same): ESC ESC is a NUL byte, ESC N
-/// (1-64) signal N for the process, ESC [`END`] the end of its input.
-const ESC: u8 = 0;
-/// After [`ESC`]: the end of the process's input.
-const END: u8 = 0xff;
-
-/// `data` with every [`ESC`] doubled.
-fn escape(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    for &b in data {
-        out.push(b);
-        if b == ESC {
-            out.push(ESC);
-        }
-    }
-    out
-}
-
 /// Writes `bytes` to the console; false when it is gone or not there yet.
 fn to_console(console: &Console, bytes: &[u8]) -> bool {
     let mut guard = console.lock().unwrap_or_else(|e| e.into_inner());
@@ -287,11 +270,13 @@ fn forward_signals(set: libc::sigset_t, vm: i32, console: &Console) {
     std::process::exit(128 + sig);
 }
 
-/// Drops the guest's boot output up to [`READY`], then copies the rest to stdout. Should the
-/// VM end before it is ready, its output goes to stderr: it says why.
+/// Drops the guest's boot output up to [`READY`], then passes the process's output and error
+/// on to the holder's. Should the VM end before it is ready, its output goes to stderr: it
+/// says why.
 fn pass_output(mut out: impl Read, ready: mpsc::Sender<()>) {
     let mut boot = Vec::new();
     let mut is_ready = false;
+    let mut demux = Demux::default();
     let mut buf = [0u8; 8192];
     loop {
         let n = match out.read(&mut buf) {
@@ -313,9 +298,13 @@ fn pass_output(mut out: impl Read, ready: mpsc::Sender<()>) {
             tail = boot.split_off(at + READY.len());
             chunk = &tail;
         }
-        let mut o = std::io::stdout().lock();
-        let _ = o.write_all(chunk);
-        let _ = o.flush();
+        demux.feed(chunk, |stream, bytes| {
+            let _ = match stream {
+                Stream::Out => std::io::stdout().lock().write_all(bytes),
+                Stream::Err => std::io::stderr().lock().write_all(bytes),
+            };
+        });
+        let _ = std::io::stdout().flush();
     }
     if !is_ready {
         let _ = std::io::stderr().write_all(&boot);
@@ -341,13 +330,6 @@ fn wait_for_start(dir: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_double_nul_bytes_only() {
-        assert_eq!(escape(b"a\0b"), b"a\0\0b");
-        assert_eq!(escape(&[END, 1]), [END, 1]);
-        assert_eq!(escape(b""), b"");
-    }
 
     #[test]
     fn ready_line_is_found_in_boot_output() {

@@ -15,12 +15,13 @@
 //!    ([`holder::vm_command`]: the guest's `oci-init` mounts the disks and waits) and blocks on
 //!    the FIFO.
 //! 4. `start ID` opens the FIFO: the holder sends the guest one byte and the process runs;
-//!    its output comes back over the serial console; its exit status ends the VM (port 0xf4)
-//!    and becomes the holder's.
+//!    its input, output, error and signals travel over the serial console ([`console`]);
+//!    its exit status ends the VM (port 0xf4) and becomes the holder's.
 //! 5. `state`, `kill`, `delete`, `list` act on the state directory and the holder ([`commands`]).
 
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod holder;
 pub mod image;
 mod log;

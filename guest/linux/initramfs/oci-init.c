@@ -14,9 +14,11 @@
  *     sends it when `kvmini oci start` releases the container;
  *  4. forks: the child changes root to /newroot, the directory, rlimits, groups, gid and uid
  *     and executes the process (args[0] looked up in the spec's PATH) with a pipe as its
- *     standard input;
- *  5. the parent copies the console to that pipe until the process ends, with the holder's
- *     escapes (ESC below): a NUL byte, a signal for the process, the end of its input;
+ *     standard input and two more as its output and error;
+ *  5. the parent copies the console to the input pipe until the process ends, with the
+ *     holder's escapes (ESC below): a NUL byte, a signal for the process, the end of its
+ *     input; and the output and error pipes to the console, with ESC 1 or ESC 2 where the
+ *     stream changes and each NUL byte doubled;
  *  6. then it waits for it, syncs a writable root and ends the VM with the process's exit
  *     status (128 + N for a signal) on port 0xf4.
  *
@@ -61,8 +63,9 @@
 #define SIGCHLD_BIT (1UL << (17 - 1))
 #define SIGPIPE_BIT (1UL << (13 - 1))
 #define POLLIN      1
-/* The holder's escape byte on the console: ESC ESC is a NUL byte of input, ESC N (1-64)
- * signal N for the process, ESC END the end of its input. */
+/* The escape byte on the console. From the holder: ESC ESC is a NUL byte of input, ESC N
+ * (1-64) signal N for the process, ESC END the end of its input. To the holder: ESC ESC is
+ * a NUL byte of output, ESC 1 and ESC 2 say that standard output or error follows. */
 #define ESC         0
 #define END         0xff
 #define MAX_ITEMS   256
@@ -98,6 +101,8 @@ static char *mounts[MAX_ITEMS];
 static int nmounts;
 static char path_buf[4096];
 
+static int in_child;
+
 static void __attribute__((noreturn)) fail(const char *what, const char *detail, int status)
 {
 	write_str(2, "oci-init: ");
@@ -107,6 +112,9 @@ static void __attribute__((noreturn)) fail(const char *what, const char *detail,
 		write_str(2, detail);
 	}
 	write_str(2, "\n");
+	/* The process's side: its parent reports the status after passing the message on. */
+	if (in_child)
+		sys_exit(status);
 	/* Status 126/127 on the exit port: the holder passes it on as the container's. */
 	syscall3(SYS_ioperm, 0xf4, 1, 1);
 	__asm__ volatile("outb %b0, %w1" : : "a"(status), "Nd"(0xf4));
@@ -342,7 +350,7 @@ static const char *env_path(void)
 	return "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 }
 
-static int stdin_pipe[2];
+static int stdin_pipe[2], out_pipe[2], err_pipe[2];
 static long sfd = -1;
 
 static void __attribute__((noreturn)) run_process(void)
@@ -350,11 +358,16 @@ static void __attribute__((noreturn)) run_process(void)
 	const char *p = env_path();
 	unsigned long none = 0;
 
+	in_child = 1;
 	syscall4(SYS_rt_sigprocmask, 2 /* SIG_SETMASK */, (long)&none, 0, 8);
-	if (syscall3(SYS_dup2, stdin_pipe[0], 0, 0) < 0)
-		fail("cannot give the process its input", 0, 126);
-	syscall3(SYS_close, stdin_pipe[0], 0, 0);
-	syscall3(SYS_close, stdin_pipe[1], 0, 0);
+	if (syscall3(SYS_dup2, stdin_pipe[0], 0, 0) < 0 || syscall3(SYS_dup2, out_pipe[1], 1, 0) < 0 ||
+	    syscall3(SYS_dup2, err_pipe[1], 2, 0) < 0)
+		fail("cannot give the process its standard I/O", 0, 126);
+	for (int i = 0; i < 2; i++) {
+		syscall3(SYS_close, stdin_pipe[i], 0, 0);
+		syscall3(SYS_close, out_pipe[i], 0, 0);
+		syscall3(SYS_close, err_pipe[i], 0, 0);
+	}
 	syscall3(SYS_close, sfd, 0, 0);
 
 	if (syscall3(SYS_chroot, (long)"/newroot", 0, 0) < 0 || syscall3(SYS_chdir, (long)"/", 0, 0) < 0)
@@ -409,56 +422,102 @@ static void write_all(int fd, const unsigned char *b, long n)
 	}
 }
 
+/* Console input to the process's input pipe, with the holder's escapes turned into
+ * signals and the end of input. Returns the pipe's descriptor, -1 once closed. */
+static int pass_input(const unsigned char *in, long n, long pid, int to, int *escaped)
+{
+	unsigned char out[4096];
+	long o = 0;
+
+	for (long i = 0; i < n; i++) {
+		unsigned char c = in[i];
+
+		if (!*escaped && c == ESC) {
+			*escaped = 1;
+			continue;
+		}
+		if (!*escaped || c == ESC) {
+			out[o++] = c;
+			*escaped = 0;
+			continue;
+		}
+		*escaped = 0;
+		write_all(to, out, o);
+		o = 0;
+		if (c == END && to >= 0) {
+			syscall3(SYS_close, to, 0, 0);
+			to = -1;
+		} else if (c <= 64) {
+			syscall3(SYS_kill, pid, c, 0);
+		}
+	}
+	write_all(to, out, o);
+	return to;
+}
+
+/* Output of the process's stream 1 or 2 to the console: ESC and the stream's number when it
+ * changes, each NUL byte doubled. */
+static void pass_output(int stream, const unsigned char *in, long n)
+{
+	static int current = 1;
+	unsigned char out[2 * 4096 + 2];
+	long o = 0;
+
+	if (stream != current) {
+		out[o++] = ESC;
+		out[o++] = (unsigned char)stream;
+		current = stream;
+	}
+	for (long i = 0; i < n; i++) {
+		out[o++] = in[i];
+		if (in[i] == ESC)
+			out[o++] = ESC;
+	}
+	write_all(1, out, o);
+}
+
 /*
- * Until the process ends: console input to the process's input pipe, with the holder's
- * escapes turned into signals and the end of input.
+ * Until the process ends: the console to its input, its output and error to the console.
+ * After its end, what is left in the output pipes (a program it left running may hold them
+ * open: what is there now, not what it may write later).
  */
 static void relay(long pid)
 {
 	struct {
 		int fd;
 		short events, revents;
-	} fds[2] = { { 0, POLLIN, 0 }, { (int)sfd, POLLIN, 0 } };
-	unsigned char in[4096], out[4096];
-	int escaped = 0, to = stdin_pipe[1];
+	} fds[4] = { { 0, POLLIN, 0 }, { (int)sfd, POLLIN, 0 }, { out_pipe[0], POLLIN, 0 },
+		     { err_pipe[0], POLLIN, 0 } };
+	unsigned char buf[4096];
+	int escaped = 0, to = stdin_pipe[1], ended = 0;
 
 	for (;;) {
-		long n, o = 0;
+		long r = syscall3(SYS_poll, (long)fds, 4, ended ? 0 : -1), n;
 
-		if (syscall3(SYS_poll, (long)fds, 2, -1) < 0)
+		if (r < 0)
 			continue;
-		if (fds[1].revents)
-			return; /* SIGCHLD: the process ended */
-		if (!(fds[0].revents & POLLIN))
-			continue;
-		n = syscall3(SYS_read, 0, (long)in, sizeof(in));
-		if (n <= 0) {
-			fds[0].fd = -1;
-			continue;
+		if (r == 0 || (ended && fds[2].fd < 0 && fds[3].fd < 0))
+			return;
+		if (fds[1].revents) {
+			ended = 1;
+			fds[0].fd = fds[1].fd = -1;
 		}
-		for (long i = 0; i < n; i++) {
-			unsigned char c = in[i];
-
-			if (!escaped && c == ESC) {
-				escaped = 1;
+		for (int i = 2; i < 4; i++) {
+			if (!fds[i].revents)
 				continue;
-			}
-			if (!escaped || c == ESC) {
-				out[o++] = c;
-				escaped = 0;
-				continue;
-			}
-			escaped = 0;
-			write_all(to, out, o);
-			o = 0;
-			if (c == END && to >= 0) {
-				syscall3(SYS_close, to, 0, 0);
-				to = -1;
-			} else if (c <= 64) {
-				syscall3(SYS_kill, pid, c, 0);
-			}
+			n = syscall3(SYS_read, fds[i].fd, (long)buf, sizeof(buf));
+			if (n <= 0)
+				fds[i].fd = -1;
+			else
+				pass_output(i - 1, buf, n);
 		}
-		write_all(to, out, o);
+		if (fds[0].fd >= 0 && (fds[0].revents & POLLIN)) {
+			n = syscall3(SYS_read, 0, (long)buf, sizeof(buf));
+			if (n <= 0)
+				fds[0].fd = -1;
+			else
+				to = pass_input(buf, n, pid, to, &escaped);
+		}
 	}
 }
 
@@ -483,14 +542,18 @@ __attribute__((used)) static void __attribute__((noreturn)) oci_init_main(long *
 	syscall4(SYS_rt_sigprocmask, 0 /* SIG_BLOCK */, (long)&mask, 0, 8);
 	mask = SIGCHLD_BIT;
 	sfd = syscall4(SYS_signalfd4, -1, (long)&mask, 8, 0);
-	if (sfd < 0 || syscall3(SYS_pipe2, (long)stdin_pipe, 0, 0) < 0)
-		fail("cannot set up the process's input", 0, 126);
+	if (sfd < 0 || syscall3(SYS_pipe2, (long)stdin_pipe, 0, 0) < 0 ||
+	    syscall3(SYS_pipe2, (long)out_pipe, 0, 0) < 0 ||
+	    syscall3(SYS_pipe2, (long)err_pipe, 0, 0) < 0)
+		fail("cannot set up the process's standard I/O", 0, 126);
 	pid = syscall3(SYS_fork, 0, 0, 0);
 	if (pid == 0)
 		run_process();
 	if (pid < 0)
 		fail("cannot fork", 0, 126);
 	syscall3(SYS_close, stdin_pipe[0], 0, 0);
+	syscall3(SYS_close, out_pipe[1], 0, 0);
+	syscall3(SYS_close, err_pipe[1], 0, 0);
 	relay(pid);
 	while (syscall4(SYS_wait4, pid, (long)&wstatus, 0, 0) == -4 /* EINTR */)
 		;
