@@ -19,7 +19,7 @@ GUESTS := guest/build
 # kvmini's GDB stub in tests/gdb.rs (docs/gdb.md).
 DEB_TOOLS := as:binutils ld:binutils objcopy:binutils gcc:gcc make:make gdb:gdb
 
-.PHONY: all deps build guests run test lint bench clean linux linux-qemu install uninstall
+.PHONY: all deps build guests run test lint bench clean linux linux-qemu install uninstall oci-runtime
 
 all: build guests
 
@@ -163,8 +163,9 @@ MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
 BASHDIR := $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR  := $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 FISHDIR := $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-INSTALLED := $(BINDIR)/kvmini $(BINDIR)/kvmini-manual $(BASHDIR)/kvmini $(ZSHDIR)/_kvmini \
-	$(FISHDIR)/kvmini.fish
+GUESTDIR := $(DESTDIR)$(PREFIX)/share/kvmini/guest
+INSTALLED := $(BINDIR)/kvmini $(BINDIR)/kvmini-manual $(BINDIR)/kvmini-runtime $(BASHDIR)/kvmini \
+	$(ZSHDIR)/_kvmini $(FISHDIR)/kvmini.fish $(GUESTDIR)/vmlinux $(GUESTDIR)/initramfs.cpio
 
 install: build
 	install -d $(BINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
@@ -173,9 +174,19 @@ install: build
 	$(KVMINI)-manual completions bash > $(BASHDIR)/kvmini
 	$(KVMINI)-manual completions zsh > $(ZSHDIR)/_kvmini
 	$(KVMINI)-manual completions fish > $(FISHDIR)/kvmini.fish
+	ln -sf kvmini $(BINDIR)/kvmini-runtime
+	@if [ -f $(GUESTS)/vmlinux ] && [ -f $(GUESTS)/initramfs.cpio ]; then \
+	  install -d $(GUESTDIR) && install -m 644 $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(GUESTDIR)/; \
+	else echo "note: no Linux guest built (make linux): kvmini oci will look for it in KVMINI_OCI_GUEST"; fi
+
+# kvmini-runtime beside the built binary: the name under which it is `kvmini oci` (an OCI
+# runtime with runc's command line, docs/oci.md), for `podman --runtime PATH`.
+oci-runtime: build
+	ln -sf kvmini $(dir $(KVMINI))kvmini-runtime
 
 uninstall:
 	rm -f $(INSTALLED) $(MANDIR)/kvmini.1 $(MANDIR)/kvmini-*.1
+	-rmdir $(GUESTDIR) $(dir $(GUESTDIR)) 2>/dev/null
 
 lint: doc
 	$(CARGO) fmt --check

@@ -11,6 +11,7 @@ mod check;
 mod compare;
 mod devices;
 pub mod manual;
+mod oci;
 mod restore;
 mod run;
 
@@ -56,6 +57,11 @@ enum Command {
     /// each sees from inside. Needs root (for the container side) and KVM.
     #[command(after_help = kvmini_compare::EXIT_STATUS)]
     Compare(compare::CompareArgs),
+    /// An OCI runtime with runc's command line that runs each container's process in a
+    /// kvmini VM with the Linux guest (docs/oci.md); also what the binary does when called
+    /// kvmini-runtime (`podman --runtime PATH/kvmini-runtime`). Failures exit 1, as runc's.
+    #[command(version = oci::VERSION.as_str())]
+    Oci(oci::OciArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell); `make
     /// install` installs them.
     Completions(manual::CompletionsArgs),
@@ -67,7 +73,14 @@ enum Command {
 /// Parses this process's arguments; on an error (or `--help`, `--version`) prints it and
 /// returns the status to exit with: 120 for bad usage, 0 for help.
 pub fn parse<P: Parser>() -> Result<P, ExitCode> {
-    P::try_parse().map_err(|e| {
+    parse_from(std::env::args_os())
+}
+
+/// [`parse`] over the given arguments (the first is the program's name).
+pub fn parse_from<P: Parser>(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<P, ExitCode> {
+    P::try_parse_from(args).map_err(|e| {
         let _ = e.print();
         ExitCode::from(if e.use_stderr() {
             status::BAD_INPUT as u8
@@ -79,7 +92,15 @@ pub fn parse<P: Parser>() -> Result<P, ExitCode> {
 
 /// `kvmini`'s `main`: parses the command line, runs the subcommand, and returns its status.
 pub fn main() -> ExitCode {
-    let cli = match parse::<Cli>() {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let called = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name());
+    if called.is_some_and(|n| n == oci::RUNTIME_NAME) {
+        args.splice(0..1, ["kvmini".into(), "oci".into()]);
+    }
+    let cli = match parse_from::<Cli>(args) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -88,6 +109,7 @@ pub fn main() -> ExitCode {
         Command::Restore(args) => restore::main(&args),
         Command::Check(args) => check::main(&args),
         Command::Compare(args) => compare::main(args),
+        Command::Oci(args) => oci::main(args),
         Command::Completions(_) | Command::Man(_) => manual::delegate(),
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -172,24 +172,12 @@ pub fn parse_workloads(names: &[String]) -> Result<Vec<Workload>, Error> {
     Ok(out)
 }
 
-/// A date as `YYYY-MM-DD HH:MM UTC` from seconds since the epoch (proleptic Gregorian
-/// calendar; H. Hinnant's `civil_from_days`).
+/// A date as `YYYY-MM-DD HH:MM UTC` from seconds since the epoch ([`kvmini_measure::date`]).
 pub fn utc_date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = kvmini_measure::date::utc(secs);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute
     )
 }
 

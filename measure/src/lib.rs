@@ -8,11 +8,13 @@
 //! - [`stats`]: percentiles (one definition: linear interpolation between closest ranks),
 //!   the median and a [`stats::Summary`].
 //! - [`table`]: text tables with aligned columns.
+//! - [`date`]: calendar dates of Unix times, for reports and logs.
 //!
 //! It depends on libc, serde and thiserror only, and never on the VMM library.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod date;
 pub mod memory;
 pub mod runner;
 pub mod stats;
