@@ -51,6 +51,7 @@ mod snapshot;
 pub mod stats;
 pub mod status;
 mod stop;
+pub mod trace;
 mod vcpu;
 mod vmm;
 

@@ -46,6 +46,7 @@ pub fn main(args: &RestoreArgs) -> i32 {
         // Only --stats shows the split, so only --stats pays for it.
         time_exits: args.control.stats.is_some(),
         seccomp: args.control.seccomp.mode(),
+        trace: args.control.trace(),
     };
     finish(
         Vmm::restore(&config).and_then(Vmm::run),

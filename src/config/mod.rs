@@ -9,6 +9,7 @@ mod devices;
 pub use crate::devices::debug_exit::DebugExitConfig;
 pub use crate::devices::serial::SharedBuffer;
 pub use crate::sandbox::SeccompMode;
+pub use crate::trace::{Filter as TraceFilter, TraceConfig, TraceOutput};
 pub use devices::{DeviceConfig, DiskConfig, NetConfig, VsockConfig, MIN_GUEST_CID};
 
 /// Smallest guest memory kvmini accepts.
@@ -157,6 +158,8 @@ pub struct VmConfig {
     /// including the calling thread, which runs the boot vCPU and stays confined afterwards.
     /// Off by default in the library; the `kvmini` binary turns it on.
     pub seccomp: SeccompMode,
+    /// `--trace`: a line for each exit the filter selects; `None`, no trace and no cost.
+    pub trace: Option<TraceConfig>,
     /// Makes a system call no filter allows once the sandbox is in place (tests the sandbox).
     #[doc(hidden)]
     pub debug_forbidden_syscall: bool,
@@ -182,6 +185,8 @@ pub struct RestoreConfig {
     pub time_exits: bool,
     /// The sandbox, as for [`VmConfig::seccomp`].
     pub seccomp: SeccompMode,
+    /// `--trace`, as for [`VmConfig::trace`].
+    pub trace: Option<TraceConfig>,
 }
 
 impl RestoreConfig {
@@ -196,6 +201,7 @@ impl RestoreConfig {
             input: Vec::new(),
             time_exits: true,
             seccomp: SeccompMode::Off,
+            trace: None,
         }
     }
 }
@@ -227,6 +233,7 @@ impl VmConfig {
             debug_exit: None,
             devices: DeviceConfig::default(),
             seccomp: SeccompMode::Off,
+            trace: None,
             debug_forbidden_syscall: false,
         }
     }

@@ -260,9 +260,11 @@ mod tests {
             let port_dev = Arc::new(Mutex::new(Recorder::default()));
             let mmio_dev = Arc::new(Mutex::new(Recorder::default()));
             let mut io = Bus::new();
-            io.insert(u64::from(PORT), 8, port_dev.clone()).unwrap();
+            io.insert("recorder", u64::from(PORT), 8, port_dev.clone())
+                .unwrap();
             let mut mmio = Bus::new();
-            mmio.insert(MMIO, 0x1000, mmio_dev.clone()).unwrap();
+            mmio.insert("recorder", MMIO, 0x1000, mmio_dev.clone())
+                .unwrap();
             Machine {
                 io,
                 mmio,

@@ -1,6 +1,7 @@
 //! One vCPU: the run loop. `KVM_RUN`, time it for `--stats`, turn what KVM returned into an
-//! [`exit::Exit`], hand it to [`exit::handle_exit`], and act on the outcome. The loop only
-//! loops: what an exit means is the dispatch's business.
+//! [`exit::Exit`], hand it to [`exit::handle_exit`] (through the vCPU's tracer with
+//! `--trace`), and act on the outcome. The loop only loops: what an exit means is the
+//! dispatch's business.
 
 pub mod exit;
 
@@ -16,6 +17,7 @@ use crate::devices::Bus;
 use crate::memory::GuestMem;
 use crate::stats::VcpuStats;
 use crate::stop::{StopLatch, StopReason};
+use crate::trace::tracer::Tracer;
 use crate::{host, kick};
 use exit::{handle_exit, Devices, Exit, VcpuEmulation};
 
@@ -43,6 +45,9 @@ pub struct Vcpu {
     last_exit: Option<Instant>,
     /// What the vCPU measured.
     pub stats: VcpuStats,
+    /// With `--trace`: the tracer each exit goes through. Without it, `None` is all the run
+    /// loop pays.
+    trace: Option<Box<Tracer>>,
 }
 
 /// The port I/O of the exit `KVM_RUN` just returned, read from `kvm_run` itself:
@@ -117,7 +122,13 @@ impl Vcpu {
             time_exits,
             last_exit: None,
             stats: VcpuStats::default(),
+            trace: None,
         }
+    }
+
+    /// Traces every exit of this vCPU through `tracer`.
+    pub(crate) fn trace_with(&mut self, tracer: Tracer) {
+        self.trace = Some(Box::new(tracer));
     }
 
     /// Runs the guest until the VM stops, for whatever reason and on whichever vCPU; the
@@ -162,6 +173,9 @@ impl Vcpu {
             }
         };
         kick::unregister_vcpu();
+        if let Some(tracer) = &mut self.trace {
+            tracer.flush();
+        }
         result
     }
 
@@ -210,7 +224,10 @@ impl Vcpu {
             Err(e) if e.errno() == libc::EAGAIN => return Ok(VcpuEmulation::Handled),
             Err(e) => return Err(Error::Run(e)),
         };
-        Ok(handle_exit(&devices, exit, stats))
+        Ok(match self.trace.as_deref_mut() {
+            None => handle_exit(&devices, exit, stats),
+            Some(tracer) => tracer.handle(&devices, exit, stats),
+        })
     }
 
     /// The vCPU's file descriptor, to read or set its state while it is stopped.

@@ -28,6 +28,7 @@ use crate::snapshot::state::Machine;
 use crate::stats::{DeviceStats, Stats, Timeline, VcpuStats};
 use crate::status;
 use crate::stop::{SnapshotTrigger, StopLatch, StopReason};
+use crate::trace;
 use crate::vcpu::{self, Vcpu};
 use build::DeviceArgs;
 
@@ -49,6 +50,14 @@ pub enum Error {
     /// The serial output file could not be created.
     #[error("cannot create serial output file {}: {source}", .path.display())]
     SerialFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The trace file could not be created.
+    #[error("cannot create the trace file {}: {source}", .path.display())]
+    TraceFile {
         /// The file.
         path: std::path::PathBuf,
         /// Why.
@@ -98,7 +107,7 @@ impl Error {
         match self {
             Error::Host(host::Error::Open(e) | host::Error::CreateVm(e)) => Some(e.errno()),
             Error::Boot(boot::Error::Read { source, .. }) => io(source),
-            Error::SerialFile { source, .. } => io(source),
+            Error::SerialFile { source, .. } | Error::TraceFile { source, .. } => io(source),
             Error::Kvm { source, .. } => Some(source.errno()),
             Error::Console(e) | Error::Thread(e) => io(e),
             Error::Vcpu(vcpu::Error::Run(e)) => Some(e.errno()),
@@ -130,9 +139,11 @@ impl Error {
             return status::INTERNAL;
         }
         match self {
-            Error::Config(_) | Error::Boot(_) | Error::SerialFile { .. } | Error::Device(_) => {
-                status::BAD_INPUT
-            }
+            Error::Config(_)
+            | Error::Boot(_)
+            | Error::SerialFile { .. }
+            | Error::TraceFile { .. }
+            | Error::Device(_) => status::BAD_INPUT,
             Error::Host(_) => status::NO_KVM,
             Error::Snapshot(e) if e.is_bad_input() => status::BAD_INPUT,
             Error::Memory(_)
@@ -160,6 +171,8 @@ pub struct RunOutcome {
     pub exit_status: i32,
     /// What the run measured.
     pub stats: Stats,
+    /// With `--trace`: why the trace could not be written whole, when it could not.
+    pub trace_failure: Option<String>,
 }
 
 /// A VM ready to run.
@@ -189,6 +202,8 @@ pub struct Vmm {
     seccomp: SeccompMode,
     /// Make a forbidden system call once confined (tests the sandbox).
     debug_forbidden_syscall: bool,
+    /// Where `--trace` lines go; each vCPU holds a tracer on it.
+    trace: Option<Arc<trace::Sink>>,
     start: Instant,
     ready: Instant,
 }
@@ -213,6 +228,7 @@ impl Vmm {
             .as_deref()
             .map(crate::snapshot::Writer::create)
             .transpose()?;
+        let trace = build::open_trace(config.trace.as_ref(), start)?;
         let kvm = host::open_kvm()?;
         let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
 
@@ -260,9 +276,11 @@ impl Vmm {
             snapshot: snapshot_trigger.clone(),
             debug_exit: config.debug_exit,
             virtio: &virtio,
+            trace: trace.as_deref(),
         })?;
         let hidden = build::hidden_cpu_features(config, &host);
-        let vcpus = build::create_vcpus(&kvm, &vm, &mem, &boot, &devices, config, &hidden)?;
+        let mut vcpus = build::create_vcpus(&kvm, &vm, &mem, &boot, &devices, config, &hidden)?;
+        build::trace_vcpus(&mut vcpus, trace.as_ref());
         let machine = Machine {
             mem_size: memory::size(&mem),
             cpus: config.cpus,
@@ -290,6 +308,7 @@ impl Vmm {
             snapshot_continue: config.snapshot_continue,
             seccomp: config.seccomp,
             debug_forbidden_syscall: config.debug_forbidden_syscall,
+            trace,
             start,
             ready: Instant::now(),
         })
@@ -364,9 +383,14 @@ impl Vmm {
         let end = Instant::now();
         drop(console);
         let io_stats = io_thread.map(IoThread::stop);
+        let trace = self.trace.take();
         let mut outcome = self.outcome(reason, &stats, vcpu_count, end);
         outcome.stats.snapshot = saved;
         outcome.stats.io_thread_cpu_ms = io_stats.map(|s| s.cpu_time.as_secs_f64() * 1e3);
+        if let Some(sink) = trace {
+            sink.finish(&outcome.reason, outcome.exit_status, stats.exits.total());
+            outcome.trace_failure = sink.failure();
+        }
         Ok(outcome)
     }
 
@@ -438,6 +462,7 @@ impl Vmm {
             reason,
             exit_status,
             stats: report,
+            trace_failure: None,
         }
     }
 }

@@ -130,6 +130,7 @@ impl Vmm {
             return Err(snapshot::Error::Corrupt("the machine and its state disagree").into());
         }
         snapshot::check_host_kind(&saved_host, host::kind().short())?;
+        let trace = build::open_trace(config.trace.as_ref(), start)?;
         let kvm = host::open_kvm()?;
         snapshot::vcpu::check_xsave_size(&kvm)?;
         let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
@@ -153,6 +154,7 @@ impl Vmm {
             snapshot: SnapshotTrigger::default(),
             debug_exit: machine.debug_exit,
             virtio: &[],
+            trace: trace.as_deref(),
         })?;
         let mut vcpus = Vec::with_capacity(vcpu_states.len());
         for (id, saved) in vcpu_states.iter().enumerate() {
@@ -171,6 +173,7 @@ impl Vmm {
                 config.time_exits,
             ));
         }
+        build::trace_vcpus(&mut vcpus, trace.as_ref());
         Ok(Vmm {
             vcpus,
             vm,
@@ -188,6 +191,7 @@ impl Vmm {
             snapshot_continue: false,
             seccomp: config.seccomp,
             debug_forbidden_syscall: false,
+            trace,
             start,
             ready: Instant::now(),
         })
