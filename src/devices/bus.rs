@@ -130,35 +130,33 @@ impl Bus {
         Ok(())
     }
 
-    fn entry(&self, addr: u64) -> Option<&Entry> {
+    /// The device at `addr` and the offset it sees. The one lookup of the bus: every port and
+    /// MMIO access makes it, so it is kept to a single instance of the range search.
+    fn find(&self, addr: u64) -> Option<(u64, &Entry)> {
         let (&base, e) = self.ranges.range(..=addr).next_back()?;
-        (addr - base < e.len).then_some(e)
-    }
-
-    fn find(&self, addr: u64) -> Option<(u64, &SharedDevice)> {
-        self.entry(addr).map(|e| (addr - e.origin, &e.device))
+        (addr - base < e.len).then(|| (addr - e.origin, e))
     }
 
     /// The name of the device that claims `addr`, if one does.
     pub fn claimant(&self, addr: u64) -> Option<&str> {
-        self.entry(addr).map(|e| &*e.name)
+        self.find(addr).map(|(_, e)| &*e.name)
     }
 
     /// Reads from the device at `addr`. `data` is zeroed first. Returns false when no device
     /// claims the address (and leaves `data` alone).
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
-        let Some((offset, device)) = self.find(addr) else {
+        let Some((offset, e)) = self.find(addr) else {
             return false;
         };
         data.fill(0);
-        lock(device).read(offset, data);
+        lock(&e.device).read(offset, data);
         true
     }
 
     /// Writes to the device at `addr`. `None` when no device claims the address.
     pub fn write(&self, addr: u64, data: &[u8]) -> Option<Option<DeviceRequest>> {
-        let (offset, device) = self.find(addr)?;
-        Some(lock(device).write(offset, data))
+        let (offset, e) = self.find(addr)?;
+        Some(lock(&e.device).write(offset, data))
     }
 }
 

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Each vCPU formats its lines into a buffer of its own and writes it out in whole lines
-//! ([`tracer::Tracer`]); all of them, and the end line, go through one [`Sink`]. Serial output
+//! (`tracer::Tracer`); all of them, and the end line, go through one [`Sink`]. Serial output
 //! that reaches the same file or terminal takes turns with the trace through a [`SharedLine`],
 //! so that neither cuts a line of the other. With tracing off a vCPU holds no tracer, and the
 //! run loop's only cost is the test of that empty `Option`.
@@ -88,6 +88,9 @@ pub struct Sink {
 
 struct Out {
     writer: Box<dyn Write + Send>,
+    /// The column heads are out: they go with the first lines, so that a VM that is never
+    /// built leaves no trace behind its error.
+    started: bool,
     /// The destination, for messages.
     name: String,
     /// The first write that failed: the trace stops there.
@@ -95,7 +98,7 @@ struct Out {
 }
 
 impl Sink {
-    /// Opens the destination (before the sandbox goes in) and writes the column heads.
+    /// Opens the destination (before the sandbox goes in).
     pub fn open(config: &TraceConfig, start: Instant) -> io::Result<Self> {
         let (writer, name, fd): (Box<dyn Write + Send>, String, Option<RawFd>) =
             match &config.output {
@@ -107,9 +110,10 @@ impl Sink {
                     (Box::new(file), path.display().to_string(), Some(fd))
                 }
             };
-        let sink = Sink {
+        Ok(Sink {
             out: Mutex::new(Out {
                 writer,
+                started: false,
                 name,
                 failed: None,
             }),
@@ -118,9 +122,7 @@ impl Sink {
             line: Arc::new(SharedLine::default()),
             fd,
             lines: AtomicU64::new(0),
-        };
-        sink.write(tracer::header().as_bytes(), 0, true);
-        Ok(sink)
+        })
     }
 
     /// The turn-taking a serial output on descriptor `fd` must join: when it is the trace's
@@ -146,9 +148,15 @@ impl Sink {
         }
         let newline: &[u8] = if *open { b"\n" } else { b"" };
         *open = false;
+        let header = match out.started {
+            true => String::new(),
+            false => tracer::header(),
+        };
+        out.started = true;
         let result = out
             .writer
             .write_all(newline)
+            .and_then(|()| out.writer.write_all(header.as_bytes()))
             .and_then(|()| out.writer.write_all(block))
             .and_then(|()| out.writer.flush());
         out.failed = result.err();

@@ -277,7 +277,7 @@ fn lines_wait_for_the_end_of_a_serial_line_on_the_same_destination() {
     let mut m = Machine::new("all");
     let mut serial = SerialSink::new(Box::new(m.out.clone()), None);
     serial.share_lines(m.sink.line.clone());
-    m.tracer.flush();
+    assert!(m.sink.write(b"", 0, true), "the column heads");
     let start = m.out.contents().len();
     serial.write_all(b"Hel").unwrap();
     m.exit(Exit::Hlt, UnclaimedMmio::Fatal);
@@ -294,6 +294,20 @@ fn lines_wait_for_the_end_of_a_serial_line_on_the_same_destination() {
     assert_eq!(lines[..3], ["Hello", "then", "part"]);
     assert!(lines[3].contains(" hlt "), "{text}");
     assert_eq!(lines.len(), 4, "{text}");
+}
+
+#[test]
+fn the_column_heads_wait_for_the_first_line() {
+    let m = Machine::new("all");
+    assert!(
+        m.out.contents().is_empty(),
+        "a VM never built leaves nothing"
+    );
+    m.sink.finish(&StopReason::Halted, 0, 0);
+    let text = m.out.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("#      time ms  cpu  exit"), "{text}");
 }
 
 #[test]
@@ -314,6 +328,7 @@ fn a_failed_write_is_kept_for_the_end() {
     let sink = Sink::open(&config, Instant::now()).unwrap();
     *lock(&sink.out) = Out {
         writer: Box::new(Full),
+        started: false,
         name: "trace.txt".into(),
         failed: None,
     };
