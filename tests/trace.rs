@@ -311,4 +311,14 @@ fn bad_filters_and_trace_files_are_refused_as_bad_input() {
     let (code, _, err) = kvmini_status(&["run", hello, "--trace-file", dir.to_str().unwrap()]);
     assert_eq!(code, 120, "{err}");
     assert!(err.contains("cannot create the trace file"), "{err}");
+    if !kvm_or_skip() {
+        return;
+    }
+    let both = scratch("serial-and-trace.txt");
+    let both = both.to_str().unwrap();
+    let serial = format!("file:{both}");
+    let args = ["run", hello, "--serial", &serial, "--trace-file", both];
+    let (code, _, err) = kvmini_status(&args);
+    assert_eq!(code, 120, "{err}");
+    assert!(err.contains("it is the --serial file too"), "{err}");
 }

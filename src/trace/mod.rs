@@ -82,6 +82,8 @@ pub struct Sink {
     pub(crate) start: Instant,
     line: Arc<SharedLine>,
     fd: Option<RawFd>,
+    /// The trace file, when the trace goes to one.
+    path: Option<PathBuf>,
     /// Lines written so far (or lost to a write error).
     lines: AtomicU64,
 }
@@ -121,8 +123,17 @@ impl Sink {
             start,
             line: Arc::new(SharedLine::default()),
             fd,
+            path: match &config.output {
+                TraceOutput::File(path) => Some(path.clone()),
+                _ => None,
+            },
             lines: AtomicU64::new(0),
         })
+    }
+
+    /// The trace file, when the trace goes to one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
     }
 
     /// The turn-taking a serial output on descriptor `fd` must join: when it is the trace's

@@ -108,8 +108,20 @@ pub struct DeviceArgs<'a> {
 /// the port bus; the virtio devices on the MMIO bus.
 pub fn create_devices(args: DeviceArgs<'_>) -> Result<Devices, Error> {
     let mut sink = serial_sink(args.serial, args.serial_limit)?;
-    if let Some(line) = args.trace.and_then(|t| t.shared_line(sink.fd())) {
-        sink.share_lines(line);
+    if let Some(trace) = args.trace {
+        if let Some(line) = trace.shared_line(sink.fd()) {
+            // Two descriptors kvmini opened on one file would write over each other.
+            if let (SerialOutput::File(_), Some(path)) = (args.serial, trace.path()) {
+                return Err(Error::TraceFile {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "it is the --serial file too; give the trace a file of its own",
+                    ),
+                });
+            }
+            sink.share_lines(line);
+        }
     }
     let uart = match args.serial_state {
         Some(state) => SerialDevice::from_state(state, args.serial_irq, sink)
@@ -256,10 +268,11 @@ pub fn open_trace(
 
 /// Gives each vCPU a tracer of its own on `sink`.
 pub fn trace_vcpus(vcpus: &mut [Vcpu], sink: Option<&Arc<trace::Sink>>) {
+    let Some(sink) = sink else {
+        return;
+    };
     for (index, vcpu) in vcpus.iter_mut().enumerate() {
-        if let Some(sink) = sink {
-            vcpu.trace_with(Tracer::new(sink.clone(), index));
-        }
+        vcpu.trace_with(Tracer::new(sink.clone(), index));
     }
 }
 
