@@ -74,20 +74,18 @@ impl Tracer {
         }
     }
 
-    /// Hands `exit` to the dispatch, and traces it when the filter selects it. Never inlined:
-    /// the run loop without `--trace` stays as it was, with one call it does not make.
-    #[inline(never)]
+    /// Hands `exit` to the dispatch, and traces it when the filter selects it.
     pub(crate) fn handle(
         &mut self,
         devices: &Devices<'_>,
         exit: Exit<'_>,
         stats: &mut VcpuStats,
     ) -> VcpuEmulation {
-        let at = self.sink.start.elapsed();
         let (kind, addr) = ExitKind::of(&exit);
         if !self.sink.filter.matches(kind, addr) {
             return dispatch(devices, exit, stats);
         }
+        let at = self.sink.start.elapsed();
         self.begin(at, kind, addr);
         // Reads are traced after the dispatch, with the data the guest gets.
         let (out, claimed) = match exit {

@@ -45,10 +45,15 @@ pub struct Vcpu {
     last_exit: Option<Instant>,
     /// What the vCPU measured.
     pub stats: VcpuStats,
-    /// With `--trace`: the tracer each exit goes through. Without it, `None` is all the run
-    /// loop pays.
+    /// With `--trace`: the tracer each exit goes through (the run loop is then another
+    /// instance of the same code).
     trace: Option<Box<Tracer>>,
 }
+
+/// What the run loop hands each exit to: the dispatch, or a tracer around it.
+trait Dispatch: FnMut(&Devices<'_>, Exit<'_>, &mut VcpuStats) -> VcpuEmulation {}
+
+impl<F: FnMut(&Devices<'_>, Exit<'_>, &mut VcpuStats) -> VcpuEmulation> Dispatch for F {}
 
 /// The port I/O of the exit `KVM_RUN` just returned, read from `kvm_run` itself:
 /// kvm-ioctls' `VcpuExit::IoIn`/`IoOut` give the data, but not the access size that splits
@@ -148,11 +153,37 @@ impl Vcpu {
             deadline = Some(Instant::now() + t);
             _timer = Some(kick::KickTimer::arm(kick::current_tid(), t).map_err(Error::Setup)?);
         }
-        let result = loop {
-            if latch.is_stopped() {
-                break Ok(());
+        // The loop is chosen once: without a tracer it is the plain dispatch's, and an exit
+        // pays nothing for tracing.
+        let result = match self.trace.take() {
+            None => self.run_loop(latch, deadline, handle_exit),
+            Some(mut tracer) => {
+                let traced =
+                    |d: &Devices<'_>, e: Exit<'_>, s: &mut VcpuStats| tracer.handle(d, e, s);
+                let result = self.run_loop(latch, deadline, traced);
+                tracer.flush();
+                self.trace = Some(tracer);
+                result
             }
-            match self.run_once() {
+        };
+        kick::unregister_vcpu();
+        result
+    }
+
+    /// Enters the guest and acts on each exit's outcome until the VM stops. `dispatch` is
+    /// [`handle_exit`] or a tracer around it: each makes an instance of the loop of its own,
+    /// so that the untraced one pays nothing for tracing.
+    fn run_loop<D: Dispatch>(
+        &mut self,
+        latch: &StopLatch,
+        deadline: Option<Instant>,
+        mut dispatch: D,
+    ) -> Result<(), Error> {
+        loop {
+            if latch.is_stopped() {
+                return Ok(());
+            }
+            match self.run_once(&mut dispatch) {
                 Ok(VcpuEmulation::Handled) => {}
                 Ok(VcpuEmulation::Interrupted) => {
                     // Clear first, then look: a kick landing in between is not lost.
@@ -168,19 +199,14 @@ impl Vcpu {
                     latch.stop(StopReason::Crash(Box::new(CrashReport::new(
                         kind, &self.mem, None, None, None,
                     ))));
-                    break Err(e);
+                    return Err(e);
                 }
             }
-        };
-        kick::unregister_vcpu();
-        if let Some(tracer) = &mut self.trace {
-            tracer.flush();
         }
-        result
     }
 
-    /// Enters the guest once and handles the exit.
-    pub fn run_once(&mut self) -> Result<VcpuEmulation, Error> {
+    /// Enters the guest once and hands the exit to `dispatch`.
+    fn run_once<D: Dispatch>(&mut self, dispatch: &mut D) -> Result<VcpuEmulation, Error> {
         let entered = if self.time_exits || self.stats.first_run.is_none() {
             Some(Instant::now())
         } else {
@@ -224,10 +250,7 @@ impl Vcpu {
             Err(e) if e.errno() == libc::EAGAIN => return Ok(VcpuEmulation::Handled),
             Err(e) => return Err(Error::Run(e)),
         };
-        Ok(match self.trace.as_deref_mut() {
-            None => handle_exit(&devices, exit, stats),
-            Some(tracer) => tracer.handle(&devices, exit, stats),
-        })
+        Ok(dispatch(&devices, exit, stats))
     }
 
     /// The vCPU's file descriptor, to read or set its state while it is stopped.
