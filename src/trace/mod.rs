@@ -174,10 +174,10 @@ impl Sink {
         true
     }
 
-    /// Writes the end line: how long the run took, how it ended, and how many exits it made
-    /// and the trace showed.
-    pub fn finish(&self, reason: &StopReason, status: i32, exits: u64) {
-        let ms = self.start.elapsed().as_secs_f64() * 1e3;
+    /// Writes the end line: when the run ended (`end`, as `--stats` counts its total), how,
+    /// and how many exits it made and the trace showed.
+    pub fn finish(&self, end: Instant, reason: &StopReason, status: i32, exits: u64) {
+        let ms = end.saturating_duration_since(self.start).as_secs_f64() * 1e3;
         let reason = match reason {
             StopReason::Crash(report) => format!("guest crashed: {}", report.kind.brief()),
             other => other.to_string(),

@@ -261,7 +261,7 @@ fn the_end_line_counts_exits_and_traced_lines() {
     m.exit(Exit::Hlt, UnclaimedMmio::Fatal);
     m.exit(Exit::Interrupted, UnclaimedMmio::Fatal);
     m.tracer.flush();
-    m.sink.finish(&StopReason::Halted, 0, 2);
+    m.sink.finish(Instant::now(), &StopReason::Halted, 0, 2);
     let text = m.out.text();
     let end = text.lines().last().unwrap();
     assert!(
@@ -303,7 +303,7 @@ fn the_column_heads_wait_for_the_first_line() {
         m.out.contents().is_empty(),
         "a VM never built leaves nothing"
     );
-    m.sink.finish(&StopReason::Halted, 0, 0);
+    m.sink.finish(Instant::now(), &StopReason::Halted, 0, 0);
     let text = m.out.text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");

@@ -388,7 +388,8 @@ impl Vmm {
         outcome.stats.snapshot = saved;
         outcome.stats.io_thread_cpu_ms = io_stats.map(|s| s.cpu_time.as_secs_f64() * 1e3);
         if let Some(sink) = trace {
-            sink.finish(&outcome.reason, outcome.exit_status, stats.exits.total());
+            let exits = stats.exits.total();
+            sink.finish(end, &outcome.reason, outcome.exit_status, exits);
             outcome.trace_failure = sink.failure();
         }
         Ok(outcome)
