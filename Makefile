@@ -5,12 +5,21 @@
 CARGO  ?= cargo
 # Static release build (see .cargo/config.toml).
 KVMINI := target/x86_64-unknown-linux-gnu/release/kvmini
+# The static build needs glibc's static libraries (libc.a: Debian's libc6-dev, which gcc
+# brings; Fedora's glibc-static). Where the C compiler cannot link a static program, kvmini
+# is built dynamically instead, with a note: it works the same and starts a little slower.
+STATIC_OK := $(shell printf 'int main(void){return 0;}' | $${CC:-cc} -static -x c - -o /dev/null 2>/dev/null && echo yes)
+ifneq ($(STATIC_OK),yes)
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS := -C target-feature=-crt-static
+$(info note: no static glibc here (libc.a); building kvmini as a dynamic executable)
+endif
 GUESTS := guest/build
 
-# Debian packages the build needs, by the command that shows they are there.
-DEB_TOOLS := as:binutils ld:binutils objcopy:binutils gcc:gcc make:make
+# Debian packages the build needs, by the command that shows they are there; gdb drives
+# kvmini's GDB stub in tests/gdb.rs (docs/gdb.md).
+DEB_TOOLS := as:binutils ld:binutils objcopy:binutils gcc:gcc make:make gdb:gdb
 
-.PHONY: all deps build guests run test lint bench clean linux linux-qemu
+.PHONY: all deps build guests run test lint bench clean linux linux-qemu install uninstall
 
 all: build guests
 
@@ -30,7 +39,8 @@ guests: deps
 # Boots each demo guest and shows what it printed and how it ended.
 run: build guests
 	@for g in "hello16.bin --mode real" "hello32.bin --mode protected" \
-	          "hello64.bin --mode long" "modeswitch.bin --mode real" "hello.elf"; do \
+	          "hello64.bin --mode long" "modeswitch.bin --mode real" "hello.elf" \
+	          "multiboot2.bin --cmdline hello --module guest/README.md"; do \
 	  echo "\$$ kvmini run $(GUESTS)/$$g"; \
 	  $(KVMINI) run $(GUESTS)/$$g; \
 	  echo "[exit status $$?]"; echo; \
@@ -71,6 +81,7 @@ linux-qemu:
 test: guests linux snapshot deps-compare
 	$(CARGO) test --all-targets
 	$(CARGO) run --quiet --example embed -- $(GUESTS)/hello.elf
+	$(MAKE) --no-print-directory doc
 	$(MAKE) --no-print-directory bench-smoke
 
 # kvmini compare's container side, and its test: an OCI runtime (runc) and Debian's static
@@ -144,9 +155,37 @@ SOAK_ARGS ?=
 soak: build guests snapshot
 	$(CARGO) run --release --quiet -p kvmini-bench --bin soak -- --kvmini $(KVMINI) $(SOAK_ARGS)
 
-lint:
+# Installs kvmini, kvmini-manual (which `kvmini completions` and `kvmini man` run), the man
+# pages and the bash, zsh and fish completions under $(DESTDIR)$(PREFIX).
+PREFIX  ?= /usr/local
+BINDIR  := $(DESTDIR)$(PREFIX)/bin
+MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
+BASHDIR := $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR  := $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR := $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+INSTALLED := $(BINDIR)/kvmini $(BINDIR)/kvmini-manual $(BASHDIR)/kvmini $(ZSHDIR)/_kvmini \
+	$(FISHDIR)/kvmini.fish
+
+install: build
+	install -d $(BINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
+	install -m 755 $(KVMINI) $(KVMINI)-manual $(BINDIR)/
+	$(KVMINI)-manual man $(MANDIR) >/dev/null
+	$(KVMINI)-manual completions bash > $(BASHDIR)/kvmini
+	$(KVMINI)-manual completions zsh > $(ZSHDIR)/_kvmini
+	$(KVMINI)-manual completions fish > $(FISHDIR)/kvmini.fish
+
+uninstall:
+	rm -f $(INSTALLED) $(MANDIR)/kvmini.1 $(MANDIR)/kvmini-*.1
+
+lint: doc
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The API documentation (target/x86_64-unknown-linux-gnu/doc/kvmini/index.html): every
+# public item has rustdoc (the library denies missing docs) and no link may be broken.
+.PHONY: doc
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
 
 clean:
 	$(CARGO) clean

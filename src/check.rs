@@ -12,8 +12,11 @@ use serde::Serialize;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::x86_64::layout::GDT_START;
+
+mod debug;
 use crate::arch::x86_64::{cpuid, gdt, paging, regs};
 use crate::{host, memory};
+pub use debug::DebugProbe;
 
 /// Capabilities Linux guests use (interrupt controller, timer, interrupt eventfds).
 pub const LINUX_CAPS: [(Cap, &str); 4] = [
@@ -44,12 +47,19 @@ const PROBE_PORT: u16 = 0x80;
 /// 0x30 id:   cpuid                0f a2        ; leaf in EAX, subleaf in ECX
 /// 0x32       out  %al, $0x80      e6 80        ; the VMM reads EBX, ECX, EDX
 /// 0x34       jmp  id              eb fa
+/// 0x40 dbg:  nop                  90           ; the debugging probes (check/debug.rs)
+/// 0x41       mov  %eax, 0x2000    89 04 25 00 20 00 00
+/// 0x48       out  %al, $0x80      e6 80
+/// 0x4a int3: int3                 cc
+/// 0x4b       out  %al, $0x80      e6 80
+/// 0x4d       jmp  .               eb fe
 /// ```
-const PROBE: [u8; 0x36] = [
+const PROBE: [u8; 0x4f] = [
     0x48, 0x83, 0xc0, 0x01, 0x48, 0x0f, 0xaf, 0xd8, 0x48, 0xff, 0xc9, 0x75, 0xf3, 0xe6, 0x80, 0xeb,
     0xef, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, //
     0xe6, 0x80, 0xeb, 0xfc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, //
-    0x0f, 0xa2, 0xe6, 0x80, 0xeb, 0xfa,
+    0x0f, 0xa2, 0xe6, 0x80, 0xeb, 0xfa, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, //
+    0x90, 0x89, 0x04, 0x25, 0x00, 0x20, 0x00, 0x00, 0xe6, 0x80, 0xcc, 0xe6, 0x80, 0xeb, 0xfe,
 ];
 const LOOP_ENTRY: u64 = PROBE_CODE;
 const IO_ENTRY: u64 = PROBE_CODE + 0x20;
@@ -148,6 +158,10 @@ pub struct Report {
     pub measurements: Finding<Measurements>,
     /// Whether hiding CPUID features works here.
     pub cpuid: Finding<CpuidLeaks>,
+    /// Which kinds of breakpoints work here (`--gdb`), probed in ring 0.
+    pub debugging: Finding<DebugProbe>,
+    /// What the GDB stub uses on this kind of host.
+    pub debug_support: host::DebugSupport,
     /// kvmini can run guests here.
     pub usable: bool,
 }
@@ -163,6 +177,8 @@ pub fn run() -> Report {
         host_kind_short: kind.short(),
         measurements: Finding::failed("not run"),
         cpuid: Finding::failed("not run"),
+        debugging: Finding::failed("not run"),
+        debug_support: host::DebugSupport::for_host(kind),
         usable: false,
     };
     let kvm = match host::open_device() {
@@ -188,6 +204,7 @@ pub fn run() -> Report {
     if api_ok && caps_ok {
         report.measurements = Finding::from_result(measure(&kvm));
         report.cpuid = Finding::from_result(probe_cpuid(&kvm));
+        report.debugging = Finding::from_result(debug::probe(&kvm));
         report.usable = report.measurements.found().is_some();
     }
     report
@@ -435,6 +452,7 @@ impl std::fmt::Display for Report {
             }
             Finding::Failed { .. } => {}
         }
+        debug::write_line(f, &self.debugging, self.debug_support)?;
         if self.usable {
             writeln!(f, "kvmini can run guests here")
         } else {

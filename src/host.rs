@@ -7,6 +7,7 @@ use std::path::Path;
 use kvm_ioctls::{Cap, Kvm};
 
 use crate::config::HostWorkarounds;
+use crate::device_access;
 
 /// The KVM API version every KVM since Linux 2.6.22 reports.
 pub const KVM_API_VERSION: i32 = 12;
@@ -27,8 +28,8 @@ pub enum Error {
     #[error("/dev/kvm does not exist: this host has no KVM. On a machine with VT-x or AMD-V, load the module (modprobe kvm_intel or kvm_amd); in a VM, enable nested virtualization")]
     NoDevice,
     /// Not permitted.
-    #[error("/dev/kvm is not readable and writable by this user: add the user to the kvm group (sudo usermod -aG kvm $USER, then log in again) or run as root")]
-    NoPermission,
+    #[error("/dev/kvm is not readable and writable by {0}")]
+    NoPermission(String),
     /// Some other failure opening it.
     #[error("cannot open /dev/kvm: {0}")]
     Open(kvm_ioctls::Error),
@@ -52,7 +53,13 @@ pub enum Error {
 pub fn open_device() -> Result<Kvm, Error> {
     Kvm::new().map_err(|e| match e.errno() {
         libc::ENOENT | libc::ENODEV | libc::ENXIO => Error::NoDevice,
-        libc::EACCES | libc::EPERM => Error::NoPermission,
+        libc::EACCES | libc::EPERM => Error::NoPermission(
+            device_access::advice(Path::new("/dev/kvm")).unwrap_or_else(|| {
+                "this user: add the user to the kvm group (sudo usermod -aG kvm $USER, then log \
+                 in again) or run as root"
+                    .to_string()
+            }),
+        ),
         _ => Error::Open(e),
     })
 }
@@ -147,6 +154,56 @@ pub fn emulator_note() -> Option<&'static str> {
     )
 }
 
+/// Why a debugger gets no `int3` here (for messages).
+pub const INT3_NOTE: &str =
+    "kvm_pvm runs guest ring-0 code in KVM's instruction emulator, which cannot run int3";
+/// Why watchpoints are refused here (for messages).
+pub const WATCHPOINT_NOTE: &str = "on kvm_pvm data breakpoints do not fire: KVM's emulator ignores them in ring 0 and ring-3 code runs natively without them";
+/// Why ring-3 code cannot be stepped here (for messages).
+pub const RING3_DEBUG_NOTE: &str =
+    "kvm_pvm runs it natively and hands its debug exceptions to the guest";
+
+/// What a debugger (`--gdb`) can use on a host. Measured on `kvm_pvm` (docs/gdb.md): single-step
+/// and instruction breakpoints in DR0-DR3 work for the code its emulator runs (ring 0, real
+/// and protected mode); `int3` there is an emulation failure; data breakpoints never fire;
+/// ring-3 code runs natively, where a single step raises #DB inside the guest and debug
+/// registers do not fire. Hardware virtualization (VMX, SVM) has it all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DebugSupport {
+    /// Software breakpoints are `int3` bytes (`KVM_GUESTDBG_USE_SW_BP`); without, the stub
+    /// sets them in debug registers, four at most with the hardware ones and watchpoints.
+    pub int3: bool,
+    /// Watchpoints (data breakpoints in DR0-DR3) fire.
+    pub watchpoints: bool,
+    /// Single steps and breakpoints reach ring-3 guest code.
+    pub ring3: bool,
+}
+
+impl DebugSupport {
+    /// Hardware virtualization: every kind.
+    pub const FULL: DebugSupport = DebugSupport {
+        int3: true,
+        watchpoints: true,
+        ring3: true,
+    };
+
+    /// `kvm_pvm`: instruction breakpoints and single steps, in code its emulator runs.
+    pub const PVM: DebugSupport = DebugSupport {
+        int3: false,
+        watchpoints: false,
+        ring3: false,
+    };
+
+    /// What a host of this kind supports.
+    pub fn for_host(kind: HostKind) -> Self {
+        if kind == HostKind::Pvm {
+            DebugSupport::PVM
+        } else {
+            DebugSupport::FULL
+        }
+    }
+}
+
 /// What kvmini adds to a Linux guest on a host with a software KVM (`kvm_pvm`), which runs
 /// guest ring 0 in KVM's instruction emulator. Everything kvmini knows about such hosts lives
 /// here and in [`emulator_note`]; docs/linux-guest.md says why each is needed.
@@ -214,7 +271,18 @@ mod tests {
 
     #[test]
     fn errors_say_what_to_do() {
-        assert!(Error::NoPermission.to_string().contains("usermod -aG kvm"));
+        let advice = device_access::advice_for(&device_access::Facts {
+            mode: 0o660,
+            owner: "root".into(),
+            group: "kvm".into(),
+            gid: 108,
+            user: "alice".into(),
+            member: false,
+            in_process: false,
+        });
+        let message = Error::NoPermission(advice).to_string();
+        assert!(message.starts_with("/dev/kvm is not readable and writable by this user (alice"));
+        assert!(message.contains("usermod -aG kvm alice"), "{message}");
         assert!(Error::NoDevice.to_string().contains("modprobe"));
     }
 }

@@ -10,14 +10,15 @@
 //!    `--trace` its destination is opened now (`vmm::build::open_trace`).
 //! 2. `host::open_kvm` opens `/dev/kvm`, checks the API version and capabilities, and
 //!    `KVM_CREATE_VM` makes an empty VM.
-//! 3. `boot::open` tells what the image is (raw, ELF, bzImage) from its first bytes and reads
-//!    its headers; the options are checked against it ([`VmConfig::validate_for_image`]).
+//! 3. `boot::open` tells what the image is (raw, ELF, bzImage, Multiboot) from its first
+//!    bytes and reads its headers; the options are checked against it
+//!    ([`VmConfig::validate_for_image`]).
 //!    For a Linux kernel, `host::Workarounds` says once what this host needs on top.
 //! 4. `memory::create` maps guest RAM lazily (nothing is touched until used), split around
 //!    the 32-bit MMIO hole: guest-physical memory is kvmini's own anonymous memory.
 //! 5. `boot::load` copies the image into guest memory with what its boot protocol needs
-//!    (command line, initrd, zero page or PVH start info) and decides the entry state: real,
-//!    protected or long mode.
+//!    (command line, initrd or modules, zero page, PVH start info or Multiboot information)
+//!    and decides the entry state: real, protected or long mode.
 //! 6. `memory::register` hands the memory to KVM (`KVM_SET_USER_MEMORY_REGION`).
 //! 7. Linux gets a PC: in-kernel interrupt controllers, the PIT and an MP table.
 //! 8. Devices go on the port bus, each under a name: the 8250 UART at 0x3f8 (`serial`), the
@@ -33,6 +34,9 @@
 //! 11. [`RunOutcome`] carries the [`StopReason`], the process exit status ([`status`]) and the
 //!     statistics ([`stats::Stats`]).
 //!
+//! With `--gdb` ([`config::GdbConfig`]) a GDB thread serves a remote debugger, and the vCPU
+//! stops for it (`gdb/`, docs/gdb.md).
+//!
 //! `kvmini check` is [`check::run`]: whether KVM works here and what kind of host this is.
 
 #![deny(missing_docs)]
@@ -44,10 +48,12 @@ pub mod check;
 pub mod config;
 mod console;
 pub mod crash;
+mod device_access;
 mod devices;
 mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+mod gdb;
 mod host;
 mod kick;
 mod memory;

@@ -32,6 +32,8 @@ pub struct ExitCounts {
     pub interrupted: u64,
     /// System events (guest-requested shutdown or reset).
     pub system_event: u64,
+    /// `KVM_EXIT_DEBUG`: single steps, breakpoints and watchpoints (`--gdb`).
+    pub debug: u64,
     /// Any other exit.
     pub other: u64,
 }
@@ -55,11 +57,12 @@ impl ExitCounts {
             ExitKind::InternalError => self.internal_error,
             ExitKind::Interrupted => self.interrupted,
             ExitKind::SystemEvent => self.system_event,
+            ExitKind::Debug => self.debug,
             ExitKind::Other => self.other,
         }
     }
 
-    fn named(&self) -> [(&'static str, u64); 11] {
+    fn named(&self) -> [(&'static str, u64); 12] {
         ExitKind::ALL.map(|k| (k.name(), self.of(k)))
     }
 }
@@ -128,6 +131,7 @@ impl VcpuStats {
         e.internal_error += oe.internal_error;
         e.interrupted += oe.interrupted;
         e.system_event += oe.system_event;
+        e.debug += oe.debug;
         e.other += oe.other;
         let (u, ou) = (&mut self.unclaimed, &o.unclaimed);
         u.port_reads += ou.port_reads;

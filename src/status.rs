@@ -27,14 +27,31 @@ pub const SANDBOX: i32 = 126;
 /// Guest exit codes at or above this collide with kvmini's own statuses.
 pub const FIRST_RESERVED: i32 = BAD_INPUT;
 
+/// With a success status (`--success-status`): the guest stopped cleanly without giving it.
+/// 1, as bootimage's `test-success-exit-code` makes QEMU's 0.
+pub const NOT_SUCCESS: i32 = 1;
+
+/// The exit status of a run that must report `success` to pass (`--success-status N`, for
+/// test runners such as cargo's, which take 0 for a pass): N becomes 0, 0 (the guest stopped
+/// without reporting anything) becomes [`NOT_SUCCESS`], every other status stays.
+pub fn with_success(status: i32, success: Option<u8>) -> i32 {
+    match success {
+        Some(s) if status == i32::from(s) => CLEAN,
+        Some(_) if status == CLEAN => NOT_SUCCESS,
+        _ => status,
+    }
+}
+
 /// The table, as printed by `--help` and in the README.
 pub const TABLE: &str = "\
 Exit status:
   0        the guest stopped cleanly (hlt with interrupts off, i8042 reset, power-off)
-           or wrote 0 to the exit port, or the user quit with Ctrl-A x, or the VM was
-           saved (--snapshot)
+           or wrote 0 to the exit port, or the user quit with Ctrl-A x or GDB's kill,
+           or the VM was saved (--snapshot)
   V        the guest wrote byte V to I/O port 0xf4 (guests should use 1-119)
   (V<<1)|1 with --debug-exit qemu: the guest wrote V to QEMU's debug-exit device
+           With --success-status N: 0 for N, and 1 for what would be 0 (the guest
+           stopped without giving N)
   120      bad input or usage (options, a missing, corrupt or truncated image, an
            image or initrd that is not a regular file or does not fit in guest memory)
   121      no usable KVM on this host (/dev/kvm missing, not accessible, too old)
@@ -57,7 +74,8 @@ pub fn for_stop(reason: &StopReason) -> i32 {
         | StopReason::Reset
         | StopReason::PowerOff
         | StopReason::UserQuit
-        | StopReason::Snapshot => CLEAN,
+        | StopReason::Snapshot
+        | StopReason::DebuggerKill => CLEAN,
         StopReason::Crash(_) => GUEST_CRASH,
         StopReason::Timeout => TIMEOUT,
         StopReason::OutputLimit(_) | StopReason::OutputFailed(_) => OUTPUT_LIMIT,
@@ -89,6 +107,12 @@ mod tests {
         assert_eq!(for_stop(&StopReason::DebugExit(0x10)), 33);
         assert_eq!(for_stop(&StopReason::Halted), CLEAN);
         assert_eq!(for_stop(&StopReason::Timeout), TIMEOUT);
+        assert_eq!(with_success(33, Some(33)), CLEAN);
+        assert_eq!(with_success(CLEAN, Some(33)), NOT_SUCCESS);
+        assert_eq!(with_success(35, Some(33)), 35);
+        assert_eq!(with_success(GUEST_CRASH, Some(33)), GUEST_CRASH);
+        assert_eq!(with_success(33, None), 33);
+        assert_eq!(with_success(CLEAN, None), CLEAN);
         for line in ours.iter().map(|s| s.to_string()) {
             assert!(TABLE.contains(&format!("  {line} ")), "table lists {line}");
         }

@@ -37,6 +37,8 @@ pub enum StopReason {
     UserQuit,
     /// The guest asked to be saved (`--snapshot`); the VM stopped for it.
     Snapshot,
+    /// The debugger ended the VM (GDB's `kill`).
+    DebuggerKill,
 }
 
 impl std::fmt::Display for StopReason {
@@ -58,6 +60,7 @@ impl std::fmt::Display for StopReason {
             StopReason::OutputFailed(e) => write!(f, "serial output could not be written: {e}"),
             StopReason::UserQuit => write!(f, "quit from the console (Ctrl-A x)"),
             StopReason::Snapshot => write!(f, "stopped to save a snapshot"),
+            StopReason::DebuggerKill => write!(f, "killed from the debugger (GDB's kill)"),
         }
     }
 }
@@ -73,7 +76,8 @@ impl StopReason {
             | StopReason::Reset
             | StopReason::PowerOff
             | StopReason::UserQuit
-            | StopReason::Snapshot => true,
+            | StopReason::Snapshot
+            | StopReason::DebuggerKill => true,
             StopReason::Crash(_)
             | StopReason::Timeout
             | StopReason::OutputLimit(_)

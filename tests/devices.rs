@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{guest, kvm_or_skip, kvmini_bin, kvmini_status, scratch, Transcript};
+use common::{guest, kvmini_bin, kvmini_status, linux_or_skip, scratch, Transcript};
 use kvmini::status::BAD_INPUT;
 
 const BOOT_TIMEOUT: &str = "600";
@@ -147,7 +147,7 @@ sync; echo $m: done";
 
 #[test]
 fn root_disk_data_disk_entropy_and_vsock_work_in_one_boot() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&["rootfs.ext4"]) {
         return;
     }
     let root = root_copy("root.ext4");
@@ -208,7 +208,7 @@ fn root_disk_data_disk_entropy_and_vsock_work_in_one_boot() {
 
 #[test]
 fn flushed_writes_survive_sigterm() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&["rootfs.ext4"]) {
         return;
     }
     let data = data_disk("sigterm.img", 16, b"");
@@ -240,7 +240,7 @@ fn refused(args: &[&str], image: &str, says: &str) {
 
 #[test]
 fn bad_device_options_are_refused_before_the_guest_starts() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&["rootfs.ext4"]) {
         return;
     }
     let disk = data_disk("bad.img", 8, b"");

@@ -10,7 +10,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{guest, kvm_or_skip, scratch, status, texts, Transcript};
+use common::{guest, linux_or_skip, scratch, status, texts, Transcript};
 use kvmini::status::{BAD_INPUT, GUEST_CRASH};
 
 /// Seconds a Linux boot may take here before the test gives up on it.
@@ -32,14 +32,14 @@ fn boot(kernel: &str, extra: &[&str], init_args: &[&str]) -> (i32, String, Strin
 
 #[test]
 fn vmlinux_boots_through_pvh_and_runs_the_command_line_command() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     let script = "uname -r; echo lahf_lm=$(grep -c -w lahf_lm /proc/cpuinfo); exit 7";
     let (code, out, err) = boot("vmlinux", &[], &["sh", "-c", script]);
     assert!(out.contains("kvmini-init: user space up"), "{out}\n{err}");
     assert!(
-        out.lines().any(|l| l.trim().starts_with("6.1.")),
+        out.lines().any(|l| l.trim() == common::kernel_release()),
         "uname -r: {out}"
     );
     // The guest sees the host's LAHF_LM (the two-vCPU test hides it).
@@ -53,7 +53,7 @@ fn vmlinux_boots_through_pvh_and_runs_the_command_line_command() {
 
 #[test]
 fn bzimage_boots_through_the_64bit_entry() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     let (code, out, err) = boot("bzImage", &[], &["cat", "/proc/cmdline"]);
@@ -69,7 +69,7 @@ fn bzimage_boots_through_the_64bit_entry() {
 
 #[test]
 fn two_vcpus_are_seen_by_the_guest_without_the_hidden_feature() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     // One program at a time (no command substitution): side-by-side busybox processes
@@ -124,12 +124,12 @@ fn restore(command: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn the_linux_snapshot_runs_a_command_and_ends_with_its_status() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&["linux-snapshot/state"]) {
         return;
     }
     let (code, out, err) = restore(&["uname", "-r"]);
     assert!(
-        out.lines().any(|l| l.trim().starts_with("6.1.")),
+        out.lines().any(|l| l.trim() == common::kernel_release()),
         "uname -r: {out}\n{err}"
     );
     assert_eq!(code, 0, "{err}");
@@ -144,7 +144,7 @@ fn the_linux_snapshot_runs_a_command_and_ends_with_its_status() {
 
 #[test]
 fn the_shell_reads_stdin_and_poweroff_ends_the_vm_cleanly() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&["linux-snapshot/state"]) {
         return;
     }
     // The snapshot's /init reads its command from the console: an empty line is the shell.
@@ -186,7 +186,7 @@ fn the_shell_reads_stdin_and_poweroff_ends_the_vm_cleanly() {
 
 #[test]
 fn a_kernel_panic_ends_the_run_as_a_crash() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     // An init that does not exist: the kernel panics, then resets itself (panic=-1).
@@ -208,7 +208,7 @@ fn a_kernel_panic_ends_the_run_as_a_crash() {
 
 #[test]
 fn corrupt_bzimage_header_is_bad_input() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     let mut image = std::fs::read(guest("bzImage")).unwrap();
@@ -237,7 +237,7 @@ fn boot_plain(kernel: &std::path::Path) -> (i32, String, String) {
 
 #[test]
 fn truncated_vmlinux_is_bad_input() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     let image = std::fs::read(guest("vmlinux")).unwrap();
@@ -250,7 +250,7 @@ fn truncated_vmlinux_is_bad_input() {
 
 #[test]
 fn initrd_larger_than_memory_is_bad_input() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     let big = scratch("big-initrd");
@@ -287,7 +287,7 @@ fn kernel_options_are_refused_for_raw_images() {
 
 #[test]
 fn a_command_line_longer_than_the_kernel_accepts_is_bad_input() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     // The bzImage says how long a command line it takes (cmdline_size, 2047 bytes here).

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{guest, kvm_or_skip};
+use common::{guest, linux_or_skip};
 use kvmini::status::BAD_INPUT;
 
 /// Seconds the boot and the guest's work may take before kvmini gives up on them.
@@ -46,7 +46,7 @@ fn seq(first: u32, last: u32) -> Vec<u8> {
 /// Whether this test can make a namespace and a TAP; skips (or, with
 /// `KVMINI_REQUIRE_KVM=1`, fails) with the reason when it cannot.
 fn netns_or_skip() -> bool {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return false;
     }
     // SAFETY: geteuid has no preconditions.
@@ -273,7 +273,7 @@ fn run_without_net_admin(net: &str) -> Option<(i32, String)> {
 
 #[test]
 fn a_missing_tap_kvmini_may_not_create_is_bad_input_with_what_to_do() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     let name = absent_tap();
@@ -295,7 +295,7 @@ fn a_missing_tap_kvmini_may_not_create_is_bad_input_with_what_to_do() {
 
 #[test]
 fn an_interface_that_is_not_a_tap_is_bad_input() {
-    if !kvm_or_skip() {
+    if !linux_or_skip(&[]) {
         return;
     }
     let out = common::kvmini(&[

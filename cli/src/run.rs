@@ -8,17 +8,22 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use kvmini::config::{
-    self, CpuMode, DebugExitConfig, HostWorkarounds, ImageFormat, SeccompMode, SerialInput,
-    SerialOutput, TraceConfig, TraceFilter, TraceOutput, UnclaimedMmio, VmConfig,
+    self, CpuMode, DebugExitConfig, GdbAddress, GdbConfig, HostWorkarounds, ImageFormat,
+    ModuleConfig, SeccompMode, SerialInput, SerialOutput, TraceConfig, TraceFilter, TraceOutput,
+    UnclaimedMmio, VmConfig,
 };
 use kvmini::{status, Error, RunOutcome, StopReason, Vmm};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Kernel or raw image: an ELF64 kernel (PVH note or 64-bit entry) or flat machine code.
+    /// Kernel or raw image: an ELF64 kernel (PVH note or 64-bit entry), a bzImage, a Multiboot
+    /// 1 or 2 kernel, or flat machine code.
     image: PathBuf,
 
-    /// Image format [default: detected from the file: ELF magic, Linux "HdrS" header, else raw].
+    /// Image format [default: detected from the file: Linux "HdrS" header, ELF64 with a
+    /// Linux or PVH note, a Multiboot header (Multiboot 2 when there are both), other ELF,
+    /// else raw]. multiboot: Multiboot 2 when the file has both headers, else 1;
+    /// multiboot1/multiboot2: only that header.
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
 
@@ -57,6 +62,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "DEVICE", value_parser = parse_debug_exit)]
     debug_exit: Option<DebugExitArg>,
 
+    /// The status that means success, for test runners that take 0 as a pass (cargo's
+    /// `runner`): a run that ends with STATUS exits 0, one that would exit 0 (the guest
+    /// stopped without giving STATUS) exits 1, any other status stays. With --debug-exit
+    /// qemu,iobase=0xf4,iosize=4 a test framework that writes 0x10 on success gives 33.
+    /// 1 to 119 [default: none].
+    #[arg(long, value_name = "STATUS", value_parser = parse_success_status)]
+    success_status: Option<u8>,
+
     /// With --snapshot: after saving, let the VM go on running instead of stopping.
     #[arg(long, requires = "snapshot")]
     snapshot_continue: bool,
@@ -71,10 +84,16 @@ pub struct RunArgs {
     #[arg(long)]
     cmdline: Option<String>,
 
-    /// Initial ramdisk for the kernel (loaded high; PVH passes it as a module); a regular
-    /// file, as the image must be.
+    /// Initial ramdisk for the kernel (loaded high; PVH passes it as a module, Multiboot as
+    /// the first module); a regular file, as the image must be.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
+
+    /// A module for a Multiboot kernel (repeatable; after the initrd, in order): a regular
+    /// file, loaded page-aligned above the kernel, with STRING as its command line [default
+    /// STRING: PATH as given, as GRUB passes it].
+    #[arg(long = "module", value_name = "PATH[,STRING]", value_parser = parse_module)]
+    modules: Vec<ModuleConfig>,
 
     /// Number of vCPUs (Linux kernels; an MP table describes them).
     #[arg(long, default_value_t = 1)]
@@ -95,6 +114,18 @@ pub struct RunArgs {
 
     #[command(flatten)]
     devices: crate::devices::DeviceArgs,
+
+    /// Serve GDB's remote protocol at ADDRESS: tcp:HOST:PORT (HOST an IP address or
+    /// localhost; tcp::PORT: localhost; port 0: any free one, printed at start) or unix:PATH (a new socket, removed at exit). The guest
+    /// runs at once and stops when a debugger attaches, as with QEMU's -s; --gdb-wait stops
+    /// it first. One vCPU; not with --snapshot. See docs/gdb.md.
+    #[arg(long, value_name = "ADDRESS", value_parser = parse_gdb)]
+    gdb: Option<GdbAddress>,
+
+    /// With --gdb: stop before the guest's first instruction until a debugger attaches and
+    /// continues (QEMU's -S).
+    #[arg(long, requires = "gdb")]
+    gdb_wait: bool,
 
     /// Once confined, make a system call no filter allows (tests the sandbox).
     #[arg(long, hide = true)]
@@ -141,7 +172,7 @@ pub struct Control {
     /// guest-physical address, size, data (hex), the device that took it and what kvmini did.
     /// FILTER selects exits: comma-separated KIND[:FROM[-TO]] items, KIND one of all, io,
     /// io-in, io-out, mmio, mmio-read, mmio-write, hlt, shutdown, fail-entry, internal-error,
-    /// interrupted, system-event, other; io and mmio kinds take an inclusive port or address
+    /// interrupted, system-event, debug, other; io and mmio kinds take an inclusive port or address
     /// range (e.g. --trace=io:0x3f8-0x3ff,hlt) [default: all].
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "all", value_name = "FILTER", value_parser = parse_trace_filter)]
     pub trace: Option<TraceFilter>,
@@ -194,6 +225,9 @@ enum FormatArg {
     Raw,
     Elf,
     Bzimage,
+    Multiboot,
+    Multiboot1,
+    Multiboot2,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -229,6 +263,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// Sizes of output count bytes when they have no unit, unlike memory sizes.
 fn parse_byte_size(s: &str) -> Result<u64, String> {
     config::parse_byte_count(s).map_err(|e| e.to_string())
+}
+
+fn parse_module(s: &str) -> Result<ModuleConfig, String> {
+    config::parse_module(s).map_err(|e| e.to_string())
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -281,6 +319,16 @@ fn parse_debug_exit(s: &str) -> Result<DebugExitArg, String> {
     Ok(DebugExitArg(Some(d)))
 }
 
+fn parse_success_status(s: &str) -> Result<u8, String> {
+    config::parse_u64(s)
+        .and_then(config::success_status)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_gdb(s: &str) -> Result<GdbAddress, String> {
+    s.parse().map_err(|e: config::Error| e.to_string())
+}
+
 fn parse_hidden_feature(f: &str) -> Result<String, String> {
     match f.strip_prefix('-') {
         Some(name) if !name.is_empty() => Ok(name.to_string()),
@@ -317,6 +365,9 @@ impl RunArgs {
                 FormatArg::Raw => ImageFormat::Raw,
                 FormatArg::Elf => ImageFormat::Elf,
                 FormatArg::Bzimage => ImageFormat::BzImage,
+                FormatArg::Multiboot => ImageFormat::Multiboot,
+                FormatArg::Multiboot1 => ImageFormat::Multiboot1,
+                FormatArg::Multiboot2 => ImageFormat::Multiboot2,
             }),
             mem_size: self.mem,
             mode: self.mode.map(|m| match m {
@@ -336,6 +387,7 @@ impl RunArgs {
             cmdline: self.cmdline.clone(),
             init_args: self.init_args.clone(),
             initrd: self.initrd.clone(),
+            modules: self.modules.clone(),
             cpus: self.cpus,
             hide_cpu_features: self.cpu_features.clone(),
             host_workarounds: match self.host_workarounds {
@@ -349,7 +401,12 @@ impl RunArgs {
             snapshot: self.snapshot.clone(),
             snapshot_continue: self.snapshot_continue,
             debug_exit: self.debug_exit.and_then(|d| d.0),
+            success_status: self.success_status,
             devices: self.devices.to_config(),
+            gdb: self.gdb.clone().map(|address| GdbConfig {
+                address,
+                wait: self.gdb_wait,
+            }),
             seccomp: self.control.seccomp.mode(),
             trace: self.control.trace(),
             debug_forbidden_syscall: self.debug_forbidden_syscall,
@@ -359,7 +416,16 @@ impl RunArgs {
 
 pub fn main(args: &RunArgs) -> i32 {
     let config = args.to_config();
-    let result = Vmm::new(&config).and_then(Vmm::run);
+    let result = Vmm::new(&config).and_then(|vmm| {
+        if let Some((target, waits)) = vmm.gdb_target() {
+            let note = match waits {
+                true => "; the guest waits for it to continue",
+                false => "; the guest runs, and stops when a debugger attaches",
+            };
+            eprintln!("kvmini: gdb: listening; in GDB: target remote {target}{note}");
+        }
+        vmm.run()
+    });
     finish(result, &args.control, args.snapshot.as_deref())
 }
 
@@ -410,6 +476,7 @@ pub fn finish(
             destination(&control.serial)
         ),
         StopReason::UserQuit => eprintln!("kvmini: quit (Ctrl-A x)"),
+        StopReason::DebuggerKill => eprintln!("kvmini: killed from the debugger (GDB's kill)"),
         StopReason::Snapshot => eprintln!(
             "kvmini: saved the VM into {}; `kvmini restore {0}` goes on from here",
             snapshot.unwrap_or(Path::new("?")).display()
@@ -418,6 +485,16 @@ pub fn finish(
             "kvmini: note: the guest's debug-exit value {v:#x} gives status {}, in the range kvmini reserves for its own statuses",
             outcome.exit_status
         ),
+        // Only --success-status turns a clean stop into a failure.
+        reason
+            if status::for_stop(reason) == status::CLEAN
+                && outcome.exit_status == status::NOT_SUCCESS =>
+        {
+            eprintln!(
+                "kvmini: the guest stopped without giving the success status (--success-status): {reason}; exit status {}",
+                status::NOT_SUCCESS
+            )
+        }
         StopReason::GuestExit(v) if i32::from(*v) >= status::FIRST_RESERVED => eprintln!(
             "kvmini: note: the guest's exit code {v} is in the range kvmini reserves for its own statuses"
         ),

@@ -9,7 +9,7 @@
 //! resumed from that snapshot (`kvmini restore DIR -- CMD`). A comparison, step by step:
 //!
 //! 1. Check the options, find the runtime, check for root (runtimes need it for namespaces,
-//!    cgroups and mounts) and for KVM ([`check`] also names the host kind).
+//!    cgroups and mounts) and for KVM (`kvmini::check` also names the host kind).
 //! 2. Build the container side's files in a work directory, once: root file systems from the
 //!    same files the VM side boots (busybox and the compute program; the Linux guest's
 //!    initramfs, unpacked by [`cpio`]) and one OCI bundle per command, with a `config.json`

@@ -58,26 +58,6 @@ _Static_assert(sizeof(struct hvm_start_info) == 56, "start_info ABI");
 
 void kmain(uint32_t source, uint64_t start_info_paddr) __attribute__((noreturn));
 
-static void serial_put_dec(uint32_t n)
-{
-    char digits[10];            /* 4294967295 has 10 digits */
-    int count = 0;
-
-    do {
-        digits[count++] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n != 0);
-    while (count > 0)
-        uart_putc(digits[--count]);
-}
-
-static void serial_put_hex32(uint32_t n)
-{
-    uart_puts("0x");
-    for (int shift = 28; shift >= 0; shift -= 4)
-        uart_putc("0123456789abcdef"[(n >> shift) & 0xf]);
-}
-
 /* PVH only: say how many memory-map entries the VMM handed over. */
 static void report_start_info(uint64_t paddr)
 {
@@ -90,13 +70,14 @@ static void report_start_info(uint64_t paddr)
     }
     if (si->magic != HVM_START_MAGIC_VALUE) {
         uart_puts("hvm_start_info: bad magic ");
-        serial_put_hex32(si->magic);
+        uart_puts("0x");
+        uart_put_hex(si->magic, 8);
         uart_putc('\n');
         return;
     }
     if (si->version >= 1 && si->memmap_paddr != 0) {
         uart_puts("memory map: ");
-        serial_put_dec(si->memmap_entries);
+        uart_put_dec(si->memmap_entries);
         uart_puts(" entries\n");
     }
 }

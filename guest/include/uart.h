@@ -40,4 +40,25 @@ static inline void uart_puts(const char *s)
         uart_putc(*s++);
 }
 
+/* The low `digits` hexadecimal digits of `v`, without a prefix. */
+static inline void uart_put_hex(uint32_t v, int digits)
+{
+    while (digits-- > 0)
+        uart_putc("0123456789abcdef"[(v >> (4 * digits)) & 0xf]);
+}
+
+/* `n` in decimal (32-bit division only: no libgcc in 32-bit guests). */
+static inline void uart_put_dec(uint32_t n)
+{
+    char digits[10];            /* 4294967295 has 10 digits */
+    int count = 0;
+
+    do {
+        digits[count++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n != 0);
+    while (count > 0)
+        uart_putc(digits[--count]);
+}
+
 #endif

@@ -198,10 +198,23 @@ fn check_entry(mem: &GuestMem, entry: u64, field: &'static str) -> Result<(), Er
     Err(Error::BadEntry { entry, problem })
 }
 
-/// Whether the ELF file carries a note named "Linux" (every vmlinux does): such a kernel
-/// gets the machine and the command line Linux expects. Each PT_NOTE segment, checked by
+/// The notes of an ELF file that decide how it boots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// A note named "Linux" (every vmlinux has one): the kernel gets the machine and the
+    /// command line Linux expects.
+    pub linux: bool,
+    /// A PVH entry note (`Xen`, `XEN_ELFNOTE_PHYS32_ENTRY`): the kernel is entered there.
+    pub pvh: bool,
+}
+
+/// `XEN_ELFNOTE_PHYS32_ENTRY`: the type of the PVH entry note.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+
+/// Reads the notes that decide how the file boots. Each PT_NOTE segment, checked by
 /// [`read_headers`], is read once.
-pub fn has_linux_note(file: &mut ImageReader, path: &Path, h: &Headers) -> Result<bool, Error> {
+pub fn read_notes(file: &mut ImageReader, path: &Path, h: &Headers) -> Result<Notes, Error> {
+    let mut found = Notes::default();
     for p in h.phdrs.iter().filter(|p| p.p_type == PT_NOTE) {
         let mut notes = vec![0u8; p.p_filesz as usize];
         file.seek(SeekFrom::Start(p.p_offset))
@@ -210,26 +223,29 @@ pub fn has_linux_note(file: &mut ImageReader, path: &Path, h: &Headers) -> Resul
                 path: path.to_path_buf(),
                 source,
             })?;
-        if note_names(&notes).any(|name| name == b"Linux") {
-            return Ok(true);
+        for (name, kind) in note_names(&notes) {
+            found.linux |= name == b"Linux";
+            found.pvh |= name == b"Xen" && kind == XEN_ELFNOTE_PHYS32_ENTRY;
         }
     }
-    Ok(false)
+    Ok(found)
 }
 
-/// The names of the notes in a PT_NOTE segment (4-byte aligned name and descriptor).
-fn note_names(mut notes: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// The names and types of the notes in a PT_NOTE segment (4-byte aligned name and
+/// descriptor).
+fn note_names(mut notes: &[u8]) -> impl Iterator<Item = (&[u8], u32)> {
     std::iter::from_fn(move || {
         let word = |b: &[u8], i: usize| -> Option<usize> {
             Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
         };
         let namesz = word(notes, 0)?;
         let descsz = word(notes, 4)?;
+        let kind = word(notes, 8)? as u32;
         let align = |n: usize| n.checked_add(3).map(|n| n & !3);
         let name = notes.get(12..12 + namesz)?;
         let next = 12 + align(namesz)? + align(descsz)?;
         notes = notes.get(next..).unwrap_or(&[]);
-        Some(name.strip_suffix(&[0]).unwrap_or(name))
+        Some((name.strip_suffix(&[0]).unwrap_or(name), kind))
     })
 }
 
@@ -264,6 +280,7 @@ pub fn load(
             Ok(Loaded {
                 entry: Entry::Protected {
                     eip: eip as u32,
+                    eax: 0,
                     ebx: PVH_INFO_START as u32,
                 },
                 summary: format!("ELF, PVH entry at {eip:#x}{initrd_note}"),
@@ -386,21 +403,21 @@ mod tests {
     #[test]
     fn note_names_are_walked_with_alignment() {
         let mut notes = Vec::new();
-        for (name, desc) in [
-            (&b"Xen\0"[..], &[0u8; 4][..]),
-            (b"Linux\0", &[1, 2, 3]),
-            (b"GNU\0", &[0; 20]),
+        for (name, desc, kind) in [
+            (&b"Xen\0"[..], &[0u8; 4][..], 18u32),
+            (b"Linux\0", &[1, 2, 3], 1),
+            (b"GNU\0", &[0; 20], 3),
         ] {
             notes.extend_from_slice(&(name.len() as u32).to_le_bytes());
             notes.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-            notes.extend_from_slice(&1u32.to_le_bytes());
+            notes.extend_from_slice(&kind.to_le_bytes());
             notes.extend_from_slice(name);
             notes.resize(notes.len().next_multiple_of(4), 0);
             notes.extend_from_slice(desc);
             notes.resize(notes.len().next_multiple_of(4), 0);
         }
-        let names: Vec<&[u8]> = note_names(&notes).collect();
-        assert_eq!(names, [&b"Xen"[..], b"Linux", b"GNU"]);
+        let names: Vec<(&[u8], u32)> = note_names(&notes).collect();
+        assert_eq!(names, [(&b"Xen"[..], 18), (b"Linux", 1), (b"GNU", 3)]);
         assert_eq!(note_names(&notes[..10]).count(), 0);
     }
 }

@@ -26,7 +26,10 @@ pub enum Entry {
     Protected {
         /// Instruction pointer.
         eip: u32,
-        /// EBX (the PVH start info for PVH kernels).
+        /// EAX (the boot magic for Multiboot kernels).
+        eax: u32,
+        /// EBX (the PVH start info for PVH kernels, the boot information for Multiboot
+        /// kernels).
         ebx: u32,
     },
     /// 64-bit long mode on kvmini's identity map of the first 4 GiB.
@@ -61,10 +64,11 @@ pub fn setup_entry(
                 false,
             ))
         }
-        Entry::Protected { eip, ebx } => {
+        Entry::Protected { eip, eax, ebx } => {
             write_gdt()?;
             regs::protected_mode_sregs(sregs, GDT_START, gdt::BOOT_GDT.len());
             let mut r = regs::entry_regs(u64::from(eip), BOOT_STACK_POINTER, false);
+            r.rax = u64::from(eax);
             r.rbx = u64::from(ebx);
             Ok(r)
         }

@@ -21,6 +21,8 @@ pub enum Part {
     ElfNotes(usize),
     /// A bzImage's setup header.
     SetupHeader,
+    /// What a Multiboot header's address fields load (and zero).
+    MultibootLoad,
     /// A bzImage's kernel once decompressed: `init_size` bytes at `pref_address`.
     DecompressedKernel,
     /// The initrd, which must end below `limit` and start after the kernel (ending at
@@ -42,6 +44,7 @@ impl fmt::Display for Part {
             Part::ElfSegment(i) => write!(f, "ELF segment {i}"),
             Part::ElfNotes(i) => write!(f, "the notes of ELF segment {i}"),
             Part::SetupHeader => write!(f, "the setup header"),
+            Part::MultibootLoad => write!(f, "what the Multiboot address fields load"),
             Part::DecompressedKernel => {
                 write!(f, "the decompressed kernel (init_size at pref_address)")
             }
@@ -60,7 +63,7 @@ pub enum ElfProblem {
     #[error("no ELF magic")]
     NoMagic,
     /// ELF32.
-    #[error("it is a 32-bit ELF file; kvmini boots ELF64 kernels")]
+    #[error("it is a 32-bit ELF file; kvmini boots ELF64 kernels, and 32-bit ones only with a Multiboot header")]
     Class32,
     /// Another machine.
     #[error("it is built for machine type {0}, not x86-64")]
@@ -313,6 +316,36 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         problem: SetupHeaderProblem,
+    },
+    /// A Multiboot kernel kvmini cannot boot.
+    #[error("{} is not a bootable Multiboot kernel: {problem}", .path.display())]
+    BadMultiboot {
+        /// Image path.
+        path: PathBuf,
+        /// What is wrong.
+        problem: super::multiboot::Problem,
+    },
+    /// A Multiboot module that does not fit in guest memory.
+    #[error("module {} ({}) does not fit in {} of guest memory: modules go one after another, page-aligned, above the kernel, and this one would start at {start:#x} and must end by {limit:#x}; raise --mem", .path.display(), human_size(*.size), human_size(*.mem))]
+    ModuleDoesNotFit {
+        /// The module's file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// Where it would start.
+        start: u64,
+        /// Where modules must end by (the end of RAM below the MMIO hole).
+        limit: u64,
+        /// Guest RAM size.
+        mem: u64,
+    },
+    /// More Multiboot information than its area holds.
+    #[error("the Multiboot information (command line, module strings, memory map) takes {size} bytes, more than the {room} kvmini has for it; shorten the command line or the module strings")]
+    MultibootInfoTooLarge {
+        /// Bytes needed.
+        size: u64,
+        /// Bytes there are.
+        room: u64,
     },
     /// Writing boot structures to guest memory failed.
     #[error("cannot write {what} to guest memory: {source}")]

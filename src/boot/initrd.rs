@@ -22,6 +22,14 @@ pub struct Initrd {
     pub size: u64,
 }
 
+/// The end of the RAM that starts at 0: all of guest memory, or the part below the 32-bit
+/// MMIO hole.
+pub fn low_ram_end(mem: &GuestMem) -> u64 {
+    mem.iter()
+        .find(|r| r.start_addr().raw_value() == 0)
+        .map_or(0, |r| r.len())
+}
+
 /// Where an initrd of `size` bytes goes: as high as possible in the RAM below 4 GiB, page
 /// aligned, ending below `max_end` (the kernel's `initrd_addr_max` + 1) and starting above
 /// `kernel_end`.
@@ -31,11 +39,7 @@ pub fn place_initrd(
     kernel_end: u64,
     max_end: u64,
 ) -> Result<u64, Error> {
-    let low_end = mem
-        .iter()
-        .find(|r| r.start_addr().raw_value() == 0)
-        .map_or(0, |r| r.len());
-    let end = low_end.min(max_end);
+    let end = low_ram_end(mem).min(max_end);
     let addr = end.checked_sub(size).map(|a| a & !0xfff);
     match addr {
         Some(addr) if addr >= kernel_end.max(HIGH_LOAD_ADDR) => Ok(addr),

@@ -5,6 +5,8 @@
 //! - [`raw`]: flat machine code in real, protected or long mode;
 //! - [`elf`]: ELF64 kernels, through their PVH note ([`pvh`]) or at `e_entry` with a zero page;
 //! - [`bzimage`]: Linux bzImages (the x86 boot protocol's setup header);
+//! - [`multiboot`]: Multiboot 1 and 2 kernels (a.out kludge or ELF32/ELF64), their modules
+//!   and boot information;
 //! - [`zero_page`]: Linux's `boot_params`; [`pvh`]: `hvm_start_info`;
 //! - [`cmdline`] and [`initrd`]: what kernels get besides themselves; [`memmap`]: the memory
 //!   map every protocol hands over;
@@ -19,6 +21,7 @@ pub mod entry;
 pub mod error;
 pub mod initrd;
 pub mod memmap;
+pub mod multiboot;
 pub mod pvh;
 pub mod raw;
 pub mod reader;
@@ -31,7 +34,7 @@ use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::setup_header;
 
 use crate::arch::x86_64::layout::CMDLINE_MAX_SIZE;
-use crate::config::ImageFormat;
+use crate::config::{ImageFormat, ModuleConfig};
 use crate::memory::GuestMem;
 pub use entry::{setup_entry, Entry};
 pub use error::Error;
@@ -51,6 +54,8 @@ pub enum ImageKind {
     },
     /// A Linux bzImage.
     BzImage(setup_header),
+    /// A Multiboot kernel, with its checked header.
+    Multiboot(multiboot::Header),
 }
 
 impl ImageKind {
@@ -60,6 +65,10 @@ impl ImageKind {
             ImageKind::Raw => ImageFormat::Raw,
             ImageKind::Elf { .. } => ImageFormat::Elf,
             ImageKind::BzImage(_) => ImageFormat::BzImage,
+            ImageKind::Multiboot(h) => match h.version {
+                multiboot::Version::One => ImageFormat::Multiboot1,
+                multiboot::Version::Two => ImageFormat::Multiboot2,
+            },
         }
     }
 
@@ -67,7 +76,7 @@ impl ImageKind {
     /// table), kvmini's default command line and this host's workarounds.
     pub fn is_linux(&self) -> bool {
         match self {
-            ImageKind::Raw => false,
+            ImageKind::Raw | ImageKind::Multiboot(_) => false,
             ImageKind::Elf { linux, .. } => *linux,
             ImageKind::BzImage(_) => true,
         }
@@ -107,6 +116,10 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// Opens the image at `path`, tells its format (unless `format` says) and reads and checks
 /// its headers. Nothing is written anywhere yet: the caller sizes guest memory by what the
 /// image is.
+///
+/// Detection: a bzImage, and an ELF64 kernel with a "Linux" or PVH note, boot as such; any
+/// other file with a Multiboot header (or a magic whose checksum fails: an error) is a
+/// Multiboot kernel; then other ELF files, then raw code.
 pub fn open(path: &Path, format: Option<ImageFormat>) -> Result<Image, Error> {
     let file = reader::open(path)?;
     let len = file.metadata().map_err(read_err(path))?.len();
@@ -114,26 +127,38 @@ pub fn open(path: &Path, format: Option<ImageFormat>) -> Result<Image, Error> {
     if len == 0 {
         return Err(Error::Empty(path.to_path_buf()));
     }
-    let format = match format {
-        Some(f) => f,
-        None => {
-            let mut head = Vec::with_capacity(bzimage::HDRS_OFFSET + 4);
-            (&mut file)
-                .take(bzimage::HDRS_OFFSET as u64 + 4)
-                .read_to_end(&mut head)
-                .map_err(read_err(path))?;
-            detect_format(&head)
-        }
+    let mut head = Vec::with_capacity(multiboot::header::HEAD_LEN.min(len as usize));
+    (&mut file)
+        .take(multiboot::header::HEAD_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(read_err(path))?;
+    let bad_multiboot = |problem| Error::BadMultiboot {
+        path: path.to_path_buf(),
+        problem,
     };
-    let kind = match format {
-        ImageFormat::Raw => ImageKind::Raw,
+    let multiboot = |want| match multiboot::header::find(&head, len, want) {
+        Ok(found) => Ok(found.map(ImageKind::Multiboot)),
+        Err(problem) => Err(bad_multiboot(problem)),
+    };
+    let kind = match format.unwrap_or_else(|| detect_format(&head)) {
+        ImageFormat::Raw if format.is_some() => ImageKind::Raw,
+        ImageFormat::Raw => multiboot(multiboot::Want::Any)?.unwrap_or(ImageKind::Raw),
         ImageFormat::BzImage => {
             ImageKind::BzImage(bzimage::read_setup_header(&mut file, path, len)?)
         }
-        ImageFormat::Elf => {
-            let headers = elf::read_headers(&mut file, path, len)?;
-            let linux = elf::has_linux_note(&mut file, path, &headers)?;
-            ImageKind::Elf { headers, linux }
+        ImageFormat::Elf if format.is_some() => open_elf(&mut file, path, len)?.0,
+        ImageFormat::Elf => match open_elf(&mut file, path, len) {
+            Ok((kind, pvh)) if pvh || kind.is_linux() => kind,
+            elf => match multiboot(multiboot::Want::Any)? {
+                Some(kind) => kind,
+                None => elf?.0,
+            },
+        },
+        f @ (ImageFormat::Multiboot | ImageFormat::Multiboot1 | ImageFormat::Multiboot2) => {
+            let want = multiboot::want(f);
+            ImageKind::Multiboot(
+                multiboot::required_header(&head, len, want).map_err(bad_multiboot)?,
+            )
         }
     };
     Ok(Image {
@@ -142,6 +167,17 @@ pub fn open(path: &Path, format: Option<ImageFormat>) -> Result<Image, Error> {
         len,
         kind,
     })
+}
+
+/// An ELF64 kernel's headers and notes; and whether it has a PVH note.
+fn open_elf(file: &mut ImageReader, path: &Path, len: u64) -> Result<(ImageKind, bool), Error> {
+    let headers = elf::read_headers(file, path, len)?;
+    let notes = elf::read_notes(file, path, &headers)?;
+    let kind = ImageKind::Elf {
+        headers,
+        linux: notes.linux,
+    };
+    Ok((kind, notes.pvh))
 }
 
 /// What a boot needs besides the image.
@@ -153,6 +189,8 @@ pub struct BootArgs<'a> {
     pub cmdline: cmdline::CmdlineArgs<'a>,
     /// A kernel's initrd.
     pub initrd: Option<&'a Path>,
+    /// A Multiboot kernel's modules, after the initrd.
+    pub modules: &'a [ModuleConfig],
 }
 
 /// The kernel-side inputs of a load.
@@ -221,6 +259,18 @@ pub fn load(image: Image, mem: &GuestMem, args: &BootArgs<'_>) -> Result<BootIma
             let kernel = kernel_args(cmdline.as_ref());
             (
                 bzimage::load(mem, &mut file, &path, header, &kernel)?,
+                cmdline,
+            )
+        }
+        ImageKind::Multiboot(header) => {
+            let cmdline = args.cmdline.build(linux, CMDLINE_MAX_SIZE)?;
+            let mb = multiboot::MultibootArgs {
+                cmdline: cmdline.as_ref(),
+                initrd: args.initrd,
+                modules: args.modules,
+            };
+            (
+                multiboot::load(mem, &mut file, &path, len, &header, &mb)?,
                 cmdline,
             )
         }

@@ -99,6 +99,7 @@ pub fn plan(
             if mode == CpuMode::Protected {
                 Entry::Protected {
                     eip: entry as u32,
+                    eax: 0,
                     ebx: 0,
                 }
             } else {
@@ -220,6 +221,7 @@ mod tests {
             e,
             Entry::Protected {
                 eip: 0x10_0010,
+                eax: 0,
                 ebx: 0
             }
         );

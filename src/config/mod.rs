@@ -5,12 +5,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod devices;
+mod gdb;
+mod modules;
+mod numbers;
 
 pub use crate::devices::debug_exit::DebugExitConfig;
 pub use crate::devices::serial::SharedBuffer;
 pub use crate::sandbox::SeccompMode;
 pub use crate::trace::{Filter as TraceFilter, TraceConfig, TraceOutput};
 pub use devices::{DeviceConfig, DiskConfig, NetConfig, VsockConfig, MIN_GUEST_CID};
+pub use gdb::{GdbAddress, GdbConfig};
+pub use modules::{parse_module, ModuleConfig};
+pub use numbers::{human_size, parse_byte_count, parse_size, parse_u64};
 
 /// Smallest guest memory kvmini accepts.
 pub const MIN_MEM_SIZE: u64 = 1 << 20;
@@ -28,6 +34,35 @@ pub enum ImageFormat {
     Elf,
     /// Linux bzImage (x86 boot protocol).
     BzImage,
+    /// A Multiboot kernel: Multiboot 2 when the file has both headers, else Multiboot 1.
+    Multiboot,
+    /// A Multiboot 1 kernel (header magic 0x1BADB002).
+    Multiboot1,
+    /// A Multiboot 2 kernel (header magic 0xE85250D6).
+    Multiboot2,
+}
+
+impl ImageFormat {
+    /// One of the Multiboot formats.
+    pub fn is_multiboot(self) -> bool {
+        matches!(
+            self,
+            ImageFormat::Multiboot | ImageFormat::Multiboot1 | ImageFormat::Multiboot2
+        )
+    }
+}
+
+impl std::fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageFormat::Raw => "a raw image",
+            ImageFormat::Elf => "an ELF kernel",
+            ImageFormat::BzImage => "a bzImage",
+            ImageFormat::Multiboot => "a Multiboot kernel",
+            ImageFormat::Multiboot1 => "a Multiboot 1 kernel",
+            ImageFormat::Multiboot2 => "a Multiboot 2 kernel",
+        })
+    }
 }
 
 /// The CPU mode a raw image starts in.
@@ -77,7 +112,7 @@ pub enum UnclaimedMmio {
 }
 
 /// Whether kvmini adds what a software-virtualized host (`kvm_pvm`) needs to Linux guests:
-/// kernel parameters and CPUID features to hide, listed in [`crate::host::Workarounds::PVM`].
+/// kernel parameters and CPUID features to hide, listed in `host::Workarounds::PVM` (`src/host.rs`) and in the README.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HostWorkarounds {
     /// Only when `kvmini check` would call this host `kvm_pvm`.
@@ -131,8 +166,10 @@ pub struct VmConfig {
     pub cmdline: Option<String>,
     /// Arguments for the guest's init, after ` -- ` on the command line.
     pub init_args: Vec<String>,
-    /// Initial ramdisk.
+    /// Initial ramdisk (for a Multiboot kernel: the first module, its path as its string).
     pub initrd: Option<PathBuf>,
+    /// Modules for a Multiboot kernel, after the initrd.
+    pub modules: Vec<ModuleConfig>,
     /// Number of vCPUs.
     pub cpus: u8,
     /// CPUID features to hide from the guest, by name (`cx16`, `avx2`, ...).
@@ -152,8 +189,14 @@ pub struct VmConfig {
     pub snapshot_continue: bool,
     /// QEMU's debug-exit device instead of kvmini's exit port (`--debug-exit qemu`).
     pub debug_exit: Option<DebugExitConfig>,
+    /// The status that means success, for test runners (`--success-status`): a run that ends
+    /// with it exits 0, and one that would exit 0 exits 1; 1 to 119. See
+    /// [`status::with_success`](crate::status::with_success).
+    pub success_status: Option<u8>,
     /// Virtio devices (Linux guests).
     pub devices: DeviceConfig,
+    /// A GDB remote stub for the guest (`--gdb`, `--gdb-wait`; docs/gdb.md).
+    pub gdb: Option<GdbConfig>,
     /// The sandbox: a seccomp filter on each of kvmini's threads once the guest runs,
     /// including the calling thread, which runs the boot vCPU and stays confined afterwards.
     /// Off by default in the library; the `kvmini` binary turns it on.
@@ -223,6 +266,7 @@ impl VmConfig {
             cmdline: None,
             init_args: Vec::new(),
             initrd: None,
+            modules: Vec::new(),
             cpus: 1,
             hide_cpu_features: Vec::new(),
             host_workarounds: HostWorkarounds::default(),
@@ -231,7 +275,9 @@ impl VmConfig {
             snapshot: None,
             snapshot_continue: false,
             debug_exit: None,
+            success_status: None,
             devices: DeviceConfig::default(),
+            gdb: None,
             seccomp: SeccompMode::Off,
             trace: None,
             debug_forbidden_syscall: false,
@@ -252,9 +298,23 @@ impl VmConfig {
         if let Some(d) = self.debug_exit {
             validate_debug_exit(d)?;
         }
+        if let Some(s) = self.success_status {
+            success_status(u64::from(s))?;
+        }
         self.devices.validate()?;
+        for module in &self.modules {
+            module.validate()?;
+        }
         if let (Some(_), Some(option)) = (&self.snapshot, self.devices.first_option()) {
             return Err(Error::SnapshotWithDevices(option));
+        }
+        if self.gdb.is_some() {
+            if self.cpus > 1 {
+                return Err(Error::GdbCpus(self.cpus));
+            }
+            if self.snapshot.is_some() {
+                return Err(Error::GdbSnapshot);
+            }
         }
         for name in &self.hide_cpu_features {
             if crate::arch::x86_64::cpuid::feature(name).is_none() {
@@ -281,6 +341,9 @@ impl VmConfig {
             options.iter().find(|(_, set)| *set).map(|(o, _)| *o)
         };
         let path = self.image.clone();
+        if !self.modules.is_empty() && !format.is_multiboot() {
+            return Err(Error::ModuleNeedsMultiboot { path, format });
+        }
         if format == ImageFormat::Raw {
             if let Some(option) = misplaced(&kernel_only) {
                 return Err(Error::KernelOnlyOption { option, path });
@@ -349,15 +412,29 @@ pub enum Error {
     #[error("--cpus {0} needs a Linux kernel: other vCPUs are started by the guest through the in-kernel local APICs, which kvmini sets up for Linux only")]
     CpusNeedLinux(u8),
     /// A kernel option given for a raw image.
-    #[error("{option} applies to kernels (ELF or bzImage) only, and {} is a raw image", .path.display())]
+    #[error("{option} applies to kernels (ELF, bzImage or Multiboot) only, and {} is a raw image", .path.display())]
     KernelOnlyOption {
         /// The option.
         option: &'static str,
         /// Image path.
         path: PathBuf,
     },
+    /// Modules for an image that is not a Multiboot kernel.
+    #[error("--module applies to Multiboot kernels only, and {} is {format} (other kernels take a single --initrd)", .path.display())]
+    ModuleNeedsMultiboot {
+        /// Image path.
+        path: PathBuf,
+        /// Its format.
+        format: ImageFormat,
+    },
+    /// A module option without a path.
+    #[error("--module '{0}' names no file; write PATH or PATH,STRING")]
+    BadModule(String),
+    /// A module string the kernel could not read whole.
+    #[error("the string of module {} contains a NUL byte, where the kernel would cut it short", .0.display())]
+    ModuleString(PathBuf),
     /// A raw-image option given for a kernel.
-    #[error("{option} applies to raw images only, and {} is {format:?}", .path.display())]
+    #[error("{option} applies to raw images only, and {} is {format} (--format raw boots it as raw code)", .path.display())]
     RawOnlyOption {
         /// The option.
         option: &'static str,
@@ -366,6 +443,9 @@ pub enum Error {
         /// Its format.
         format: ImageFormat,
     },
+    /// A success status that a guest cannot give, or that is kvmini's own.
+    #[error("--success-status {0} is not a status a guest gives; use 1 to 119 (0 is success already, 120 and above are kvmini's own statuses)")]
+    BadSuccessStatus(u64),
     /// A debug-exit width QEMU's device does not have.
     #[error("--debug-exit iosize={0} is not 1, 2 or 4")]
     DebugExitSize(u8),
@@ -394,6 +474,22 @@ pub enum Error {
     /// A snapshot of a VM with devices.
     #[error("--snapshot cannot save a VM with virtio devices ({0}): their queues and host files are not part of a snapshot yet")]
     SnapshotWithDevices(&'static str),
+    /// A `--gdb` address that does not parse.
+    #[error("--gdb {value}: {why}")]
+    GdbAddress {
+        /// What it was given.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A debugger for a VM with several vCPUs.
+    #[error(
+        "--gdb debugs one vCPU; --cpus {0} asks for more (run the guest with --cpus 1 to debug it)"
+    )]
+    GdbCpus(u8),
+    /// A debugger and a snapshot at once.
+    #[error("--gdb and --snapshot cannot be used together: a VM stopped in the debugger cannot be saved consistently; debug the guest, or save it, in separate runs")]
+    GdbSnapshot,
     /// A CPUID feature name kvmini does not know.
     #[error("unknown CPU feature '{0}'; known: {known}", known = crate::arch::x86_64::cpuid::feature_names().join(", "))]
     UnknownCpuFeature(String),
@@ -414,6 +510,15 @@ const FIXED_PORTS: [(&str, u64, u64); 4] = [
     ("the i8042", crate::devices::i8042::I8042_DATA_PORT, 1),
     ("the i8042", crate::devices::i8042::I8042_COMMAND_PORT, 1),
 ];
+
+/// Checks a `--success-status`: a status a guest can end with (1 to 119), not 0 and not one of
+/// kvmini's own.
+pub fn success_status(n: u64) -> Result<u8, Error> {
+    match u8::try_from(n) {
+        Ok(s) if s != 0 && i32::from(s) < crate::status::FIRST_RESERVED => Ok(s),
+        _ => Err(Error::BadSuccessStatus(n)),
+    }
+}
 
 fn validate_debug_exit(d: DebugExitConfig) -> Result<(), Error> {
     if ![1, 2, 4].contains(&d.iosize) {
@@ -462,75 +567,6 @@ pub fn host_memory() -> Option<u64> {
         return None;
     }
     info.totalram.checked_mul(u64::from(info.mem_unit))
-}
-
-/// Parses a memory size: a number with an optional binary suffix (`K`, `M`, `G`, `T`,
-/// optionally followed by `iB` or `B`, or `B` alone for bytes). A plain number counts MiB, as
-/// QEMU's `-m` does.
-pub fn parse_size(s: &str) -> Result<u64, Error> {
-    parse_size_in(s, 20)
-}
-
-/// Parses a byte count: the grammar of [`parse_size`], but a plain number counts bytes.
-pub fn parse_byte_count(s: &str) -> Result<u64, Error> {
-    parse_size_in(s, 0)
-}
-
-/// The one size grammar; a number without a suffix is shifted by `plain_shift`.
-fn parse_size_in(s: &str, plain_shift: u32) -> Result<u64, Error> {
-    let bad = || Error::BadSize(s.to_string());
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits_end);
-    let too_large = || Error::SizeTooLarge(s.to_string());
-    let n: u64 = num
-        .parse()
-        .map_err(|e: std::num::ParseIntError| match e.kind() {
-            std::num::IntErrorKind::PosOverflow => too_large(),
-            _ => bad(),
-        })?;
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" => plain_shift,
-        "m" | "mb" | "mib" => 20,
-        "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1 << shift).ok_or_else(too_large)
-}
-
-/// Parses an address or count: decimal, or hexadecimal with `0x`.
-pub fn parse_u64(s: &str) -> Result<u64, Error> {
-    let t = s.trim().replace('_', "");
-    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => t.parse(),
-    };
-    r.map_err(|_| Error::BadNumber(s.to_string()))
-}
-
-/// `16 MiB`, `1.5 GiB`, `4096 bytes`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ];
-    for (name, unit) in UNITS {
-        if bytes >= unit {
-            let whole = bytes / unit;
-            let tenth = (bytes % unit) * 10 / unit;
-            return if tenth == 0 {
-                format!("{whole} {name}")
-            } else {
-                format!("{whole}.{tenth} {name}")
-            };
-        }
-    }
-    format!("{bytes} bytes")
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ fn options_must_suit_the_image() {
     let err = c.validate_for_image(ImageFormat::Elf, true).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "--load-addr applies to raw images only, and k is Elf"
+        "--load-addr applies to raw images only, and k is an ELF kernel (--format raw boots it as raw code)"
     );
     let mut c = VmConfig::new("k");
     c.cpus = 2;
@@ -115,6 +115,33 @@ fn options_must_suit_the_image() {
         Err(Error::CpusNeedLinux(2))
     );
     assert_eq!(c.validate_for_image(ImageFormat::BzImage, true), Ok(()));
+}
+
+#[test]
+fn modules_are_for_multiboot_kernels_only() {
+    let mut c = VmConfig::new("k");
+    c.modules.push(ModuleConfig::new("m"));
+    c.initrd = Some("initrd".into());
+    c.cmdline = Some("x".into());
+    for format in [ImageFormat::Multiboot1, ImageFormat::Multiboot2] {
+        assert_eq!(c.validate_for_image(format, false), Ok(()));
+    }
+    for format in [ImageFormat::Raw, ImageFormat::Elf, ImageFormat::BzImage] {
+        assert_eq!(
+            c.validate_for_image(format, false),
+            Err(Error::ModuleNeedsMultiboot {
+                path: "k".into(),
+                format
+            })
+        );
+    }
+    let err = c.validate_for_image(ImageFormat::Raw, false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--module applies to Multiboot kernels only, and k is a raw image (other kernels take a single --initrd)"
+    );
+    c.modules[0].string = Some("a\0b".into());
+    assert_eq!(c.validate(), Err(Error::ModuleString("m".into())));
 }
 
 #[test]
@@ -129,4 +156,26 @@ fn errors_tell_the_user_what_to_do() {
     );
     assert_eq!(human_size(1536 << 20), "1.5 GiB");
     assert_eq!(human_size(100), "100 bytes");
+}
+
+#[test]
+fn the_success_status_is_one_a_guest_can_give() {
+    assert_eq!(success_status(33), Ok(33));
+    assert_eq!(success_status(1), Ok(1));
+    assert_eq!(success_status(119), Ok(119));
+    for bad in [0, 120, 124, 255, 256, 1 << 40] {
+        assert_eq!(
+            success_status(bad),
+            Err(Error::BadSuccessStatus(bad)),
+            "{bad}"
+        );
+    }
+    assert!(Error::BadSuccessStatus(0)
+        .to_string()
+        .contains("use 1 to 119"));
+    let mut c = VmConfig::new("k.elf");
+    c.success_status = Some(120);
+    assert_eq!(c.validate(), Err(Error::BadSuccessStatus(120)));
+    c.success_status = Some(33);
+    assert_eq!(c.validate(), Ok(()));
 }

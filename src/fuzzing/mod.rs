@@ -116,9 +116,9 @@ fn memfd(bytes: &[u8]) -> (File, PathBuf) {
 /// regions; mapped lazily, so nearly free).
 const MEM_SIZES: [u64; 4] = [16 << 20, 1 << 20, 64 << 20, (4 << 30) + (16 << 20)];
 
-/// Image detection, the raw, ELF and bzImage loaders (headers, segments, notes, PVH, setup
-/// header, command line, initrd, zero page or start info) and the entry state, as
-/// `Vmm::new` runs them.
+/// Image detection, the raw, ELF, bzImage and Multiboot loaders (headers, segments, notes,
+/// PVH, setup header, Multiboot header and information, command line, initrd, zero page or
+/// start info) and the entry state, as `Vmm::new` runs them.
 ///
 /// Input: a 12-byte header, then the command line, the initrd and the image:
 ///
@@ -174,6 +174,7 @@ fn image_run(data: &[u8]) -> Option<String> {
             ..Default::default()
         },
         initrd: initrd.as_ref().map(|(_, path)| path.as_path()),
+        modules: &[],
     };
     let boot = boot::load(image, &mem, &args).ok()?;
     assert_eq!(boot.linux, linux);
@@ -364,7 +365,7 @@ impl<'a> Dispatch<'a> {
             VcpuEmulation::Crashed(kind) => {
                 let _ = kind.to_string();
             }
-            VcpuEmulation::Handled | VcpuEmulation::Interrupted => {}
+            VcpuEmulation::Handled | VcpuEmulation::Interrupted | VcpuEmulation::Debug(_) => {}
         }
     }
 

@@ -63,7 +63,7 @@ const COMMON: &[Entry] = &[
     ),
     (
         libc::SYS_tgkill,
-        "kicking a vCPU thread out of KVM_RUN to stop the VM",
+        "kicking a vCPU thread out of KVM_RUN to stop the VM, or for the debugger",
     ),
     (
         libc::SYS_write,
@@ -92,7 +92,7 @@ const COMMON: &[Entry] = &[
 const VCPU: &[Entry] = &[
     (
         libc::SYS_ioctl,
-        "KVM_RUN, and KVM_GET_* for crash reports (KVM requests only)",
+        "KVM_RUN, KVM_GET_* for crash reports; with --gdb KVM_SET_GUEST_DEBUG, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_FPU (KVM requests only)",
     ),
     (libc::SYS_fsync, "flushing --serial file: output"),
     (
@@ -154,7 +154,7 @@ const MAIN: &[Entry] = &[
     ),
     (
         libc::SYS_unlink,
-        "removing the vsock socket and a snapshot's temporary files",
+        "removing the vsock and --gdb sockets and a snapshot's temporary files",
     ),
     (libc::SYS_unlinkat, "likewise"),
     (libc::SYS_rmdir, "a snapshot's temporary directory"),
@@ -228,6 +228,25 @@ const SIGNAL: &[Entry] = &[
     (libc::SYS_ppoll, "likewise"),
 ];
 
+/// The GDB stub's thread: its listening socket, one debugger's connection, the vCPU's
+/// eventfd. `write` (common) also carries the eventfd.
+const GDB: &[Entry] = &[
+    (
+        libc::SYS_poll,
+        "waiting for a debugger, its packets and the vCPU's stops",
+    ),
+    (libc::SYS_ppoll, "likewise"),
+    (libc::SYS_accept4, "a debugger's connection"),
+    (libc::SYS_accept, "likewise"),
+    (
+        libc::SYS_setsockopt,
+        "TCP_NODELAY on a debugger's connection (packets are small and answered one by one)",
+    ),
+    (libc::SYS_recvfrom, "a debugger's packets"),
+    (libc::SYS_sendto, "answers to the debugger (MSG_NOSIGNAL)"),
+    (libc::SYS_read, "the vCPU's eventfd"),
+];
+
 /// What `role` may call, the common part first.
 pub fn allowed(role: Role) -> impl Iterator<Item = &'static Entry> {
     let own: &[Entry] = match role {
@@ -236,6 +255,7 @@ pub fn allowed(role: Role) -> impl Iterator<Item = &'static Entry> {
         Role::Io => IO,
         Role::Console => CONSOLE,
         Role::Signal => SIGNAL,
+        Role::Gdb => GDB,
     };
     // The main thread runs the boot vCPU.
     let vcpu: &[Entry] = if role == Role::Main { VCPU } else { &[] };

@@ -1,7 +1,7 @@
 //! The sandbox: a seccomp filter per thread, built with rust-vmm's `seccompiler` from the
 //! lists in [`filters`]. Once the VM is built and before the guest's first instruction, each
-//! kvmini thread (the vCPUs, the I/O thread, the console, the SIGUSR1 watcher, and the main
-//! thread, which runs the boot vCPU) installs the filter of its role: a guest that takes over
+//! kvmini thread (the vCPUs, the I/O thread, the console, the SIGUSR1 watcher, the GDB stub,
+//! and the main thread, which runs the boot vCPU) installs the filter of its role: a guest that takes over
 //! kvmini's process finds only the system calls kvmini itself needs.
 //!
 //! A forbidden call raises SIGSYS (`SECCOMP_RET_TRAP`); kvmini's handler prints the call's
@@ -50,6 +50,8 @@ pub enum Role {
     Console,
     /// The SIGUSR1 watcher.
     Signal,
+    /// The GDB remote stub (`--gdb`).
+    Gdb,
 }
 
 impl Role {
@@ -60,6 +62,7 @@ impl Role {
             Role::Io => "I/O",
             Role::Console => "console",
             Role::Signal => "signal",
+            Role::Gdb => "GDB",
         }
     }
 }
@@ -253,12 +256,13 @@ fn describe(role: Role) -> Vec<(&'static str, &'static str)> {
 mod tests {
     use super::*;
 
-    const ROLES: [Role; 5] = [
+    const ROLES: [Role; 6] = [
         Role::Vcpu,
         Role::Main,
         Role::Io,
         Role::Console,
         Role::Signal,
+        Role::Gdb,
     ];
 
     #[test]

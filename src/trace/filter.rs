@@ -4,7 +4,7 @@
 //! FILTER = ITEM { "," ITEM }
 //! ITEM   = KIND [ ":" ADDR [ "-" ADDR ] ]
 //! KIND   = all | io | io-in | io-out | mmio | mmio-read | mmio-write | hlt | shutdown
-//!        | fail-entry | internal-error | interrupted | system-event | other
+//!        | fail-entry | internal-error | interrupted | system-event | debug | other
 //! ADDR   = a number, decimal or with 0x (a port for io kinds, a guest-physical address for
 //!          mmio kinds); the range is inclusive, one ADDR is a range of one
 //! ```
@@ -40,13 +40,15 @@ pub enum ExitKind {
     Interrupted,
     /// A guest-requested shutdown or reset.
     SystemEvent,
+    /// A single step, breakpoint or watchpoint of the debugger (`--gdb`).
+    Debug,
     /// Any other exit.
     Other,
 }
 
 impl ExitKind {
     /// Every kind, in the order `--stats` lists them.
-    pub const ALL: [ExitKind; 11] = [
+    pub const ALL: [ExitKind; 12] = [
         ExitKind::IoOut,
         ExitKind::IoIn,
         ExitKind::MmioWrite,
@@ -57,6 +59,7 @@ impl ExitKind {
         ExitKind::InternalError,
         ExitKind::Interrupted,
         ExitKind::SystemEvent,
+        ExitKind::Debug,
         ExitKind::Other,
     ];
 
@@ -73,6 +76,7 @@ impl ExitKind {
             ExitKind::InternalError => "internal-error",
             ExitKind::Interrupted => "interrupted",
             ExitKind::SystemEvent => "system-event",
+            ExitKind::Debug => "debug",
             ExitKind::Other => "other",
         }
     }
@@ -90,6 +94,7 @@ impl ExitKind {
             Exit::InternalError { .. } => (ExitKind::InternalError, None),
             Exit::Interrupted => (ExitKind::Interrupted, None),
             Exit::SystemEvent(_) => (ExitKind::SystemEvent, None),
+            Exit::Debug(_) => (ExitKind::Debug, None),
             Exit::Other(_) => (ExitKind::Other, None),
         }
     }

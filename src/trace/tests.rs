@@ -256,6 +256,31 @@ fn the_filter_selects_lines_and_every_exit_is_still_handled() {
 }
 
 #[test]
+fn a_debug_exit_goes_to_the_debugger_and_out_at_once() {
+    let mut m = Machine::new("debug");
+    m.exit(Exit::Hlt, UnclaimedMmio::Fatal);
+    let arch = kvm_bindings::kvm_debug_exit_arch {
+        exception: 1,
+        pc: 0x10_0000,
+        ..Default::default()
+    };
+    let out = m.exit(Exit::Debug(arch), UnclaimedMmio::Fatal);
+    assert!(matches!(out, VcpuEmulation::Debug(d) if d.pc == 0x10_0000));
+    // Written out without a flush: the vCPU may now wait on the debugger.
+    let text = m.out.text();
+    let line = text.lines().last().unwrap();
+    assert!(line.contains(" debug "), "{text}");
+    assert!(line.ends_with("to the debugger: #DB at 0x100000"), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "the heads and the debug line: {text}"
+    );
+    assert_eq!(m.stats.exits.debug, 1);
+    assert_eq!(m.stats.exits.of(ExitKind::Debug), 1);
+}
+
+#[test]
 fn the_end_line_counts_exits_and_traced_lines() {
     let mut m = Machine::new("hlt");
     m.exit(Exit::Hlt, UnclaimedMmio::Fatal);

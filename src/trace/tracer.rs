@@ -128,7 +128,9 @@ impl Tracer {
         };
         self.action(kind, &out, claimed);
         self.lines += 1;
-        self.maybe_flush(at);
+        // The vCPU may now wait on the debugger: the lines so far go out before it does.
+        let waits = matches!(out, VcpuEmulation::Debug(_) | VcpuEmulation::Interrupted);
+        self.maybe_flush(at, waits);
         out
     }
 
@@ -188,13 +190,26 @@ impl Tracer {
             VcpuEmulation::Interrupted => write!(buf, "interrupted (kick)"),
             VcpuEmulation::Stopped(reason) => write!(buf, "stopped: {reason}"),
             VcpuEmulation::Crashed(kind) => write!(buf, "crashed: {}", kind.brief()),
+            VcpuEmulation::Debug(arch) => write!(
+                buf,
+                "to the debugger: {} at {:#x}",
+                match arch.exception {
+                    1 => "#DB",
+                    3 => "#BP",
+                    _ => "exception",
+                },
+                arch.pc
+            ),
         };
         buf.push(b'\n');
     }
 
-    /// Writes the lines out when enough of them, or of time, has gathered.
-    fn maybe_flush(&mut self, at: Duration) {
-        if self.buf.len() < FLUSH_BYTES && at.saturating_sub(self.last_flush) < FLUSH_EVERY {
+    /// Writes the lines out when enough of them, or of time, has gathered, or `now`.
+    fn maybe_flush(&mut self, at: Duration, now: bool) {
+        let due = now
+            || self.buf.len() >= FLUSH_BYTES
+            || at.saturating_sub(self.last_flush) >= FLUSH_EVERY;
+        if !due {
             return;
         }
         let force = self.buf.len() >= MAX_BUFFERED;

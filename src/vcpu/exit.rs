@@ -6,6 +6,8 @@
 //! Source of truth: the `KVM_RUN` section of the kernel's KVM API documentation
 //! (`Documentation/virt/kvm/api.rst`), for what each exit carries.
 
+use kvm_bindings::kvm_debug_exit_arch;
+
 use crate::config::UnclaimedMmio;
 use crate::crash::CrashKind;
 use crate::devices::Bus;
@@ -61,6 +63,8 @@ pub enum Exit<'a> {
     Interrupted,
     /// `KVM_EXIT_SYSTEM_EVENT` of this type.
     SystemEvent(u32),
+    /// `KVM_EXIT_DEBUG`: a single step, a breakpoint or a watchpoint of the debugger.
+    Debug(kvm_debug_exit_arch),
     /// Anything else, named.
     Other(String),
 }
@@ -76,6 +80,8 @@ pub enum VcpuEmulation {
     Stopped(StopReason),
     /// The guest crashed; the vCPU adds its registers and code bytes to make the report.
     Crashed(CrashKind),
+    /// The debugger's stop (exception, PC, DR6, DR7): the vCPU hands it to the debugger.
+    Debug(kvm_debug_exit_arch),
 }
 
 /// What the dispatch routes accesses to.
@@ -157,6 +163,10 @@ pub fn handle_exit(devices: &Devices<'_>, exit: Exit<'_>, stats: &mut VcpuStats)
                     "KVM_EXIT_SYSTEM_EVENT type {other}"
                 ))),
             }
+        }
+        Exit::Debug(arch) => {
+            c.debug += 1;
+            VcpuEmulation::Debug(arch)
         }
         Exit::Other(name) => {
             c.other += 1;
@@ -507,6 +517,16 @@ mod tests {
             m.handle(Exit::Other("Debug".into()), fatal),
             VcpuEmulation::Crashed(CrashKind::UnexpectedExit(_))
         ));
+        let debug = kvm_debug_exit_arch {
+            exception: 1,
+            pc: 0x10_0000,
+            dr6: 0xffff_0ff1,
+            ..Default::default()
+        };
+        assert!(matches!(
+            m.handle(Exit::Debug(debug), fatal),
+            VcpuEmulation::Debug(d) if d.pc == 0x10_0000 && d.dr6 == 0xffff_0ff1
+        ));
         let c = &m.stats.exits;
         assert_eq!(
             (
@@ -515,11 +535,12 @@ mod tests {
                 c.fail_entry,
                 c.system_event,
                 c.interrupted,
+                c.debug,
                 c.other
             ),
-            (1, 1, 1, 3, 1, 1)
+            (1, 1, 1, 3, 1, 1, 1)
         );
-        assert_eq!(c.total(), 8);
+        assert_eq!(c.total(), 9);
     }
 
     #[test]

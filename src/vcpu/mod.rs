@@ -14,6 +14,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use crate::config::UnclaimedMmio;
 use crate::crash::{CrashKind, CrashReport};
 use crate::devices::Bus;
+use crate::gdb::{Next, VcpuDebug};
 use crate::memory::GuestMem;
 use crate::stats::VcpuStats;
 use crate::stop::{StopLatch, StopReason};
@@ -43,6 +44,8 @@ pub struct Vcpu {
     time_exits: bool,
     /// When the last `KVM_RUN` returned (with `time_exits`).
     last_exit: Option<Instant>,
+    /// The debugger's side on this vCPU (`--gdb`).
+    debug: Option<Box<VcpuDebug>>,
     /// What the vCPU measured.
     pub stats: VcpuStats,
     /// With `--trace`: the tracer each exit goes through (the run loop is then another
@@ -126,6 +129,7 @@ impl Vcpu {
             unclaimed_mmio,
             time_exits,
             last_exit: None,
+            debug: None,
             stats: VcpuStats::default(),
             trace: None,
         }
@@ -134,6 +138,23 @@ impl Vcpu {
     /// Traces every exit of this vCPU through `tracer`.
     pub(crate) fn trace_with(&mut self, tracer: Tracer) {
         self.trace = Some(Box::new(tracer));
+    }
+
+    /// Puts this vCPU under the debugger (`--gdb`).
+    pub fn attach_debugger(&mut self, debug: VcpuDebug) {
+        self.debug = Some(Box::new(debug));
+    }
+
+    /// Hands the vCPU to the debugger, if there is one, and acts on what it decides.
+    fn debugger(&mut self, latch: &StopLatch, call: impl FnOnce(&mut VcpuDebug, &VcpuFd) -> Next) {
+        let Some(debug) = self.debug.as_deref_mut() else {
+            return;
+        };
+        match call(debug, &self.fd) {
+            Next::Run => {}
+            Next::Stop(reason) => latch.stop(reason),
+            Next::Fail(kind) => latch.stop(self.crash(kind)),
+        }
     }
 
     /// Runs the guest until the VM stops, for whatever reason and on whichever vCPU; the
@@ -153,6 +174,7 @@ impl Vcpu {
             deadline = Some(Instant::now() + t);
             _timer = Some(kick::KickTimer::arm(kick::current_tid(), t).map_err(Error::Setup)?);
         }
+        self.debugger(latch, |d, fd| d.start(fd, latch, deadline));
         // The loop is chosen once: without a tracer it is the plain dispatch's, and an exit
         // pays nothing for tracing.
         let result = match self.trace.take() {
@@ -166,6 +188,10 @@ impl Vcpu {
                 result
             }
         };
+        if let Some(debug) = &self.debug {
+            let status = latch.reason().map_or(0, |r| crate::status::for_stop(&r));
+            debug.ended(status);
+        }
         kick::unregister_vcpu();
         result
     }
@@ -190,10 +216,24 @@ impl Vcpu {
                     self.fd.set_kvm_immediate_exit(0);
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         latch.stop(StopReason::Timeout);
+                    } else {
+                        self.debugger(latch, |d, fd| d.interrupted(fd, latch, deadline));
                     }
                 }
                 Ok(VcpuEmulation::Stopped(reason)) => latch.stop(reason),
-                Ok(VcpuEmulation::Crashed(kind)) => latch.stop(self.crash(kind)),
+                Ok(VcpuEmulation::Debug(exit)) if self.debug.is_some() => {
+                    self.debugger(latch, |d, fd| d.debug_exit(fd, exit, latch, deadline));
+                }
+                Ok(VcpuEmulation::Debug(_)) => latch.stop(self.crash(CrashKind::UnexpectedExit(
+                    "KVM_EXIT_DEBUG without a debugger".into(),
+                ))),
+                Ok(VcpuEmulation::Crashed(kind)) => {
+                    self.debugger(latch, |d, fd| {
+                        d.crashed(fd, &kind, latch);
+                        Next::Run
+                    });
+                    latch.stop(self.crash(kind));
+                }
                 Err(e) => {
                     let kind = CrashKind::UnexpectedExit(e.to_string());
                     latch.stop(StopReason::Crash(Box::new(CrashReport::new(
@@ -245,6 +285,7 @@ impl Vcpu {
             Ok(VcpuExit::FailEntry(reason, _cpu)) => Exit::FailEntry(reason),
             Ok(VcpuExit::Intr) => Exit::Interrupted,
             Ok(VcpuExit::SystemEvent(kind, _)) => Exit::SystemEvent(kind),
+            Ok(VcpuExit::Debug(arch)) => Exit::Debug(arch),
             Ok(other) => Exit::Other(format!("{other:?}")),
             Err(e) if e.errno() == libc::EINTR => Exit::Interrupted,
             Err(e) if e.errno() == libc::EAGAIN => return Ok(VcpuEmulation::Handled),

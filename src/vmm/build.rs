@@ -54,6 +54,7 @@ pub fn boot_args<'a>(
             init_args: &config.init_args,
         },
         initrd: config.initrd.as_deref(),
+        modules: &config.modules,
     }
 }
 

@@ -20,6 +20,7 @@ use crate::devices::virtio::io_thread::{self, IoThread};
 use crate::devices::virtio::mmio::SharedTransport;
 use crate::devices::virtio::{self, setup};
 use crate::devices::{bus, lock, Bus};
+use crate::gdb;
 use crate::host::{self, Workarounds};
 use crate::memory::{self, GuestMem};
 use crate::sandbox::Role;
@@ -92,6 +93,9 @@ pub enum Error {
     /// A device's file, socket or TAP could not be opened as asked.
     #[error(transparent)]
     Device(#[from] virtio::SetupError),
+    /// The GDB stub could not listen or start.
+    #[error(transparent)]
+    Gdb(#[from] gdb::Error),
 }
 
 /// The host's limits an error can run into, as the user would raise them.
@@ -112,6 +116,7 @@ impl Error {
             Error::Console(e) | Error::Thread(e) => io(e),
             Error::Vcpu(vcpu::Error::Run(e)) => Some(e.errno()),
             Error::Vcpu(vcpu::Error::Setup(e)) => io(e),
+            Error::Gdb(e) => e.io().and_then(io),
             _ => None,
         }
     }
@@ -146,6 +151,7 @@ impl Error {
             | Error::Device(_) => status::BAD_INPUT,
             Error::Host(_) => status::NO_KVM,
             Error::Snapshot(e) if e.is_bad_input() => status::BAD_INPUT,
+            Error::Gdb(e) if e.is_bad_input() => status::BAD_INPUT,
             Error::Memory(_)
             | Error::Snapshot(_)
             | Error::Bus(_)
@@ -153,6 +159,7 @@ impl Error {
             | Error::Console(_)
             | Error::Thread(_)
             | Error::Sandbox(_)
+            | Error::Gdb(_)
             | Error::Vcpu(_) => status::INTERNAL,
         }
     }
@@ -204,6 +211,10 @@ pub struct Vmm {
     debug_forbidden_syscall: bool,
     /// Where `--trace` lines go; each vCPU holds a tracer on it.
     trace: Option<Arc<trace::Sink>>,
+    /// The guest's status that means success (`--success-status`).
+    success_status: Option<u8>,
+    /// The GDB stub, listening (`--gdb`), and whether the image is a 64-bit kernel.
+    gdb: Option<(gdb::Stub, bool)>,
     start: Instant,
     ready: Instant,
 }
@@ -229,12 +240,15 @@ impl Vmm {
             .map(crate::snapshot::Writer::create)
             .transpose()?;
         let trace = build::open_trace(config.trace.as_ref(), start)?;
+        // So is the debugger's socket: a port in use is refused before anything runs.
+        let gdb = config.gdb.as_ref().map(gdb::Stub::listen).transpose()?;
         let kvm = host::open_kvm()?;
         let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
 
         let image = boot::open(&config.image, config.format)?;
         let linux = image.kind.is_linux();
-        config.validate_for_image(image.kind.format(), linux)?;
+        let format = image.kind.format();
+        config.validate_for_image(format, linux)?;
         // Only a kernel needs to know the host kind, so raw images never pay for the look.
         let host = if linux {
             Workarounds::for_linux(config.host_workarounds)
@@ -309,9 +323,19 @@ impl Vmm {
             seccomp: config.seccomp,
             debug_forbidden_syscall: config.debug_forbidden_syscall,
             trace,
+            success_status: config.success_status,
+            gdb: gdb.map(|stub| (stub, gdb::is_64bit_kernel(format))),
             start,
             ready: Instant::now(),
         })
+    }
+
+    /// Where the GDB stub listens (`--gdb`), as GDB's `target remote` takes it, and whether
+    /// the guest waits for it before its first instruction.
+    pub fn gdb_target(&self) -> Option<(&str, bool)> {
+        self.gdb
+            .as_ref()
+            .map(|(stub, _)| (stub.target(), stub.waits()))
     }
 
     /// Runs the guest until it stops: the boot vCPU on this thread, every other vCPU on a
@@ -348,6 +372,15 @@ impl Vmm {
             ),
             None => None,
         };
+        let gdb = match self.gdb.take() {
+            Some((stub, kernel_image)) => {
+                let (debug, running) =
+                    stub.start(&self.kvm, self.mem.clone(), kernel_image, self.seccomp)?;
+                self.vcpus[0].attach_debugger(debug);
+                Some(running)
+            }
+            None => None,
+        };
         let vcpu_count = self.vcpus.len();
         let started = Instant::now();
         // The vCPUs keep counting across runs: the last run's figures are the whole run's.
@@ -381,6 +414,9 @@ impl Vmm {
             latch.reset();
         };
         let end = Instant::now();
+        if let Some(gdb) = gdb {
+            gdb.finish();
+        }
         drop(console);
         let io_stats = io_thread.map(IoThread::stop);
         let trace = self.trace.take();
@@ -426,7 +462,7 @@ impl Vmm {
                 kind, &self.mem, None, None, None,
             )));
         }
-        let exit_status = status::for_stop(&reason);
+        let exit_status = status::with_success(status::for_stop(&reason), self.success_status);
         let timeline = Timeline {
             start: self.start,
             ready: self.ready,

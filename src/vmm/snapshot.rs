@@ -192,6 +192,8 @@ impl Vmm {
             seccomp: config.seccomp,
             debug_forbidden_syscall: false,
             trace,
+            success_status: None,
+            gdb: None,
             start,
             ready: Instant::now(),
         })

@@ -38,6 +38,44 @@ pub fn kvm_or_skip() -> bool {
     false
 }
 
+/// What `make linux` builds; every Linux test needs them.
+pub const LINUX_GUEST: [&str; 4] = ["vmlinux", "bzImage", "initramfs.cpio", "kernel.release"];
+
+/// The built guest kernel's release (`uname -r` in the guest), as `make linux` recorded it.
+pub fn kernel_release() -> String {
+    let path = repo_root().join("guest/build/kernel.release");
+    let release = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make linux`)", path.display()));
+    release.trim().to_string()
+}
+
+/// Whether the Linux tests can run: KVM (as [`kvm_or_skip`]) and the Linux guest built by
+/// `make linux` (and `make snapshot`), with `extra` outputs in guest/build. Without them a
+/// test skips with the command that builds them, unless `KVMINI_REQUIRE_KVM=1`, in which
+/// case it fails (`make test` builds them first).
+pub fn linux_or_skip(extra: &[&str]) -> bool {
+    if !kvm_or_skip() {
+        return false;
+    }
+    let build = repo_root().join("guest/build");
+    let Some(missing) = LINUX_GUEST
+        .iter()
+        .chain(extra)
+        .find(|f| !build.join(f).exists())
+    else {
+        return true;
+    };
+    let why = format!(
+        "guest/build/{missing} is missing: `make linux` builds the Linux guest (and `make \
+         snapshot` its snapshot; `make test` does both)"
+    );
+    if std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1") {
+        panic!("KVMINI_REQUIRE_KVM=1 but {why}");
+    }
+    eprintln!("skipping Linux test: {why}");
+    false
+}
+
 /// A configuration that captures serial output, with a timeout so no test can hang.
 pub fn config(image: PathBuf) -> (VmConfig, SharedBuffer) {
     let buf = SharedBuffer::new();

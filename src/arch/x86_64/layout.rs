@@ -32,6 +32,14 @@ pub const IDENTITY_MAP_SIZE: u64 = 4 << 30;
 pub const CMDLINE_START: u64 = 0x20000;
 /// Largest command line kvmini places (bytes, including the terminating NUL).
 pub const CMDLINE_MAX_SIZE: usize = 0x10000;
+/// Multiboot kernels: the information structure (Multiboot 1 `multiboot_info` or the
+/// Multiboot 2 tags) and everything it points to: the command line, the boot loader's name,
+/// the memory map, the module list and the modules' strings. EBX holds this address at entry.
+pub const MULTIBOOT_INFO_START: u64 = 0x1_0000;
+/// End (exclusive) of the Multiboot information area. A Multiboot kernel must load above
+/// it (kvmini refuses one that overlaps `[GDT_START, MULTIBOOT_INFO_END)`); modules go above
+/// the kernel.
+pub const MULTIBOOT_INFO_END: u64 = 0x8_0000;
 /// End of the boot loader's heap that Linux may use below the zero page's real-mode code
 /// (`heap_end_ptr`, an offset in the real-mode segment).
 pub const BOOT_HEAP_END: u16 = 0xfe00;

@@ -9,8 +9,9 @@ use crate::kvmini_stats::KvminiStats;
 
 /// The line `/init` prints first.
 pub const USERSPACE_LINE: &str = "kvmini-init: user space up";
-/// How the `uname -r` line of the guest kernel starts.
-pub const RELEASE_PREFIX: &str = "6.1.";
+/// How the `uname -r` line of the guest kernel starts (any 6.x kernel: guest/linux builds
+/// from any linux-source-6.x or a tree given with KERNEL_SRC).
+pub const RELEASE_PREFIX: &str = "6.";
 /// What `/init` prints when the command has ended, before the status.
 const EXIT_LINE: &str = "kvmini-init: exit status ";
 
