@@ -90,6 +90,26 @@ impl fmt::Display for CrashKind {
     }
 }
 
+impl CrashKind {
+    /// The crash in a few words, for a line of `--trace`: the report has the rest.
+    pub fn brief(&self) -> String {
+        match self {
+            CrashKind::TripleFault => "triple fault".into(),
+            CrashKind::EmulationFailure => "emulation failure".into(),
+            CrashKind::InternalError { suberror, .. } => {
+                format!("KVM internal error, suberror {suberror}")
+            }
+            CrashKind::FailEntry { reason } => format!("VM entry failed, reason {reason:#x}"),
+            CrashKind::UnclaimedMmio { addr, write, .. } => format!(
+                "unclaimed MMIO {} at {addr:#x}",
+                if *write { "write" } else { "read" }
+            ),
+            CrashKind::UnexpectedExit(name) => format!("unexpected exit {name}"),
+            CrashKind::KernelPanic { .. } => "kernel panic".into(),
+        }
+    }
+}
+
 /// The `panic=` parameter of a kernel command line, as written: the last one before any
 /// ` -- ` (after it the words are init's), which is the one the kernel obeys.
 pub fn panic_param(cmdline: &str) -> Option<&str> {

@@ -90,6 +90,18 @@ pub fn create_output(path: &Path) -> Result<File, OpenError> {
     )
 }
 
+/// [`create_output`], with a refusal as an `io::Error` (`InvalidInput`) that names what the
+/// file is and what an output may be.
+pub fn create_output_io(path: &Path) -> std::io::Result<File> {
+    create_output(path).map_err(|e| match e {
+        OpenError::Io(e) => e,
+        other => std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{other} or a character device"),
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::trace::ExitKind;
+
 /// Per-vCPU exit counters, one per `KVM_EXIT_*` reason kvmini sees.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -39,35 +41,29 @@ pub struct ExitCounts {
 impl ExitCounts {
     /// All exits.
     pub fn total(&self) -> u64 {
-        self.io_in
-            + self.io_out
-            + self.mmio_read
-            + self.mmio_write
-            + self.hlt
-            + self.shutdown
-            + self.fail_entry
-            + self.internal_error
-            + self.interrupted
-            + self.system_event
-            + self.debug
-            + self.other
+        ExitKind::ALL.iter().map(|k| self.of(*k)).sum()
+    }
+
+    /// The count of one kind of exit.
+    pub fn of(&self, kind: ExitKind) -> u64 {
+        match kind {
+            ExitKind::IoOut => self.io_out,
+            ExitKind::IoIn => self.io_in,
+            ExitKind::MmioWrite => self.mmio_write,
+            ExitKind::MmioRead => self.mmio_read,
+            ExitKind::Hlt => self.hlt,
+            ExitKind::Shutdown => self.shutdown,
+            ExitKind::FailEntry => self.fail_entry,
+            ExitKind::InternalError => self.internal_error,
+            ExitKind::Interrupted => self.interrupted,
+            ExitKind::SystemEvent => self.system_event,
+            ExitKind::Debug => self.debug,
+            ExitKind::Other => self.other,
+        }
     }
 
     fn named(&self) -> [(&'static str, u64); 12] {
-        [
-            ("io-out", self.io_out),
-            ("io-in", self.io_in),
-            ("mmio-write", self.mmio_write),
-            ("mmio-read", self.mmio_read),
-            ("hlt", self.hlt),
-            ("shutdown", self.shutdown),
-            ("fail-entry", self.fail_entry),
-            ("internal-error", self.internal_error),
-            ("interrupted", self.interrupted),
-            ("system-event", self.system_event),
-            ("debug", self.debug),
-            ("other", self.other),
-        ]
+        ExitKind::ALL.map(|k| (k.name(), self.of(k)))
     }
 }
 

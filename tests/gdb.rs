@@ -578,3 +578,63 @@ fn a_fifth_breakpoint_needs_int3_and_is_refused_with_a_message_without() {
     }
     assert_eq!(status, 3, "{stderr}");
 }
+
+#[test]
+fn the_trace_shows_each_stop_for_the_debugger_as_it_happens_and_as_stats_counts_it() {
+    if !gdb_or_skip() {
+        return;
+    }
+    let hello = guest("hello.elf");
+    let trace = scratch("gdb-trace.txt");
+    let trace_arg = trace.to_str().unwrap();
+    let vm = Debuggee::start(
+        "hello-traced",
+        &hello,
+        &[
+            "--gdb-wait",
+            "--timeout",
+            "60",
+            "--stats",
+            "--trace=debug",
+            "--trace-file",
+            trace_arg,
+        ],
+    );
+    let show = format!("shell cat {trace_arg}");
+    let said = gdb(
+        &hello,
+        &vm.socket,
+        &["break kmain", "continue", "stepi", &show, "continue"],
+    );
+    let (status, stdout, stderr) = vm.finish();
+    // The vCPU wrote its line out before it waited on the debugger.
+    assert_in_order(
+        &said,
+        &[
+            "Breakpoint 1, kmain",
+            "to the debugger: #",
+            "[Inferior 1 (process 1) exited normally]",
+        ],
+    );
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout.contains("Hello from a 64-bit ELF kernel"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let debug: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(debug.len() >= 2, "the breakpoint and the step:\n{text}");
+    for line in &debug {
+        assert!(
+            line.contains(" debug ") && line.contains("to the debugger: #"),
+            "{text}"
+        );
+    }
+    let counted = format!("debug {}", debug.len());
+    assert!(
+        stderr.contains(&counted),
+        "--stats counts {counted}:\n{stderr}\n{text}"
+    );
+    let end = text.lines().last().unwrap();
+    assert!(end.ends_with(&format!(", {} traced", debug.len())), "{end}");
+}

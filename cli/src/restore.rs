@@ -53,6 +53,7 @@ pub fn main(args: &RestoreArgs) -> i32 {
         time_exits: args.control.stats.is_some(),
         devices: args.devices.to_config(),
         seccomp: args.control.seccomp.mode(),
+        trace: args.control.trace(),
     };
     finish(
         Vmm::restore(&config).and_then(Vmm::run),

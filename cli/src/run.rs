@@ -9,7 +9,8 @@ use clap::ValueEnum;
 
 use kvmini::config::{
     self, CpuMode, DebugExitConfig, GdbAddress, GdbConfig, HostWorkarounds, ImageFormat,
-    ModuleConfig, SeccompMode, SerialInput, SerialOutput, UnclaimedMmio, VmConfig,
+    ModuleConfig, SeccompMode, SerialInput, SerialOutput, TraceConfig, TraceFilter, TraceOutput,
+    UnclaimedMmio, VmConfig,
 };
 use kvmini::{status, Error, RunOutcome, StopReason, Vmm};
 
@@ -169,6 +170,40 @@ pub struct Control {
     /// it; off: no filters.
     #[arg(long, value_enum, default_value = "on", value_name = "MODE")]
     pub seccomp: SeccompArg,
+
+    /// Print a line for each VM exit to stderr: time since start, vCPU, exit kind, port or
+    /// guest-physical address, size, data (hex), the device that took it and what kvmini did.
+    /// FILTER selects exits: comma-separated KIND[:FROM[-TO]] items, KIND one of all, io,
+    /// io-in, io-out, mmio, mmio-read, mmio-write, hlt, shutdown, fail-entry, internal-error,
+    /// interrupted, system-event, debug, other; io and mmio kinds take an inclusive port or address
+    /// range (e.g. --trace=io:0x3f8-0x3ff,hlt) [default: all].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "all", value_name = "FILTER", value_parser = parse_trace_filter)]
+    pub trace: Option<TraceFilter>,
+
+    /// Write the --trace lines to PATH (created or truncated) instead of stderr; without
+    /// --trace, traces every exit.
+    #[arg(long, value_name = "PATH")]
+    pub trace_file: Option<PathBuf>,
+}
+
+impl Control {
+    /// The trace the options ask for, if any.
+    pub fn trace(&self) -> Option<TraceConfig> {
+        if self.trace.is_none() && self.trace_file.is_none() {
+            return None;
+        }
+        Some(TraceConfig {
+            filter: self.trace.clone().unwrap_or_default(),
+            output: match &self.trace_file {
+                Some(path) => TraceOutput::File(path.clone()),
+                None => TraceOutput::Stderr,
+            },
+        })
+    }
+}
+
+fn parse_trace_filter(s: &str) -> Result<TraceFilter, String> {
+    TraceFilter::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -376,6 +411,7 @@ impl RunArgs {
                 wait: self.gdb_wait,
             }),
             seccomp: self.control.seccomp.mode(),
+            trace: self.control.trace(),
             debug_forbidden_syscall: self.debug_forbidden_syscall,
         }
     }
@@ -466,6 +502,9 @@ pub fn finish(
             "kvmini: note: the guest's exit code {v} is in the range kvmini reserves for its own statuses"
         ),
         _ => {}
+    }
+    if let Some(failure) = &outcome.trace_failure {
+        eprintln!("kvmini: warning: {failure}");
     }
     match control.stats {
         Some(StatsArg::Text) => eprint!("{}", outcome.stats),

@@ -12,6 +12,7 @@ mod numbers;
 pub use crate::devices::debug_exit::DebugExitConfig;
 pub use crate::devices::serial::SharedBuffer;
 pub use crate::sandbox::SeccompMode;
+pub use crate::trace::{Filter as TraceFilter, TraceConfig, TraceOutput};
 pub use devices::{DeviceConfig, DiskConfig, NetConfig, VsockConfig, MIN_GUEST_CID};
 pub use gdb::{GdbAddress, GdbConfig};
 pub use modules::{parse_module, ModuleConfig};
@@ -202,6 +203,8 @@ pub struct VmConfig {
     /// (`M_ARENA_MAX` 1, for the whole process; see docs/security.md). Off by default in the
     /// library; the `kvmini` binary turns it on.
     pub seccomp: SeccompMode,
+    /// `--trace`: a line for each exit the filter selects; `None`, no trace and no cost.
+    pub trace: Option<TraceConfig>,
     /// Makes a system call no filter allows once the sandbox is in place (tests the sandbox).
     #[doc(hidden)]
     pub debug_forbidden_syscall: bool,
@@ -231,6 +234,8 @@ pub struct RestoreConfig {
     pub devices: DeviceConfig,
     /// The sandbox, as for [`VmConfig::seccomp`].
     pub seccomp: SeccompMode,
+    /// `--trace`, as for [`VmConfig::trace`].
+    pub trace: Option<TraceConfig>,
 }
 
 impl RestoreConfig {
@@ -246,6 +251,7 @@ impl RestoreConfig {
             time_exits: true,
             devices: DeviceConfig::default(),
             seccomp: SeccompMode::Off,
+            trace: None,
         }
     }
 }
@@ -280,6 +286,7 @@ impl VmConfig {
             devices: DeviceConfig::default(),
             gdb: None,
             seccomp: SeccompMode::Off,
+            trace: None,
             debug_forbidden_syscall: false,
         }
     }

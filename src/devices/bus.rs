@@ -1,7 +1,9 @@
-//! A range map from port or MMIO addresses to devices. Overlapping ranges are refused when a
-//! device is added; a read hands the device a zero-filled buffer; an access no device claims is
-//! reported to the caller, which counts it and decides what it means.
+//! A range map from port or MMIO addresses to named devices. Overlapping ranges are refused
+//! when a device is added; a read hands the device a zero-filled buffer; an access no device
+//! claims is reported to the caller, which counts it and decides what it means. The names
+//! ("serial", "virtio-blk@0xd0000000") are what `--trace` prints for each access.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -22,8 +24,14 @@ pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The new range overlaps one already on the bus.
-    #[error("bus range {base:#x}+{len:#x} overlaps the device at {other:#x}+{other_len:#x}")]
+    #[error(
+        "bus range {base:#x}+{len:#x} ({name}) overlaps {other_name} at {other:#x}+{other_len:#x}"
+    )]
     Overlap {
+        /// The new device.
+        name: String,
+        /// The device already there.
+        other_name: String,
         /// New range start.
         base: u64,
         /// New range length.
@@ -44,6 +52,7 @@ pub enum Error {
 }
 
 struct Entry {
+    name: Cow<'static, str>,
     len: u64,
     /// Address that the device sees as offset 0 (a device may sit on several ranges).
     origin: u64,
@@ -70,15 +79,22 @@ impl Bus {
         Self::default()
     }
 
-    /// Puts `device` at `[base, base + len)`, seeing offsets from `base`.
-    pub fn insert(&mut self, base: u64, len: u64, device: SharedDevice) -> Result<(), Error> {
-        self.insert_with_origin(base, len, base, device)
+    /// Puts `device`, called `name`, at `[base, base + len)`, seeing offsets from `base`.
+    pub fn insert(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        base: u64,
+        len: u64,
+        device: SharedDevice,
+    ) -> Result<(), Error> {
+        self.insert_with_origin(name, base, len, base, device)
     }
 
-    /// Puts `device` at `[base, base + len)`, seeing offsets from `origin`: for devices whose
-    /// registers are not contiguous (the i8042 at 0x60 and 0x64).
+    /// Puts `device`, called `name`, at `[base, base + len)`, seeing offsets from `origin`:
+    /// for devices whose registers are not contiguous (the i8042 at 0x60 and 0x64).
     pub fn insert_with_origin(
         &mut self,
+        name: impl Into<Cow<'static, str>>,
         base: u64,
         len: u64,
         origin: u64,
@@ -88,10 +104,13 @@ impl Bus {
             Some(end) if len > 0 && origin <= base => end,
             _ => return Err(Error::InvalidRange { base, len }),
         };
+        let name = name.into();
         let before = self.ranges.range(..end).next_back();
         if let Some((&other, e)) = before {
             if other + e.len > base {
                 return Err(Error::Overlap {
+                    name: name.into_owned(),
+                    other_name: e.name.to_string(),
                     base,
                     len,
                     other,
@@ -102,6 +121,7 @@ impl Bus {
         self.ranges.insert(
             base,
             Entry {
+                name,
                 len,
                 origin,
                 device,
@@ -110,26 +130,33 @@ impl Bus {
         Ok(())
     }
 
-    fn find(&self, addr: u64) -> Option<(u64, &SharedDevice)> {
+    /// The device at `addr` and the offset it sees. The one lookup of the bus: every port and
+    /// MMIO access makes it, so it is kept to a single instance of the range search.
+    fn find(&self, addr: u64) -> Option<(u64, &Entry)> {
         let (&base, e) = self.ranges.range(..=addr).next_back()?;
-        (addr - base < e.len).then(|| (addr - e.origin, &e.device))
+        (addr - base < e.len).then(|| (addr - e.origin, e))
+    }
+
+    /// The name of the device that claims `addr`, if one does.
+    pub fn claimant(&self, addr: u64) -> Option<&str> {
+        self.find(addr).map(|(_, e)| &*e.name)
     }
 
     /// Reads from the device at `addr`. `data` is zeroed first. Returns false when no device
     /// claims the address (and leaves `data` alone).
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
-        let Some((offset, device)) = self.find(addr) else {
+        let Some((offset, e)) = self.find(addr) else {
             return false;
         };
         data.fill(0);
-        lock(device).read(offset, data);
+        lock(&e.device).read(offset, data);
         true
     }
 
     /// Writes to the device at `addr`. `None` when no device claims the address.
     pub fn write(&self, addr: u64, data: &[u8]) -> Option<Option<DeviceRequest>> {
-        let (offset, device) = self.find(addr)?;
-        Some(lock(device).write(offset, data))
+        let (offset, e) = self.find(addr)?;
+        Some(lock(&e.device).write(offset, data))
     }
 }
 
@@ -166,33 +193,35 @@ mod tests {
     #[test]
     fn refuses_overlapping_and_empty_ranges() {
         let mut bus = Bus::new();
-        bus.insert(0x3f8, 8, dev()).unwrap();
+        bus.insert("a", 0x3f8, 8, dev()).unwrap();
+        let overlap = bus.insert("b", 0x3ff, 1, dev()).unwrap_err();
+        assert!(matches!(overlap, Error::Overlap { other: 0x3f8, .. }));
+        assert_eq!(
+            overlap.to_string(),
+            "bus range 0x3ff+0x1 (b) overlaps a at 0x3f8+0x8"
+        );
         assert!(matches!(
-            bus.insert(0x3ff, 1, dev()),
-            Err(Error::Overlap { other: 0x3f8, .. })
-        ));
-        assert!(matches!(
-            bus.insert(0x3f0, 9, dev()),
+            bus.insert("d", 0x3f0, 9, dev()),
             Err(Error::Overlap { .. })
         ));
         assert!(matches!(
-            bus.insert(0x3f0, 0, dev()),
+            bus.insert("d", 0x3f0, 0, dev()),
             Err(Error::InvalidRange { .. })
         ));
         assert!(matches!(
-            bus.insert(u64::MAX, 2, dev()),
+            bus.insert("d", u64::MAX, 2, dev()),
             Err(Error::InvalidRange { .. })
         ));
         // Adjacent ranges are fine on both sides.
-        bus.insert(0x3f0, 8, dev()).unwrap();
-        bus.insert(0x400, 1, dev()).unwrap();
+        bus.insert("d", 0x3f0, 8, dev()).unwrap();
+        bus.insert("d", 0x400, 1, dev()).unwrap();
     }
 
     #[test]
     fn routes_accesses_with_offsets_and_zero_fills_reads() {
         let mut bus = Bus::new();
         let d = dev();
-        bus.insert(0x3f8, 8, d.clone()).unwrap();
+        bus.insert("d", 0x3f8, 8, d.clone()).unwrap();
         let mut buf = [0xaa; 2];
         assert!(bus.read(0x3fd, &mut buf));
         assert_eq!(buf, [5, 0]);
@@ -203,7 +232,7 @@ mod tests {
     #[test]
     fn reports_unclaimed_addresses() {
         let mut bus = Bus::new();
-        bus.insert(0x60, 1, dev()).unwrap();
+        bus.insert("d", 0x60, 1, dev()).unwrap();
         let mut buf = [0xff];
         assert!(!bus.read(0x61, &mut buf));
         assert_eq!(buf, [0xff]);
@@ -211,11 +240,26 @@ mod tests {
     }
 
     #[test]
+    fn names_the_device_that_claims_an_address() {
+        let mut bus = Bus::new();
+        bus.insert("serial", 0x3f8, 8, dev()).unwrap();
+        bus.insert(format!("virtio-blk@{:#x}", 0x400), 0x400, 4, dev())
+            .unwrap();
+        assert_eq!(bus.claimant(0x3f8), Some("serial"));
+        assert_eq!(bus.claimant(0x3ff), Some("serial"));
+        assert_eq!(bus.claimant(0x403), Some("virtio-blk@0x400"));
+        assert_eq!(bus.claimant(0x400 + 4), None);
+        assert_eq!(bus.claimant(0x3f7), None);
+    }
+
+    #[test]
     fn a_device_can_sit_on_two_ranges_with_one_origin() {
         let mut bus = Bus::new();
         let d = dev();
-        bus.insert_with_origin(0x60, 1, 0x60, d.clone()).unwrap();
-        bus.insert_with_origin(0x64, 1, 0x60, d.clone()).unwrap();
+        bus.insert_with_origin("i8042", 0x60, 1, 0x60, d.clone())
+            .unwrap();
+        bus.insert_with_origin("i8042", 0x64, 1, 0x60, d.clone())
+            .unwrap();
         bus.write(0x64, &[0xfe]).unwrap();
         assert_eq!(d.lock().unwrap().last_write, Some((4, vec![0xfe])));
         assert!(!bus.read(0x62, &mut [0]));

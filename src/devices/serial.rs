@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{lock, BusDevice, DeviceRequest};
+use crate::trace::SharedLine;
 
 /// Base port of COM1.
 pub const COM1_PORT: u64 = 0x3f8;
@@ -157,6 +159,11 @@ pub struct SerialSink {
     panic: PanicWatch,
     /// The first write that failed: what follows it is lost, and the VM stops.
     failed: Option<WriteFailure>,
+    /// The descriptor written to, when there is one (to tell whether `--trace` shares it).
+    fd: Option<RawFd>,
+    /// With `--trace` to the same file or terminal: the turns the two take, so that neither
+    /// cuts a line of the other.
+    line: Option<Arc<SharedLine>>,
 }
 
 impl std::fmt::Debug for SerialSink {
@@ -178,25 +185,36 @@ impl SerialSink {
             first_byte_at: None,
             panic: PanicWatch::default(),
             failed: None,
+            fd: None,
+            line: None,
         }
     }
 
     /// Output to standard output.
     pub fn stdout(limit: Option<u64>) -> Self {
-        Self::new(Box::new(io::stdout()), limit)
+        let mut sink = Self::new(Box::new(io::stdout()), limit);
+        sink.fd = Some(libc::STDOUT_FILENO);
+        sink
     }
 
     /// Output to a new or truncated file, or to a character device (`/dev/null`, a
     /// terminal); a FIFO or a directory is refused without waiting on it.
     pub fn file(path: &std::path::Path, limit: Option<u64>) -> io::Result<Self> {
-        let file: File = crate::files::create_output(path).map_err(|e| match e {
-            crate::files::OpenError::Io(e) => e,
-            other => io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{other} or a character device"),
-            ),
-        })?;
-        Ok(Self::new(Box::new(file), limit))
+        let file: File = crate::files::create_output_io(path)?;
+        let fd = file.as_raw_fd();
+        let mut sink = Self::new(Box::new(file), limit);
+        sink.fd = Some(fd);
+        Ok(sink)
+    }
+
+    /// The descriptor the output goes to, when it is one.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.fd
+    }
+
+    /// Takes turns with the trace, which writes to the same file or terminal.
+    pub fn share_lines(&mut self, line: Arc<SharedLine>) {
+        self.line = Some(line);
     }
 
     /// Output discarded (but counted).
@@ -213,7 +231,11 @@ impl SerialSink {
         if let Some(f) = self.failed {
             return Err(io::Error::from(f.kind));
         }
-        self.out.write_all(bytes).inspect_err(|e| {
+        let result = match &self.line {
+            Some(line) => line.write_serial(&mut *self.out, bytes),
+            None => self.out.write_all(bytes),
+        };
+        result.inspect_err(|e| {
             self.failed = Some(WriteFailure::from(e));
         })
     }

@@ -15,6 +15,7 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use kvm_bindings::kvm_sregs;
 use vmm_sys_util::epoll::Epoll;
@@ -27,7 +28,7 @@ use crate::config::{
     self, CpuMode, DebugExitConfig, DeviceConfig, DiskConfig, ImageFormat, NetConfig, SerialOutput,
     UnclaimedMmio, VmConfig, VsockConfig,
 };
-use crate::devices::serial::IrqTrigger;
+use crate::devices::serial::{IrqTrigger, SharedBuffer};
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::{EventRegistry, Interrupt};
@@ -36,8 +37,10 @@ use crate::memory::{self, contains_range};
 use crate::snapshot;
 use crate::stats::VcpuStats;
 use crate::stop::SnapshotTrigger;
+use crate::trace::{self, tracer::Tracer, Filter, TraceConfig, TraceOutput};
 use crate::vcpu::exit::{self, Exit, VcpuEmulation};
 use crate::vmm::build::{self, DeviceArgs};
+use crate::vmm::Devices;
 
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);
@@ -317,18 +320,67 @@ pub fn options(data: &[u8]) {
     }
 }
 
-/// Runs `exit` through the vCPU's exit dispatch; a stop gives a documented status.
-fn dispatch_exit(devices: &exit::Devices<'_>, exit: Exit<'_>, stats: &mut VcpuStats) {
-    match exit::handle_exit(devices, exit, stats) {
-        VcpuEmulation::Stopped(reason) => {
-            let status = crate::status::for_stop(&reason);
-            assert!((0..=255).contains(&status), "status {status}");
-            let _ = reason.to_string();
+/// The vCPU's exit dispatch as the bus target drives it, through a tracer when the input asks
+/// for one (as `--trace` does).
+struct Dispatch<'a> {
+    buses: exit::Devices<'a>,
+    stats: VcpuStats,
+    trace: Option<(Tracer, SharedBuffer)>,
+}
+
+impl<'a> Dispatch<'a> {
+    fn new(devices: &'a Devices, unclaimed_mmio: UnclaimedMmio, traced: bool) -> Self {
+        let trace = traced.then(|| {
+            let out = SharedBuffer::new();
+            let config = TraceConfig {
+                filter: Filter::all(),
+                output: TraceOutput::Buffer(out.clone()),
+            };
+            let sink = trace::Sink::open(&config, Instant::now()).expect("a buffer opens");
+            (Tracer::new(Arc::new(sink), 0), out)
+        });
+        Dispatch {
+            buses: exit::Devices {
+                io: &devices.io_bus,
+                mmio: &devices.mmio_bus,
+                unclaimed_mmio,
+            },
+            stats: VcpuStats::default(),
+            trace,
         }
-        VcpuEmulation::Crashed(kind) => {
-            let _ = kind.to_string();
+    }
+
+    /// Runs `exit` through the dispatch; a stop gives a documented status.
+    fn exit(&mut self, exit: Exit<'_>) {
+        let outcome = match &mut self.trace {
+            Some((tracer, _)) => tracer.handle(&self.buses, exit, &mut self.stats),
+            None => exit::handle_exit(&self.buses, exit, &mut self.stats),
+        };
+        match outcome {
+            VcpuEmulation::Stopped(reason) => {
+                let status = crate::status::for_stop(&reason);
+                assert!((0..=255).contains(&status), "status {status}");
+                let _ = reason.to_string();
+            }
+            VcpuEmulation::Crashed(kind) => {
+                let _ = kind.to_string();
+            }
+            VcpuEmulation::Handled | VcpuEmulation::Interrupted | VcpuEmulation::Debug(_) => {}
         }
-        VcpuEmulation::Handled | VcpuEmulation::Interrupted | VcpuEmulation::Debug(_) => {}
+    }
+
+    /// With a tracer: one whole line for each exit, after the column heads.
+    fn check_trace(mut self) {
+        if let Some((tracer, out)) = &mut self.trace {
+            tracer.flush();
+            let text = out.contents();
+            assert!(text.is_empty() || text.ends_with(b"\n"));
+            let lines = text
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count();
+            assert_eq!(lines as u64, 1 + self.stats.exits.total());
+        }
     }
 }
 
@@ -338,7 +390,7 @@ fn dispatch_exit(devices: &exit::Devices<'_>, exit: Exit<'_>, stats: &mut VcpuSt
 ///
 /// Input: byte 0: bit 0: QEMU's debug-exit device, at the port and of the width of the next
 /// three bytes; 1: a serial limit (the next u16); 2: unclaimed MMIO is ignored; 3: snapshots
-/// armed. Then operations, each a byte: bits 0-2: port write, port read, MMIO write, MMIO
+/// armed; 4: every exit goes through a tracer. Then operations, each a byte: bits 0-2: port write, port read, MMIO write, MMIO
 /// read, serial input (others: port write, read); 3-4: access size (port: 1, 2, 4, 4; MMIO:
 /// 1, 2, 4, 8); 5-7: repeat count - 1 (string port I/O). A port is a u16, an MMIO address a
 /// u16 (an offset into the first virtio window, or with bit 15 an unclaimed address); writes
@@ -379,14 +431,10 @@ pub fn buses(data: &[u8]) {
         snapshot: SnapshotTrigger::new(flags & 8 != 0),
         debug_exit,
         virtio: &virtio,
+        trace: None,
     })
     .expect("a validated configuration builds its devices");
-    let buses = exit::Devices {
-        io: &devices.io_bus,
-        mmio: &devices.mmio_bus,
-        unclaimed_mmio,
-    };
-    let mut stats = VcpuStats::default();
+    let mut dispatch = Dispatch::new(&devices, unclaimed_mmio, flags & 16 != 0);
     while !input.is_empty() {
         let op = input.u8();
         let size_bits = usize::from(op >> 3) & 3;
@@ -404,10 +452,10 @@ pub fn buses(data: &[u8]) {
                 if op & 7 == 2 {
                     let mut bytes = input.take(mmio_size).to_vec();
                     bytes.resize(mmio_size, 0);
-                    dispatch_exit(&buses, Exit::MmioWrite(addr, &bytes), &mut stats);
+                    dispatch.exit(Exit::MmioWrite(addr, &bytes));
                 } else {
                     let mut bytes = vec![0u8; mmio_size];
-                    dispatch_exit(&buses, Exit::MmioRead(addr, &mut bytes), &mut stats);
+                    dispatch.exit(Exit::MmioRead(addr, &mut bytes));
                 }
             }
             4 => {
@@ -425,18 +473,19 @@ pub fn buses(data: &[u8]) {
                         size: port_size,
                         data: &bytes,
                     };
-                    dispatch_exit(&buses, exit, &mut stats);
+                    dispatch.exit(exit);
                 } else {
                     let exit = Exit::IoIn {
                         port,
                         size: port_size,
                         data: &mut bytes,
                     };
-                    dispatch_exit(&buses, exit, &mut stats);
+                    dispatch.exit(exit);
                 }
             }
         }
     }
+    dispatch.check_trace();
     let serial = lock(&devices.serial);
     let _ = (serial.bytes_written(), serial.panic_line(), serial.state());
 }
@@ -472,6 +521,7 @@ pub fn snapshot_state(data: &[u8]) {
         snapshot: SnapshotTrigger::default(),
         debug_exit: machine.debug_exit,
         virtio: &[],
+        trace: None,
     }) {
         let mut uart = lock(&devices.serial);
         for offset in 0..8 {

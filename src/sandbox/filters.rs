@@ -67,7 +67,7 @@ const COMMON: &[Entry] = &[
     ),
     (
         libc::SYS_write,
-        "messages on stderr and serial output on stdout",
+        "messages on stderr, serial output on stdout, --trace lines (stderr or the trace file, opened before)",
     ),
     (libc::SYS_close, "closing descriptors that go out of use"),
     (

@@ -1,6 +1,7 @@
 //! One vCPU: the run loop. `KVM_RUN`, time it for `--stats`, turn what KVM returned into an
-//! [`exit::Exit`], hand it to [`exit::handle_exit`], and act on the outcome. The loop only
-//! loops: what an exit means is the dispatch's business.
+//! [`exit::Exit`], hand it to [`exit::handle_exit`] (through the vCPU's tracer with
+//! `--trace`), and act on the outcome. The loop only loops: what an exit means is the
+//! dispatch's business.
 
 pub mod exit;
 
@@ -17,6 +18,7 @@ use crate::gdb::{Next, VcpuDebug};
 use crate::memory::GuestMem;
 use crate::stats::VcpuStats;
 use crate::stop::{StopLatch, StopReason};
+use crate::trace::tracer::Tracer;
 use crate::{host, kick};
 use exit::{handle_exit, Devices, Exit, VcpuEmulation};
 
@@ -46,7 +48,15 @@ pub struct Vcpu {
     debug: Option<Box<VcpuDebug>>,
     /// What the vCPU measured.
     pub stats: VcpuStats,
+    /// With `--trace`: the tracer each exit goes through (the run loop is then another
+    /// instance of the same code).
+    trace: Option<Box<Tracer>>,
 }
+
+/// What the run loop hands each exit to: the dispatch, or a tracer around it.
+trait Dispatch: FnMut(&Devices<'_>, Exit<'_>, &mut VcpuStats) -> VcpuEmulation {}
+
+impl<F: FnMut(&Devices<'_>, Exit<'_>, &mut VcpuStats) -> VcpuEmulation> Dispatch for F {}
 
 /// The port I/O of the exit `KVM_RUN` just returned, read from `kvm_run` itself:
 /// kvm-ioctls' `VcpuExit::IoIn`/`IoOut` give the data, but not the access size that splits
@@ -121,7 +131,13 @@ impl Vcpu {
             last_exit: None,
             debug: None,
             stats: VcpuStats::default(),
+            trace: None,
         }
+    }
+
+    /// Traces every exit of this vCPU through `tracer`.
+    pub(crate) fn trace_with(&mut self, tracer: Tracer) {
+        self.trace = Some(Box::new(tracer));
     }
 
     /// Puts this vCPU under the debugger (`--gdb`).
@@ -159,11 +175,41 @@ impl Vcpu {
             _timer = Some(kick::KickTimer::arm(kick::current_tid(), t).map_err(Error::Setup)?);
         }
         self.debugger(latch, |d, fd| d.start(fd, latch, deadline));
-        let result = loop {
-            if latch.is_stopped() {
-                break Ok(());
+        // The loop is chosen once: without a tracer it is the plain dispatch's, and an exit
+        // pays nothing for tracing.
+        let result = match self.trace.take() {
+            None => self.run_loop(latch, deadline, handle_exit),
+            Some(mut tracer) => {
+                let traced =
+                    |d: &Devices<'_>, e: Exit<'_>, s: &mut VcpuStats| tracer.handle(d, e, s);
+                let result = self.run_loop(latch, deadline, traced);
+                tracer.flush();
+                self.trace = Some(tracer);
+                result
             }
-            match self.run_once() {
+        };
+        if let Some(debug) = &self.debug {
+            let status = latch.reason().map_or(0, |r| crate::status::for_stop(&r));
+            debug.ended(status);
+        }
+        kick::unregister_vcpu();
+        result
+    }
+
+    /// Enters the guest and acts on each exit's outcome until the VM stops. `dispatch` is
+    /// [`handle_exit`] or a tracer around it: each makes an instance of the loop of its own,
+    /// so that the untraced one pays nothing for tracing.
+    fn run_loop<D: Dispatch>(
+        &mut self,
+        latch: &StopLatch,
+        deadline: Option<Instant>,
+        mut dispatch: D,
+    ) -> Result<(), Error> {
+        loop {
+            if latch.is_stopped() {
+                return Ok(());
+            }
+            match self.run_once(&mut dispatch) {
                 Ok(VcpuEmulation::Handled) => {}
                 Ok(VcpuEmulation::Interrupted) => {
                     // Clear first, then look: a kick landing in between is not lost.
@@ -193,20 +239,14 @@ impl Vcpu {
                     latch.stop(StopReason::Crash(Box::new(CrashReport::new(
                         kind, &self.mem, None, None, None,
                     ))));
-                    break Err(e);
+                    return Err(e);
                 }
             }
-        };
-        if let Some(debug) = &self.debug {
-            let status = latch.reason().map_or(0, |r| crate::status::for_stop(&r));
-            debug.ended(status);
         }
-        kick::unregister_vcpu();
-        result
     }
 
-    /// Enters the guest once and handles the exit.
-    pub fn run_once(&mut self) -> Result<VcpuEmulation, Error> {
+    /// Enters the guest once and hands the exit to `dispatch`.
+    fn run_once<D: Dispatch>(&mut self, dispatch: &mut D) -> Result<VcpuEmulation, Error> {
         let entered = if self.time_exits || self.stats.first_run.is_none() {
             Some(Instant::now())
         } else {
@@ -251,7 +291,7 @@ impl Vcpu {
             Err(e) if e.errno() == libc::EAGAIN => return Ok(VcpuEmulation::Handled),
             Err(e) => return Err(Error::Run(e)),
         };
-        Ok(handle_exit(&devices, exit, stats))
+        Ok(dispatch(&devices, exit, stats))
     }
 
     /// The vCPU's file descriptor, to read or set its state while it is stopped.

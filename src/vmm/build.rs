@@ -24,11 +24,12 @@ use crate::devices::serial::{IrqTrigger, SerialDevice, SerialSink, COM1_LEN, COM
 use crate::devices::virtio::mmio::{MmioTransport, SharedTransport, NOTIFY_OFFSET, WINDOW_SIZE};
 use crate::devices::virtio::setup::{self, OpenDevices};
 use crate::devices::virtio::{EventRegistry, Interrupt};
-use crate::devices::Bus;
+use crate::devices::{lock, Bus};
 use crate::host::Workarounds;
 use crate::memory::GuestMem;
 use crate::snapshot::state::SerialState;
 use crate::stop::SnapshotTrigger;
+use crate::trace::{self, tracer::Tracer};
 use crate::vcpu::Vcpu;
 
 /// The serial line's interrupt: ISA IRQ 4, COM1's.
@@ -100,12 +101,29 @@ pub struct DeviceArgs<'a> {
     pub debug_exit: Option<DebugExitConfig>,
     /// The virtio devices, in slot order.
     pub virtio: &'a [SharedTransport],
+    /// The trace, which serial output to the same file or terminal takes turns with.
+    pub trace: Option<&'a trace::Sink>,
 }
 
 /// The UART, the exit port (or QEMU's debug-exit device), the debug port and the i8042, on
 /// the port bus; the virtio devices on the MMIO bus.
 pub fn create_devices(args: DeviceArgs<'_>) -> Result<Devices, Error> {
-    let sink = serial_sink(args.serial, args.serial_limit)?;
+    let mut sink = serial_sink(args.serial, args.serial_limit)?;
+    if let Some(trace) = args.trace {
+        if let Some(line) = trace.shared_line(sink.fd()) {
+            // Two descriptors kvmini opened on one file would write over each other.
+            if let (SerialOutput::File(_), Some(path)) = (args.serial, trace.path()) {
+                return Err(Error::TraceFile {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "it is the --serial file too; give the trace a file of its own",
+                    ),
+                });
+            }
+            sink.share_lines(line);
+        }
+    }
     let uart = match args.serial_state {
         Some(state) => SerialDevice::from_state(state, args.serial_irq, sink)
             .map_err(|_| crate::snapshot::Error::Corrupt("the UART's state"))?,
@@ -115,22 +133,25 @@ pub fn create_devices(args: DeviceArgs<'_>) -> Result<Devices, Error> {
     let debug_port = Arc::new(Mutex::new(DebugPort::new(args.snapshot)));
     let i8042: bus::SharedDevice = Arc::new(Mutex::new(I8042::default()));
     let mut io_bus = Bus::new();
-    io_bus.insert(COM1_PORT, COM1_LEN, serial.clone())?;
+    io_bus.insert("serial", COM1_PORT, COM1_LEN, serial.clone())?;
     match args.debug_exit {
         Some(d) => io_bus.insert(
+            "debug-exit",
             u64::from(d.iobase),
             u64::from(d.iosize),
             Arc::new(Mutex::new(DebugExit)),
         )?,
-        None => io_bus.insert(EXIT_PORT, 1, Arc::new(Mutex::new(ExitPort)))?,
+        None => io_bus.insert("exit-port", EXIT_PORT, 1, Arc::new(Mutex::new(ExitPort)))?,
     }
-    io_bus.insert(DEBUG_PORT, 1, debug_port.clone())?;
-    io_bus.insert_with_origin(I8042_DATA_PORT, 1, I8042_DATA_PORT, i8042.clone())?;
-    io_bus.insert_with_origin(I8042_COMMAND_PORT, 1, I8042_DATA_PORT, i8042)?;
+    io_bus.insert("debug-port", DEBUG_PORT, 1, debug_port.clone())?;
+    let (data, command) = (I8042_DATA_PORT, I8042_COMMAND_PORT);
+    io_bus.insert_with_origin("i8042", data, 1, data, i8042.clone())?;
+    io_bus.insert_with_origin("i8042", command, 1, data, i8042)?;
     let mut mmio_bus = Bus::new();
     for (i, transport) in args.virtio.iter().enumerate() {
         let (base, _) = setup::slot(i);
-        mmio_bus.insert(base, WINDOW_SIZE, transport.clone())?;
+        let name = format!("{}@{base:#x}", lock(transport).name());
+        mmio_bus.insert(name, base, WINDOW_SIZE, transport.clone())?;
     }
     Ok(Devices {
         serial,
@@ -238,6 +259,34 @@ impl Devices {
             unclaimed,
             time_exits,
         )
+    }
+}
+
+/// Opens the trace's destination, when there is a trace.
+pub fn open_trace(
+    config: Option<&trace::TraceConfig>,
+    start: std::time::Instant,
+) -> Result<Option<Arc<trace::Sink>>, Error> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let sink = trace::Sink::open(config, start).map_err(|source| Error::TraceFile {
+        path: match &config.output {
+            trace::TraceOutput::File(path) => path.clone(),
+            _ => "standard error".into(),
+        },
+        source,
+    })?;
+    Ok(Some(Arc::new(sink)))
+}
+
+/// Gives each vCPU a tracer of its own on `sink`.
+pub fn trace_vcpus(vcpus: &mut [Vcpu], sink: Option<&Arc<trace::Sink>>) {
+    let Some(sink) = sink else {
+        return;
+    };
+    for (index, vcpu) in vcpus.iter_mut().enumerate() {
+        vcpu.trace_with(Tracer::new(sink.clone(), index));
     }
 }
 

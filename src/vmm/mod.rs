@@ -29,6 +29,7 @@ use crate::snapshot::state::Machine;
 use crate::stats::{DeviceStats, Stats, Timeline, VcpuStats};
 use crate::status;
 use crate::stop::{SnapshotTrigger, StopLatch, StopReason};
+use crate::trace;
 use crate::vcpu::{self, Vcpu};
 use build::DeviceArgs;
 
@@ -50,6 +51,14 @@ pub enum Error {
     /// The serial output file could not be created.
     #[error("cannot create serial output file {}: {source}", .path.display())]
     SerialFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The trace file could not be created.
+    #[error("cannot create the trace file {}: {source}", .path.display())]
+    TraceFile {
         /// The file.
         path: std::path::PathBuf,
         /// Why.
@@ -102,7 +111,7 @@ impl Error {
         match self {
             Error::Host(host::Error::Open(e) | host::Error::CreateVm(e)) => Some(e.errno()),
             Error::Boot(boot::Error::Read { source, .. }) => io(source),
-            Error::SerialFile { source, .. } => io(source),
+            Error::SerialFile { source, .. } | Error::TraceFile { source, .. } => io(source),
             Error::Kvm { source, .. } => Some(source.errno()),
             Error::Console(e) | Error::Thread(e) => io(e),
             Error::Vcpu(vcpu::Error::Run(e)) => Some(e.errno()),
@@ -135,9 +144,11 @@ impl Error {
             return status::INTERNAL;
         }
         match self {
-            Error::Config(_) | Error::Boot(_) | Error::SerialFile { .. } | Error::Device(_) => {
-                status::BAD_INPUT
-            }
+            Error::Config(_)
+            | Error::Boot(_)
+            | Error::SerialFile { .. }
+            | Error::TraceFile { .. }
+            | Error::Device(_) => status::BAD_INPUT,
             Error::Host(_) => status::NO_KVM,
             Error::Snapshot(e) if e.is_bad_input() => status::BAD_INPUT,
             Error::Gdb(e) if e.is_bad_input() => status::BAD_INPUT,
@@ -167,6 +178,8 @@ pub struct RunOutcome {
     pub exit_status: i32,
     /// What the run measured.
     pub stats: Stats,
+    /// With `--trace`: why the trace could not be written whole, when it could not.
+    pub trace_failure: Option<String>,
 }
 
 /// A VM ready to run.
@@ -196,6 +209,8 @@ pub struct Vmm {
     seccomp: SeccompMode,
     /// Make a forbidden system call once confined (tests the sandbox).
     debug_forbidden_syscall: bool,
+    /// Where `--trace` lines go; each vCPU holds a tracer on it.
+    trace: Option<Arc<trace::Sink>>,
     /// The guest's status that means success (`--success-status`).
     success_status: Option<u8>,
     /// The GDB stub, listening (`--gdb`), and whether the image is a 64-bit kernel.
@@ -224,6 +239,7 @@ impl Vmm {
             .as_deref()
             .map(crate::snapshot::Writer::create)
             .transpose()?;
+        let trace = build::open_trace(config.trace.as_ref(), start)?;
         // So is the debugger's socket: a port in use is refused before anything runs.
         let gdb = config.gdb.as_ref().map(gdb::Stub::listen).transpose()?;
         let kvm = host::open_kvm()?;
@@ -274,9 +290,11 @@ impl Vmm {
             snapshot: snapshot_trigger.clone(),
             debug_exit: config.debug_exit,
             virtio: &virtio,
+            trace: trace.as_deref(),
         })?;
         let hidden = build::hidden_cpu_features(config, &host);
-        let vcpus = build::create_vcpus(&kvm, &vm, &mem, &boot, &devices, config, &hidden)?;
+        let mut vcpus = build::create_vcpus(&kvm, &vm, &mem, &boot, &devices, config, &hidden)?;
+        build::trace_vcpus(&mut vcpus, trace.as_ref());
         let machine = Machine {
             mem_size: memory::size(&mem),
             cpus: config.cpus,
@@ -304,6 +322,7 @@ impl Vmm {
             snapshot_continue: config.snapshot_continue,
             seccomp: config.seccomp,
             debug_forbidden_syscall: config.debug_forbidden_syscall,
+            trace,
             success_status: config.success_status,
             gdb: gdb.map(|stub| (stub, gdb::is_64bit_kernel(format))),
             start,
@@ -409,9 +428,15 @@ impl Vmm {
         }
         drop(console);
         let io_stats = io_thread.map(IoThread::stop);
+        let trace = self.trace.take();
         let mut outcome = self.outcome(reason, &stats, vcpu_count, end);
         outcome.stats.snapshot = saved;
         outcome.stats.io_thread_cpu_ms = io_stats.map(|s| s.cpu_time.as_secs_f64() * 1e3);
+        if let Some(sink) = trace {
+            let exits = stats.exits.total();
+            sink.finish(end, &outcome.reason, outcome.exit_status, exits);
+            outcome.trace_failure = sink.failure();
+        }
         Ok(outcome)
     }
 
@@ -483,6 +508,7 @@ impl Vmm {
             reason,
             exit_status,
             stats: report,
+            trace_failure: None,
         }
     }
 }

@@ -149,6 +149,7 @@ impl Vmm {
         let device_config = snapshot::devices::resolve(&device_states, &config.devices)?;
         device_config.validate()?;
         let open_devices = setup::open(&device_config)?;
+        let trace = build::open_trace(config.trace.as_ref(), start)?;
         let kvm = host::open_kvm()?;
         snapshot::vcpu::check_xsave_size(&kvm)?;
         let vm = kvm.create_vm().map_err(host::Error::CreateVm)?;
@@ -174,8 +175,9 @@ impl Vmm {
             snapshot: SnapshotTrigger::default(),
             debug_exit: machine.debug_exit,
             virtio: &virtio,
+            trace: trace.as_deref(),
         })?;
-        let vcpus = restore_vcpus(
+        let mut vcpus = restore_vcpus(
             &vm,
             &mem,
             &devices,
@@ -188,6 +190,7 @@ impl Vmm {
         for transport in &virtio {
             lock(transport).resume();
         }
+        build::trace_vcpus(&mut vcpus, trace.as_ref());
         Ok(Vmm {
             vcpus,
             vm,
@@ -205,6 +208,7 @@ impl Vmm {
             snapshot_continue: false,
             seccomp: config.seccomp,
             debug_forbidden_syscall: false,
+            trace,
             success_status: None,
             gdb: None,
             start,

@@ -1,6 +1,8 @@
 //! Exit cost: `guest/build/exits-{none,pio,mmio}.bin` under kvmini and under the floor. Each
 //! makes N port or MMIO writes that exit to the VMM (or none); the cost of one exit is
-//! (time(pio or mmio) - time(none)) / N, paired by round. N is what kvmini counts.
+//! (time(pio or mmio) - time(none)) / N, paired by round. N is what kvmini counts. The same
+//! for `exits-{none,pio}.bin` under kvmini with every exit traced to a file (`--trace-file`)
+//! gives the cost of a traced exit.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +66,14 @@ pub struct ExitCost {
     pub counts: BTreeMap<&'static str, Unclaimed>,
 }
 
+/// Where the traced runs write their trace.
+const TRACE_FILE: &str = "bench/build/exits.trace";
+
+/// The subject name of the traced run of `kind`.
+fn traced(kind: &str) -> String {
+    format!("kvmini exits-{kind}.bin --trace-file")
+}
+
 /// kvmini's arguments for the exit-cost guest of `kind`.
 fn kvmini_args(kind: &str) -> Vec<String> {
     let image = format!("{GUESTS}/exits-{kind}.bin");
@@ -107,6 +117,17 @@ impl ExitCost {
                 let name = format!("{vmm} exits-{kind}.bin");
                 subjects.push(Subject::new(&name, &program, &args, Some(status)));
             }
+        }
+        for (kind, status) in &EXIT_KINDS[..2] {
+            let mut args = kvmini_args(kind);
+            args.extend(["--trace-file".to_string(), TRACE_FILE.to_string()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            subjects.push(Subject::new(
+                &traced(kind),
+                &cx.kvmini(),
+                &args,
+                Some(*status),
+            ));
         }
         Ok(ExitCost {
             subjects,
@@ -209,6 +230,17 @@ impl Section for ExitCost {
                 );
             }
         }
+        let (none, pio) = (self.subject(&traced("none")), self.subject(&traced("pio")));
+        let failed = none.failure.clone().or_else(|| pio.failure.clone());
+        let how = format!(
+            "(launch->exit of exits-pio.bin - of exits-none.bin) / {}, both with --trace-file, paired by round",
+            self.exits
+        );
+        rows.push(
+            Row::new("kvmini pio exit, traced", "cost per exit", "ns/exit", &how).with(
+                Outcome::unless_failed(&failed, &self.per_exit_ns(pio, none)),
+            ),
+        );
         rows
     }
 
