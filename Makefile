@@ -84,12 +84,12 @@ test: guests linux snapshot deps-compare
 	$(MAKE) --no-print-directory doc
 	$(MAKE) --no-print-directory bench-smoke
 
-# kvmini compare's container side, and its test: an OCI runtime (runc) and Debian's static
-# busybox (the containers' root file system). Installed when missing and root; otherwise
-# the compare tests skip with a message.
+# kvmini compare's container side and kvmini oci's tests: an OCI runtime (runc), podman (the
+# engine the OCI tests drive) and Debian's static busybox (the containers' root file
+# system). Installed when missing and root; otherwise those tests skip with a message.
 .PHONY: deps-compare
 deps-compare:
-	@$(call install-missing,runc:runc =busybox-static,kvmini compare's tests skip without them)
+	@$(call install-missing,runc:runc podman:podman =busybox-static,kvmini compare's and kvmini oci's tests skip without them)
 
 # The benchmark (benches/, results in bench/): start-up of kvmini, of QEMU's microvm
 # and of benches/floor.c (the least any VMM must do), exit cost, memory overhead
