@@ -169,20 +169,18 @@ INSTALLED := $(BINDIR)/kvmini $(BINDIR)/kvmini-manual $(BINDIR)/kvmini-runtime $
 
 install: build
 	install -d $(BINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
-	install -m 755 $(KVMINI) $(KVMINI)-manual $(BINDIR)/
+	install -m 755 $(KVMINI) $(KVMINI)-manual $(KVMINI)-runtime $(BINDIR)/
 	$(KVMINI)-manual man $(MANDIR) >/dev/null
 	$(KVMINI)-manual completions bash > $(BASHDIR)/kvmini
 	$(KVMINI)-manual completions zsh > $(ZSHDIR)/_kvmini
 	$(KVMINI)-manual completions fish > $(FISHDIR)/kvmini.fish
-	ln -sf kvmini $(BINDIR)/kvmini-runtime
 	@if [ -f $(GUESTS)/vmlinux ] && [ -f $(GUESTS)/initramfs.cpio ]; then \
 	  install -d $(GUESTDIR) && install -m 644 $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(GUESTDIR)/; \
 	else echo "note: no Linux guest built (make linux): kvmini oci will look for it in KVMINI_OCI_GUEST"; fi
 
-# kvmini-runtime beside the built binary: the name under which it is `kvmini oci` (an OCI
-# runtime with runc's command line, docs/oci.md), for `podman --runtime PATH`.
+# kvmini-runtime, the OCI runtime (runc's command line, docs/oci.md; `kvmini oci` runs it),
+# beside the built kvmini, for `podman --runtime PATH`: `make build` makes it too.
 oci-runtime: build
-	ln -sf kvmini $(dir $(KVMINI))kvmini-runtime
 
 uninstall:
 	rm -f $(INSTALLED) $(MANDIR)/kvmini.1 $(MANDIR)/kvmini-*.1

@@ -483,9 +483,8 @@ fn podman_runs_a_container_with_kvmini_runtime_as_with_runc() {
     let rootfs = work
         .busybox_rootfs(Path::new(BUSYBOX), Path::new(BUSYBOX))
         .unwrap();
-    // The name under which the binary is `kvmini oci`.
-    let runtime = dir.join("kvmini-runtime");
-    std::os::unix::fs::symlink(common::kvmini_bin(), &runtime).unwrap();
+    // The runtime's own program, built beside kvmini.
+    let runtime = common::kvmini_bin().with_file_name("kvmini-runtime");
     let runc = String::from_utf8(
         Command::new("sh")
             .args(["-c", "command -v runc"])

@@ -11,7 +11,7 @@ mod check;
 mod compare;
 mod devices;
 pub mod manual;
-mod oci;
+pub mod oci;
 mod restore;
 mod run;
 
@@ -90,17 +90,34 @@ pub fn parse_from<P: Parser>(
     })
 }
 
+/// Runs `program` from `kvmini`'s own directory in place of this process, with kvmini's
+/// arguments after the first `skip` (the program name, and a subcommand the program does not
+/// take); returns only when it cannot. Subcommands with large dependencies live in such
+/// programs: each page of kvmini's code is mapped on every run (the kernel maps code around
+/// each page touched), so code linked in costs every VM's memory, used or not.
+pub fn exec_sibling(program: &str, skip: usize) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let path = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name(program),
+        Err(e) => {
+            eprintln!("kvmini: cannot tell where kvmini is installed: {e}");
+            return status::INTERNAL;
+        }
+    };
+    let err = std::process::Command::new(&path)
+        .args(std::env::args_os().skip(skip))
+        .exec();
+    eprintln!(
+        "kvmini: cannot run {}: {err}; it is installed beside kvmini (make install, or cargo \
+         install --path cli)",
+        path.display()
+    );
+    status::INTERNAL
+}
+
 /// `kvmini`'s `main`: parses the command line, runs the subcommand, and returns its status.
 pub fn main() -> ExitCode {
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let called = args
-        .first()
-        .map(std::path::Path::new)
-        .and_then(|p| p.file_name());
-    if called.is_some_and(|n| n == oci::RUNTIME_NAME) {
-        args.splice(0..1, ["kvmini".into(), "oci".into()]);
-    }
-    let cli = match parse_from::<Cli>(args) {
+    let cli = match parse_from::<Cli>(std::env::args_os()) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -109,8 +126,10 @@ pub fn main() -> ExitCode {
         Command::Restore(args) => restore::main(&args),
         Command::Check(args) => check::main(&args),
         Command::Compare(args) => compare::main(args),
-        Command::Oci(args) => oci::main(args),
-        Command::Completions(_) | Command::Man(_) => manual::delegate(),
+        // Both run a program installed beside kvmini, which links what they need, so that
+        // every run of a VM does not carry it (see `exec_sibling`).
+        Command::Oci(_) => exec_sibling(oci::RUNTIME_NAME, 2),
+        Command::Completions(_) | Command::Man(_) => exec_sibling(manual::MANUAL_PROGRAM, 1),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

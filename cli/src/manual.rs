@@ -3,7 +3,6 @@
 //! `kvmini` hands both to `kvmini-manual`, installed beside it, which links the generators;
 //! `make install` puts their output where shells and `man` look for them.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Command};
@@ -29,27 +28,6 @@ pub struct ManArgs {
 
 /// The program that writes completions and man pages, installed beside `kvmini`.
 pub const MANUAL_PROGRAM: &str = "kvmini-manual";
-
-/// Runs `kvmini-manual` from `kvmini`'s own directory with `kvmini`'s arguments, in place of
-/// this process; returns only when it cannot.
-pub fn delegate() -> i32 {
-    let program = match std::env::current_exe() {
-        Ok(exe) => exe.with_file_name(MANUAL_PROGRAM),
-        Err(e) => {
-            eprintln!("kvmini: cannot tell where kvmini is installed: {e}");
-            return status::INTERNAL;
-        }
-    };
-    let err = std::process::Command::new(&program)
-        .args(std::env::args_os().skip(1))
-        .exec();
-    eprintln!(
-        "kvmini: cannot run {}: {err}; it writes the completions and man pages and is installed \
-         beside kvmini (make install, or cargo install --path cli)",
-        program.display()
-    );
-    status::INTERNAL
-}
 
 /// Prints the completion script for `args.shell` on standard output.
 pub fn completions(args: &CompletionsArgs, mut cmd: Command) -> i32 {

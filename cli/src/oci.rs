@@ -1,6 +1,7 @@
 //! `kvmini oci`: an OCI runtime with runc's command line (the `kvmini-oci` crate does the
-//! work). Also what the binary does when it is called `kvmini-runtime`, so that a container
-//! engine can be pointed at it: `podman --runtime /usr/local/bin/kvmini-runtime run ...`.
+//! work). The `kvmini-runtime` binary (`src/bin/kvmini-runtime.rs`) runs it, so that a container
+//! engine can be pointed at it (`podman --runtime /usr/local/bin/kvmini-runtime run ...`);
+//! `kvmini oci ARGS` runs `kvmini-runtime ARGS`, so that kvmini itself does not link it.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,7 @@ use clap::{Subcommand, ValueEnum};
 use kvmini_oci::commands::{self, CreateOptions};
 use kvmini_oci::{Global, LogFormat, Logger};
 
-/// The name under which the binary is `kvmini oci` (argv[0]'s file name).
+/// The runtime's program, installed beside `kvmini`.
 pub const RUNTIME_NAME: &str = "kvmini-runtime";
 
 /// `--version`, with the runtime specification's version as runc gives it.
@@ -21,6 +22,7 @@ pub static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// The runtime's command line: runc's global options and commands.
 #[derive(clap::Args, Debug)]
 pub struct OciArgs {
     /// The state directory: one subdirectory per container, and the root image cache.

@@ -131,7 +131,7 @@ pub fn save_vm_command(dir: &Path, args: &[String]) -> Result<(), Error> {
 pub fn spawn(dir: &Path) -> Result<std::process::Child, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the kvmini binary", e))?;
     let mut cmd = Command::new(exe);
-    cmd.args(["oci", "holder"]).arg(dir);
+    cmd.arg("holder").arg(dir);
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -161,8 +161,9 @@ fn hold(dir: &Path) -> Result<i32, Error> {
     let args: Vec<String> = serde_json::from_str(&text)
         .map_err(|e| Error::io(format!("reading {}", path.display()), e.into()))?;
     let mask = block_signals();
+    // The VM is `kvmini run`, from the directory of this program (kvmini-runtime).
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the kvmini binary", e))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(exe.with_file_name("kvmini"));
     cmd.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped());
     let holder = std::process::id() as i32;
     // SAFETY: prctl and getppid are async-signal-safe; they only set and read this child's
