@@ -70,6 +70,30 @@ $(SNAPSHOT)/state: $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(KVMINI)
 	$(KVMINI) run $(GUESTS)/vmlinux --initrd $(GUESTS)/initramfs.cpio --mem 128M \
 	  --cmdline "$(SNAPSHOT_CMDLINE)" --snapshot $(SNAPSHOT) --timeout 900 </dev/null
 
+# The snapshot `kvmini oci` restores for each container (docs/oci.md): the Linux guest
+# booted with kvmini.snapshot=1, 128 MiB, one vCPU and three placeholder disks it does not
+# mount (the root disk, 256 MiB; the spec disk, 64 KiB, read-only; the bind-mount copies,
+# 64 MiB, read-only), saved when its user space is up.  These values are oci/src/snapshot.rs's.
+OCI_SNAPSHOT := $(GUESTS)/oci-snapshot
+
+.PHONY: oci-snapshot
+oci-snapshot: build linux
+	@$(MAKE) --no-print-directory $(OCI_SNAPSHOT)/state
+
+$(OCI_SNAPSHOT)/state: $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(KVMINI)
+	rm -rf $(OCI_SNAPSHOT) $(OCI_SNAPSHOT).disks
+	mkdir -p $(OCI_SNAPSHOT).disks
+	truncate -s 256M $(OCI_SNAPSHOT).disks/root.img
+	truncate -s 64K $(OCI_SNAPSHOT).disks/spec.img
+	truncate -s 64M $(OCI_SNAPSHOT).disks/binds.img
+	$(KVMINI) run $(GUESTS)/vmlinux --initrd $(GUESTS)/initramfs.cpio --mem 128M --cpus 1 \
+	  --cmdline "console=ttyS0 reboot=k panic=-1 loglevel=1 kvmini.snapshot=1" \
+	  --disk $(OCI_SNAPSHOT).disks/root.img --disk $(OCI_SNAPSHOT).disks/spec.img,ro \
+	  --disk $(OCI_SNAPSHOT).disks/binds.img,ro \
+	  --snapshot $(OCI_SNAPSHOT) --timeout 900 </dev/null
+	mv $(OCI_SNAPSHOT).disks/binds.img $(OCI_SNAPSHOT)/binds.img
+	rm -rf $(OCI_SNAPSHOT).disks
+
 # Boots the Linux guest under QEMU: CMD="uname -r", SMP=2, KERNEL=../build/bzImage.
 linux-qemu:
 	$(MAKE) -C guest/linux qemu
