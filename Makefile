@@ -102,7 +102,7 @@ linux-qemu:
 # Linux boots (the kernel is built first; minutes the first time) and restores of the Linux
 # snapshot, kvmini compare against
 # runc, and a short run of the benchmark so that it cannot rot.
-test: guests linux snapshot deps-compare
+test: guests linux snapshot oci-snapshot deps-compare
 	$(CARGO) test --all-targets
 	$(CARGO) run --quiet --example embed -- $(GUESTS)/hello.elf
 	$(MAKE) --no-print-directory doc
@@ -201,6 +201,9 @@ install: build
 	@if [ -f $(GUESTS)/vmlinux ] && [ -f $(GUESTS)/initramfs.cpio ]; then \
 	  install -d $(GUESTDIR) && install -m 644 $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(GUESTDIR)/; \
 	else echo "note: no Linux guest built (make linux): kvmini oci will look for it in KVMINI_OCI_GUEST"; fi
+	@if [ -f $(OCI_SNAPSHOT)/state ]; then \
+	  rm -rf $(GUESTDIR)/oci-snapshot && cp -r $(OCI_SNAPSHOT) $(GUESTDIR)/oci-snapshot; \
+	else echo "note: no OCI snapshot (make oci-snapshot): kvmini oci will boot each container cold"; fi
 
 # kvmini-runtime, the OCI runtime (runc's command line, docs/oci.md; `kvmini oci` runs it),
 # beside the built kvmini, for `podman --runtime PATH`: `make build` makes it too.
@@ -208,6 +211,7 @@ oci-runtime: build
 
 uninstall:
 	rm -f $(INSTALLED) $(MANDIR)/kvmini.1 $(MANDIR)/kvmini-*.1
+	rm -rf $(GUESTDIR)/oci-snapshot
 	-rmdir $(GUESTDIR) $(dir $(GUESTDIR)) 2>/dev/null
 
 lint: doc

@@ -525,3 +525,45 @@ fn podman_runs_a_container_with_kvmini_runtime_as_with_runc() {
     assert_eq!(common::texts(&got).0, common::texts(&expected).0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With the OCI snapshot, a root file system larger than its root disk is refused at
+/// `create`, naming the fallback, and leaves nothing behind (no VM: no KVM needed).
+#[test]
+fn a_root_too_big_for_the_snapshot_is_refused() {
+    if !runc_or_skip() {
+        return;
+    }
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/build/oci-snapshot");
+    if !snapshot.join("state").is_file() {
+        eprintln!("skipping: no OCI snapshot (make oci-snapshot)");
+        return;
+    }
+    let dir = scratch("too-big");
+    let b = bundle(&dir, "true", true);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("config.json")).unwrap()).unwrap();
+    let rootfs = PathBuf::from(config["root"]["path"].as_str().unwrap());
+    // Sparse: it costs nothing here, but the image must hold all of it.
+    let big = std::fs::File::create(rootfs.join("big")).unwrap();
+    big.set_len(300 << 20).unwrap();
+    let kr = dir.join("kvmini-root");
+    let rt = Runtime::kvmini(&kr);
+    let mut cmd = rt.command();
+    cmd.args(["create", "--bundle"])
+        .arg(&b)
+        .arg("c")
+        .env("KVMINI_OCI_BOOT", "snapshot")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = common::output_within(cmd, Duration::from_secs(300));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("more than the 256 MiB of the OCI snapshot's disk")
+            && err.contains("KVMINI_OCI_BOOT=cold"),
+        "{err}"
+    );
+    assert!(!kr.join("c").exists(), "a refused create leaves no state");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -94,4 +94,28 @@ mod tests {
         assert!(choose(dir, &plan).is_err());
         std::env::remove_var("KVMINI_OCI_BOOT");
     }
+
+    #[test]
+    fn the_makefile_makes_the_snapshot_these_values_describe() {
+        let makefile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile");
+        let text = std::fs::read_to_string(makefile).unwrap();
+        for want in [
+            format!(
+                "truncate -s {}M $(OCI_SNAPSHOT).disks/root.img",
+                ROOT_BYTES >> 20
+            ),
+            format!(
+                "truncate -s {}K $(OCI_SNAPSHOT).disks/spec.img",
+                crate::spec_disk::SIZE >> 10
+            ),
+            format!(
+                "truncate -s {}M $(OCI_SNAPSHOT).disks/binds.img",
+                BINDS_BYTES >> 20
+            ),
+            format!("--mem {MEM_MIB}M --cpus {CPUS}"),
+            format!("$(OCI_SNAPSHOT)/{BINDS_PLACEHOLDER}"),
+        ] {
+            assert!(text.contains(&want), "the Makefile lacks {want:?}");
+        }
+    }
 }
