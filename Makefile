@@ -70,6 +70,30 @@ $(SNAPSHOT)/state: $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(KVMINI)
 	$(KVMINI) run $(GUESTS)/vmlinux --initrd $(GUESTS)/initramfs.cpio --mem 128M \
 	  --cmdline "$(SNAPSHOT_CMDLINE)" --snapshot $(SNAPSHOT) --timeout 900 </dev/null
 
+# The snapshot `kvmini oci` restores for each container (docs/oci.md): the Linux guest
+# booted with kvmini.snapshot=1, 128 MiB, one vCPU and three placeholder disks it does not
+# mount (the root disk, 256 MiB; the spec disk, 64 KiB, read-only; the bind-mount copies,
+# 64 MiB, read-only), saved when its user space is up.  These values are oci/src/snapshot.rs's.
+OCI_SNAPSHOT := $(GUESTS)/oci-snapshot
+
+.PHONY: oci-snapshot
+oci-snapshot: build linux
+	@$(MAKE) --no-print-directory $(OCI_SNAPSHOT)/state
+
+$(OCI_SNAPSHOT)/state: $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(KVMINI)
+	rm -rf $(OCI_SNAPSHOT) $(OCI_SNAPSHOT).disks
+	mkdir -p $(OCI_SNAPSHOT).disks
+	truncate -s 256M $(OCI_SNAPSHOT).disks/root.img
+	truncate -s 64K $(OCI_SNAPSHOT).disks/spec.img
+	truncate -s 64M $(OCI_SNAPSHOT).disks/binds.img
+	$(KVMINI) run $(GUESTS)/vmlinux --initrd $(GUESTS)/initramfs.cpio --mem 128M --cpus 1 \
+	  --cmdline "console=ttyS0 reboot=k panic=-1 loglevel=1 kvmini.snapshot=1" \
+	  --disk $(OCI_SNAPSHOT).disks/root.img --disk $(OCI_SNAPSHOT).disks/spec.img,ro \
+	  --disk $(OCI_SNAPSHOT).disks/binds.img,ro \
+	  --snapshot $(OCI_SNAPSHOT) --timeout 900 </dev/null
+	mv $(OCI_SNAPSHOT).disks/binds.img $(OCI_SNAPSHOT)/binds.img
+	rm -rf $(OCI_SNAPSHOT).disks
+
 # Boots the Linux guest under QEMU: CMD="uname -r", SMP=2, KERNEL=../build/bzImage.
 linux-qemu:
 	$(MAKE) -C guest/linux qemu
@@ -78,7 +102,7 @@ linux-qemu:
 # Linux boots (the kernel is built first; minutes the first time) and restores of the Linux
 # snapshot, kvmini compare against
 # runc, and a short run of the benchmark so that it cannot rot.
-test: guests linux snapshot deps-compare
+test: guests linux snapshot oci-snapshot deps-compare
 	$(CARGO) test --all-targets
 	$(CARGO) run --quiet --example embed -- $(GUESTS)/hello.elf
 	$(MAKE) --no-print-directory doc
@@ -177,6 +201,9 @@ install: build
 	@if [ -f $(GUESTS)/vmlinux ] && [ -f $(GUESTS)/initramfs.cpio ]; then \
 	  install -d $(GUESTDIR) && install -m 644 $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(GUESTDIR)/; \
 	else echo "note: no Linux guest built (make linux): kvmini oci will look for it in KVMINI_OCI_GUEST"; fi
+	@if [ -f $(OCI_SNAPSHOT)/state ]; then \
+	  rm -rf $(GUESTDIR)/oci-snapshot && cp -r $(OCI_SNAPSHOT) $(GUESTDIR)/oci-snapshot; \
+	else echo "note: no OCI snapshot (make oci-snapshot): kvmini oci will boot each container cold"; fi
 
 # kvmini-runtime, the OCI runtime (runc's command line, docs/oci.md; `kvmini oci` runs it),
 # beside the built kvmini, for `podman --runtime PATH`: `make build` makes it too.
@@ -184,6 +211,7 @@ oci-runtime: build
 
 uninstall:
 	rm -f $(INSTALLED) $(MANDIR)/kvmini.1 $(MANDIR)/kvmini-*.1
+	rm -rf $(GUESTDIR)/oci-snapshot
 	-rmdir $(GUESTDIR) $(dir $(GUESTDIR)) 2>/dev/null
 
 lint: doc

@@ -525,3 +525,83 @@ fn podman_runs_a_container_with_kvmini_runtime_as_with_runc() {
     assert_eq!(common::texts(&got).0, common::texts(&expected).0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A bundle of `sh -c true`, changed by `edit`, through `kvmini oci create` under
+/// `KVMINI_OCI_BOOT=snapshot`, which must refuse it (status 1) and leave nothing behind:
+/// returns its error output. None (after a message) when runc's tests cannot run here or
+/// there is no OCI snapshot.
+fn refused_with_snapshot(name: &str, edit: impl FnOnce(&Path)) -> Option<String> {
+    if !runc_or_skip() {
+        return None;
+    }
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/build/oci-snapshot");
+    if !snapshot.join("state").is_file() {
+        eprintln!("skipping: no OCI snapshot (make oci-snapshot)");
+        return None;
+    }
+    let dir = scratch(name);
+    let b = bundle(&dir, "true", true);
+    edit(&b);
+    let kr = dir.join("kvmini-root");
+    let mut cmd = Runtime::kvmini(&kr).command();
+    cmd.args(["create", "--bundle"])
+        .arg(&b)
+        .arg("c")
+        .env("KVMINI_OCI_BOOT", "snapshot")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = common::output_within(cmd, Duration::from_secs(300));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!kr.join("c").exists(), "a refused create leaves no state");
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(err)
+}
+
+/// The bundle's config.json, changed by `edit`.
+fn edit_config(b: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = b.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+/// With the OCI snapshot, a root file system larger than its root disk is refused at
+/// `create`, naming the fallback, and leaves nothing behind (no VM: no KVM needed).
+#[test]
+fn a_root_too_big_for_the_snapshot_is_refused() {
+    let Some(err) = refused_with_snapshot("too-big", |b| {
+        edit_config(b, |c| {
+            let rootfs = PathBuf::from(c["root"]["path"].as_str().unwrap());
+            // Sparse: it costs nothing here, but the image must hold all of it.
+            let big = std::fs::File::create(rootfs.join("big")).unwrap();
+            big.set_len(300 << 20).unwrap();
+        })
+    }) else {
+        return;
+    };
+    assert!(
+        err.contains("more than the 256 MiB of the OCI snapshot's disk")
+            && err.contains("KVMINI_OCI_BOOT=cold"),
+        "{err}"
+    );
+}
+
+/// A container asking for more memory than the snapshot has cannot be restored: with
+/// KVMINI_OCI_BOOT=snapshot it is refused, saying why (unset, it would boot cold).
+#[test]
+fn other_resources_than_the_snapshot_s_are_refused_under_snapshot() {
+    let Some(err) = refused_with_snapshot("resources", |b| {
+        edit_config(b, |c| {
+            c["linux"]["resources"] = serde_json::json!({ "memory": { "limit": 256 << 20 } });
+        })
+    }) else {
+        return;
+    };
+    assert!(
+        err.contains("asks for 256 MiB and 1 vCPU(s), the snapshot has 128 MiB"),
+        "{err}"
+    );
+}

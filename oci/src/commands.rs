@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::holder::{self, Disks};
 use crate::state::{self, Saved, Status, EXEC_FIFO};
-use crate::{config, image, spec_disk, Error, Global};
+use crate::{config, image, snapshot, spec_disk, Error, Global};
 
 /// `create` and `run`'s options.
 #[derive(Clone, Debug, Default)]
@@ -77,6 +77,8 @@ fn prepare(
 ) -> Result<std::process::Child, Error> {
     state::save(dir, saved)?;
     let started = Instant::now();
+    let boot = snapshot::choose(&guest.dir, plan)?;
+    g.logger.debug(&format!("the VM starts by {boot:?}"));
     let points: Vec<image::MountPoint> = plan
         .mounts
         .iter()
@@ -90,6 +92,7 @@ fn prepare(
         &points,
         &g.root.join("cache"),
         plan.readonly,
+        snapshot::root_size(&boot),
         &dir.join("rootfs.ext4"),
     )?;
     let spec = dir.join("spec.img");
@@ -98,13 +101,14 @@ fn prepare(
         None
     } else {
         let image = dir.join("binds.ext4");
-        image::bind_disk(&plan.bind_sources, &dir.join("binds"), &image)?;
+        let fixed = snapshot::root_size(&boot).map(|_| snapshot::BINDS_BYTES);
+        image::bind_disk(&plan.bind_sources, &dir.join("binds"), &image, fixed)?;
         Some(image)
     };
     g.logger
         .debug(&format!("disk images ready in {:?}", started.elapsed()));
     let disks = Disks { root, spec, binds };
-    holder::save_vm_command(dir, &holder::vm_command(guest, &disks, plan))?;
+    holder::save_vm_command(dir, &holder::vm_command(guest, &boot, &disks, plan))?;
     mkfifo(&dir.join(EXEC_FIFO))?;
     let child = holder::spawn(dir)?;
     saved.pid = child.id() as i32;

@@ -1,6 +1,6 @@
 //! The VM holder: the process whose PID is the container's (`kvmini oci holder DIR`, started
-//! detached by `create`). It boots the VM at once as a child (`kvmini run`, or later a
-//! restore from a snapshot: only [`vm_command`] changes), passes the guest's output on from
+//! detached by `create`). It starts the VM at once as a child (`kvmini restore` of the OCI
+//! snapshot, or `kvmini run` for a cold boot: [`vm_command`]), passes the guest's output on from
 //! the ready line of `oci-init`, waits on the exec FIFO until `start`, then sends the guest
 //! the byte that starts the process and copies its own standard input to the console.
 //! The VM's exit status, which is the process's (port 0xf4), becomes the holder's.
@@ -20,6 +20,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use crate::config::Plan;
 use crate::console::{escape, Demux, Stream, END, ESC};
+use crate::snapshot::{Boot, BINDS_PLACEHOLDER};
 use crate::state::{EXEC_FIFO, VM_FILE};
 use crate::Error;
 
@@ -49,6 +50,8 @@ pub struct Guest {
     pub kernel: PathBuf,
     /// The initramfs.
     pub initramfs: PathBuf,
+    /// Their directory (where the OCI snapshot is looked for).
+    pub dir: PathBuf,
 }
 
 /// Finds the guest: `$KVMINI_OCI_GUEST`, else `share/kvmini/guest` beside the binary's
@@ -72,6 +75,7 @@ pub fn find_guest() -> Result<Guest, Error> {
         Some(d) => Ok(Guest {
             kernel: d.join("vmlinux"),
             initramfs: d.join("initramfs.cpio"),
+            dir: d.clone(),
         }),
         None => Err(Error::NoGuest(format!(
             "no vmlinux and initramfs.cpio in {}",
@@ -91,25 +95,39 @@ pub struct Disks {
     pub binds: Option<PathBuf>,
 }
 
-/// The arguments of `kvmini` that start the container's VM: a cold boot of the guest with
-/// the three disks. This is the one place to change for a restore from a snapshot.
-pub fn vm_command(guest: &Guest, disks: &Disks, plan: &Plan) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        guest.kernel.display().to_string(),
-        "--initrd".into(),
-        guest.initramfs.display().to_string(),
-        "--mem".into(),
-        format!("{}M", plan.mem_mib),
-        "--cpus".into(),
-        plan.cpus.to_string(),
-        "--cmdline".into(),
-        CMDLINE.into(),
-    ];
-    let ro = if plan.readonly { ",ro" } else { "" };
+/// The arguments of `kvmini` that start the container's VM: a restore of the OCI snapshot
+/// with the container's disks, or a cold boot of the guest with them.
+pub fn vm_command(guest: &Guest, boot: &Boot, disks: &Disks, plan: &Plan) -> Vec<String> {
+    let mut args: Vec<String> = match boot {
+        Boot::Restore(snap) => vec!["restore".into(), snap.display().to_string()],
+        Boot::Cold => vec![
+            "run".into(),
+            guest.kernel.display().to_string(),
+            "--initrd".into(),
+            guest.initramfs.display().to_string(),
+            "--mem".into(),
+            format!("{}M", plan.mem_mib),
+            "--cpus".into(),
+            plan.cpus.to_string(),
+            "--cmdline".into(),
+            CMDLINE.into(),
+        ],
+    };
+    // The snapshot's root disk was saved writable: a read-only root is mounted read-only
+    // by oci-init all the same.
+    let ro = if plan.readonly && *boot == Boot::Cold {
+        ",ro"
+    } else {
+        ""
+    };
     args.extend(["--disk".into(), format!("{}{ro}", disks.root.display())]);
     args.extend(["--disk".into(), format!("{},ro", disks.spec.display())]);
-    if let Some(b) = &disks.binds {
+    let binds = match (&disks.binds, boot) {
+        (Some(b), _) => Some(b.clone()),
+        (None, Boot::Restore(snap)) => Some(snap.join(BINDS_PLACEHOLDER)),
+        (None, Boot::Cold) => None,
+    };
+    if let Some(b) = binds {
         args.extend(["--disk".into(), format!("{},ro", b.display())]);
     }
     args.extend(["--".into(), "/bin/oci-init".into()]);

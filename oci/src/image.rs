@@ -83,11 +83,26 @@ fn image_size(t: Tally, spare: u64) -> u64 {
     ((used + used / 4 + spare).max(8 << 20)).div_ceil(1 << 20) << 20
 }
 
-/// Writes an ext4 image of `dir` at `image` (replaced if there).
-fn mkfs(dir: &Path, image: &Path, tally: Tally, spare: u64) -> Result<(), Error> {
+/// The image size: `fixed` when given (an error when the tree needs more), else the
+/// tree's own.
+fn sized(what: &'static str, tally: Tally, spare: u64, fixed: Option<u64>) -> Result<u64, Error> {
+    let need = image_size(tally, spare);
+    match fixed {
+        Some(have) if need > have => Err(Error::TooBig {
+            what,
+            need_mib: need >> 20,
+            have_mib: have >> 20,
+        }),
+        Some(have) => Ok(have),
+        None => Ok(need),
+    }
+}
+
+/// Writes an ext4 image of `dir` at `image` (replaced if there), of `size` bytes (sparse).
+fn mkfs(dir: &Path, image: &Path, tally: Tally, size: u64) -> Result<(), Error> {
     let file = std::fs::File::create(image)
         .map_err(|e| Error::io(format!("creating {}", image.display()), e))?;
-    file.set_len(image_size(tally, spare))
+    file.set_len(size)
         .map_err(|e| Error::io(format!("sizing {}", image.display()), e))?;
     drop(file);
     let inodes = tally.entries + tally.entries / 4 + 256;
@@ -191,12 +206,14 @@ fn add_mount_points(image: &Path, points: &[MountPoint]) -> Result<(), Error> {
 
 /// The root disk for a container: the cached image of `rootfs` with the mount points it
 /// lacks (built if missing) when `readonly`, else a copy of it at `private` with
-/// [`WRITABLE_SPARE`] free.
+/// [`WRITABLE_SPARE`] free. With `fixed`, the image has that size (the OCI snapshot's root
+/// disk), or the call fails when the tree does not fit.
 pub fn root_disk(
     rootfs: &Path,
     mount_points: &[MountPoint],
     cache: &Path,
     readonly: bool,
+    fixed: Option<u64>,
     private: &Path,
 ) -> Result<PathBuf, Error> {
     let (key, tally) = tree_key(rootfs)?;
@@ -209,13 +226,14 @@ pub fn root_disk(
         format!("{key}-{:016x}", h.finish())
     };
     let kind = if readonly { "ro" } else { "rw" };
-    let cached = cache.join(format!("rootfs-{key}-{kind}.ext4"));
+    let spare = if readonly { 0 } else { WRITABLE_SPARE };
+    let size = sized("the root file system", tally, spare, fixed)?;
+    let cached = cache.join(format!("rootfs-{key}-{kind}-{}M.ext4", size >> 20));
     if !cached.exists() {
         std::fs::create_dir_all(cache)
             .map_err(|e| Error::io(format!("creating {}", cache.display()), e))?;
         let tmp = cache.join(format!(".build-{}-{key}", std::process::id()));
-        let spare = if readonly { 0 } else { WRITABLE_SPARE };
-        let built = mkfs(rootfs, &tmp, tally, spare)
+        let built = mkfs(rootfs, &tmp, tally, size)
             .and_then(|()| match points.is_empty() {
                 true => Ok(()),
                 false => add_mount_points(&tmp, &points),
@@ -240,8 +258,13 @@ pub fn root_disk(
 }
 
 /// Copies each bind source to `stage/N` (`cp -a`: owners, modes and times kept) and builds
-/// their image at `image`; the stage is removed afterwards.
-pub fn bind_disk(sources: &[PathBuf], stage: &Path, image: &Path) -> Result<(), Error> {
+/// their image at `image` (of size `fixed` when given); the stage is removed afterwards.
+pub fn bind_disk(
+    sources: &[PathBuf],
+    stage: &Path,
+    image: &Path,
+    fixed: Option<u64>,
+) -> Result<(), Error> {
     std::fs::create_dir_all(stage)
         .map_err(|e| Error::io(format!("creating {}", stage.display()), e))?;
     let result = (|| {
@@ -252,7 +275,12 @@ pub fn bind_disk(sources: &[PathBuf], stage: &Path, image: &Path) -> Result<(), 
                 .arg(stage.join(n.to_string())))?;
         }
         let (_, tally) = tree_key(stage)?;
-        mkfs(stage, image, tally, 0)
+        mkfs(
+            stage,
+            image,
+            tally,
+            sized("the copy of the bind mounts", tally, 0, fixed)?,
+        )
     })();
     let _ = std::fs::remove_dir_all(stage);
     result

@@ -11,9 +11,10 @@
 //!    spec is written to a small third disk ([`spec_disk`]).
 //! 3. `create` makes the state directory ([`state`]) with its exec FIFO, and starts the
 //!    holder ([`holder`]): a detached `kvmini oci holder` process with the caller's standard
-//!    I/O, whose PID is the container's. The holder boots the VM at once
-//!    ([`holder::vm_command`]: the guest's `oci-init` mounts the disks and waits) and blocks on
-//!    the FIFO.
+//!    I/O, whose PID is the container's. The holder starts the VM at once
+//!    ([`holder::vm_command`]: a restore of the guest's OCI snapshot with the container's
+//!    images as its disks, or a cold boot, chosen by [`snapshot::choose`]; the guest's
+//!    `oci-init` mounts the disks and waits) and blocks on the FIFO.
 //! 4. `start ID` opens the FIFO: the holder sends the guest one byte and the process runs;
 //!    its input, output, error and signals travel over the serial console ([`console`]);
 //!    its exit status ends the VM (port 0xf4) and becomes the holder's.
@@ -25,6 +26,7 @@ pub mod console;
 pub mod holder;
 pub mod image;
 mod log;
+pub mod snapshot;
 pub mod spec_disk;
 pub mod state;
 
@@ -76,6 +78,19 @@ pub enum Error {
     /// The Linux guest (kernel and initramfs with oci-init) is not where kvmini looks.
     #[error("the Linux guest is missing: {0}; build it with `make linux`, or set KVMINI_OCI_GUEST to a directory with vmlinux and initramfs.cpio")]
     NoGuest(String),
+    /// The OCI snapshot cannot be used, and `KVMINI_OCI_BOOT` asks for it (or has a bad value).
+    #[error("the guest's OCI snapshot cannot be used: {0}")]
+    NoSnapshot(String),
+    /// The root file system (or the bind-mount copies) does not fit the snapshot's disk.
+    #[error("{what} needs {need_mib} MiB, more than the {have_mib} MiB of the OCI snapshot's disk: set KVMINI_OCI_BOOT=cold to boot the guest with a disk of its size")]
+    TooBig {
+        /// The root file system or the bind-mount copies.
+        what: &'static str,
+        /// The image size the tree needs, in MiB.
+        need_mib: u64,
+        /// The snapshot's root disk, in MiB.
+        have_mib: u64,
+    },
     /// A host tool (mkfs.ext4, cp) failed.
     #[error("{tool} failed: {detail}")]
     Tool {
