@@ -11,10 +11,6 @@ use common::{kvm_or_skip, kvmini, scratch, status, texts};
 use kvmini::status::{BAD_INPUT, INTERNAL};
 use serde_json::Value;
 
-fn required() -> bool {
-    std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1")
-}
-
 /// Whether the container side can run here: root, and runc on the PATH (or in /usr/sbin).
 fn container_or_skip() -> bool {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
@@ -25,11 +21,7 @@ fn container_or_skip() -> bool {
     } else {
         return true;
     };
-    if required() {
-        panic!("KVMINI_REQUIRE_KVM=1 but {why}");
-    }
-    eprintln!("skipping compare test: {why} (set KVMINI_REQUIRE_KVM=1 to make this fail)");
-    false
+    common::skip("compare test", &why)
 }
 
 fn side<'a>(workload: &'a Value, name: &str) -> &'a Value {

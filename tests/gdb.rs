@@ -32,11 +32,7 @@ fn gdb_or_skip() -> bool {
         return true;
     }
     let why = "gdb is not installed (apt-get install gdb; make test installs it)";
-    if std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1") {
-        panic!("KVMINI_REQUIRE_KVM=1 but {why}");
-    }
-    eprintln!("skipping GDB test: {why}");
-    false
+    common::skip("GDB test", why)
 }
 
 /// Waits until `text` has `needle` after offset `after`; the offset just past it. Fails (does

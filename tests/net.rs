@@ -59,11 +59,7 @@ fn netns_or_skip() -> bool {
     } else {
         return true;
     };
-    if std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1") {
-        panic!("KVMINI_REQUIRE_KVM=1 but {why}");
-    }
-    eprintln!("skipping network test: {why} (set KVMINI_REQUIRE_KVM=1 to make this fail)");
-    false
+    common::skip("network test", &why)
 }
 
 /// A network namespace with a TAP whose host side is `HOST_ADDR`/24; deleted when dropped,
@@ -251,10 +247,7 @@ fn run_without_net_admin(net: &str) -> Option<(i32, String)> {
     let mut cmd = if unsafe { libc::geteuid() } == 0 {
         if Command::new("setpriv").arg("--version").output().is_err() {
             let why = "root, and no setpriv (util-linux) to drop CAP_NET_ADMIN with";
-            if std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1") {
-                panic!("KVMINI_REQUIRE_KVM=1 but {why}");
-            }
-            eprintln!("skipping: {why}");
+            common::skip("network test", why);
             return None;
         }
         let mut c = Command::new("setpriv");

@@ -73,14 +73,7 @@ enum Command {
 /// Parses this process's arguments; on an error (or `--help`, `--version`) prints it and
 /// returns the status to exit with: 120 for bad usage, 0 for help.
 pub fn parse<P: Parser>() -> Result<P, ExitCode> {
-    parse_from(std::env::args_os())
-}
-
-/// [`parse`] over the given arguments (the first is the program's name).
-pub fn parse_from<P: Parser>(
-    args: impl IntoIterator<Item = std::ffi::OsString>,
-) -> Result<P, ExitCode> {
-    P::try_parse_from(args).map_err(|e| {
+    P::try_parse().map_err(|e| {
         let _ = e.print();
         ExitCode::from(if e.use_stderr() {
             status::BAD_INPUT as u8
@@ -117,7 +110,7 @@ pub fn exec_sibling(program: &str, skip: usize) -> i32 {
 
 /// `kvmini`'s `main`: parses the command line, runs the subcommand, and returns its status.
 pub fn main() -> ExitCode {
-    let cli = match parse_from::<Cli>(std::env::args_os()) {
+    let cli = match parse::<Cli>() {
         Ok(cli) => cli,
         Err(code) => return code,
     };

@@ -33,10 +33,17 @@ pub fn kvm_or_skip() -> bool {
         Ok(_) => return true,
         Err(e) => format!("cannot open /dev/kvm: {e}"),
     };
+    skip("KVM test", &why)
+}
+
+/// A test that cannot run here: under `KVMINI_REQUIRE_KVM=1` (as CI and `make test` set) it
+/// fails with `why`; otherwise it says why this `what` skips. False, for the `_or_skip`
+/// helpers to return.
+pub fn skip(what: &str, why: &str) -> bool {
     if std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1") {
         panic!("KVMINI_REQUIRE_KVM=1 but {why}");
     }
-    eprintln!("skipping KVM test: {why} (set KVMINI_REQUIRE_KVM=1 to make this fail)");
+    eprintln!("skipping {what}: {why} (set KVMINI_REQUIRE_KVM=1 to make this fail)");
     false
 }
 
@@ -71,11 +78,7 @@ pub fn linux_or_skip(extra: &[&str]) -> bool {
         "guest/build/{missing} is missing: `make linux` builds the Linux guest (and `make \
          snapshot` its snapshot; `make test` does both)"
     );
-    if std::env::var("KVMINI_REQUIRE_KVM").as_deref() == Ok("1") {
-        panic!("KVMINI_REQUIRE_KVM=1 but {why}");
-    }
-    eprintln!("skipping Linux test: {why}");
-    false
+    skip("Linux test", &why)
 }
 
 /// A configuration that captures serial output, with a timeout so no test can hang.

@@ -20,7 +20,7 @@ struct Runtime {
 }
 
 fn main() -> ExitCode {
-    match kvmini_cli::parse_from::<Runtime>(std::env::args_os()) {
+    match kvmini_cli::parse::<Runtime>() {
         Ok(runtime) => ExitCode::from(oci::main(runtime.args).clamp(0, 255) as u8),
         Err(code) => code,
     }
