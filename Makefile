@@ -87,10 +87,10 @@ $(OCI_SNAPSHOT)/state: $(GUESTS)/vmlinux $(GUESTS)/initramfs.cpio $(KVMINI)
 	truncate -s 64K $(OCI_SNAPSHOT).disks/spec.img
 	truncate -s 64M $(OCI_SNAPSHOT).disks/binds.img
 	$(KVMINI) run $(GUESTS)/vmlinux --initrd $(GUESTS)/initramfs.cpio --mem 128M --cpus 1 \
-	  --cmdline "console=ttyS0 reboot=k panic=-1 loglevel=1 kvmini.snapshot=1" \
+	  --cmdline "console=ttyS0 reboot=k panic=-1 loglevel=1" \
 	  --disk $(OCI_SNAPSHOT).disks/root.img --disk $(OCI_SNAPSHOT).disks/spec.img,ro \
 	  --disk $(OCI_SNAPSHOT).disks/binds.img,ro \
-	  --snapshot $(OCI_SNAPSHOT) --timeout 900 </dev/null
+	  --snapshot $(OCI_SNAPSHOT) --timeout 900 -- /bin/oci-init --snapshot </dev/null
 	mv $(OCI_SNAPSHOT).disks/binds.img $(OCI_SNAPSHOT)/binds.img
 	rm -rf $(OCI_SNAPSHOT).disks
 

@@ -79,9 +79,11 @@ fn prepare(
     let started = Instant::now();
     let boot = snapshot::choose(&guest.dir, plan)?;
     g.logger.debug(&format!("the VM starts by {boot:?}"));
+    // Device nodes and links are made in the /dev tmpfs: no mount point in the image.
     let points: Vec<image::MountPoint> = plan
         .mounts
         .iter()
+        .filter(|m| m.kind != "device" && m.kind != "link")
         .map(|m| image::MountPoint {
             path: m.destination.clone(),
             file: m.kind == "file",

@@ -130,7 +130,11 @@ pub fn vm_command(guest: &Guest, boot: &Boot, disks: &Disks, plan: &Plan) -> Vec
     if let Some(b) = binds {
         args.extend(["--disk".into(), format!("{},ro", b.display())]);
     }
-    args.extend(["--".into(), "/bin/oci-init".into()]);
+    // A restore goes on inside oci-init, which the snapshot was saved in (`oci-init
+    // --snapshot`); a boot runs it as /init's command.
+    if *boot == Boot::Cold {
+        args.extend(["--".into(), "/bin/oci-init".into()]);
+    }
     args
 }
 

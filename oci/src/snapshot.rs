@@ -1,10 +1,9 @@
 //! How a container's VM starts: by restoring the guest's OCI snapshot (`make oci-snapshot`,
 //! `guest/build/oci-snapshot`), or by a cold boot of the guest.
 //!
-//! The snapshot is the Linux guest booted with `kvmini.snapshot=1` and three placeholder
-//! disks that it has not mounted, saved when its user space is up: a restore puts the
-//! container's images under them and sends `/bin/oci-init` as the command `/init` reads from
-//! the console. Its disks have fixed sizes ([`ROOT_BYTES`], the spec disk's
+//! The snapshot is the Linux guest booted with three placeholder disks that it has not
+//! mounted, saved by `oci-init --snapshot` before it reads a spec: a restore puts the
+//! container's images under the disks and `oci-init` goes on with them. Its disks have fixed sizes ([`ROOT_BYTES`], the spec disk's
 //! [`crate::spec_disk::SIZE`], [`BINDS_BYTES`]) and its memory and vCPU count are fixed too
 //! ([`MEM_MIB`], [`CPUS`]); the Makefile's `oci-snapshot` target makes it with these values.
 //!
@@ -114,6 +113,7 @@ mod tests {
             ),
             format!("--mem {MEM_MIB}M --cpus {CPUS}"),
             format!("$(OCI_SNAPSHOT)/{BINDS_PLACEHOLDER}"),
+            "-- /bin/oci-init --snapshot".to_string(),
         ] {
             assert!(text.contains(&want), "the Makefile lacks {want:?}");
         }

@@ -22,6 +22,12 @@
  *  6. then it waits for it, syncs a writable root and ends the VM with the process's exit
  *     status (128 + N for a signal) on port 0xf4.
  *
+ * With --snapshot (`make oci-snapshot`) it first gets ready without a spec and asks kvmini to
+ * save the VM (0x7f on port 0x80, `kvmini run --snapshot`); a container's VM is a restore of
+ * that snapshot with the container's images under the disks, and goes on from the port
+ * write at step 1. The exec of oci-init itself, and the console set-up, are then paid once
+ * for all containers.
+ *
  * Freestanding: no C library, raw system calls.  Any failure before the exec ends the VM
  * with status 127 (the exec itself) or 126 (the set-up) and a line "oci-init: ..." on the
  * console.
@@ -36,9 +42,12 @@
 #define SYS_kill       62
 #define SYS_wait4      61
 #define SYS_chdir      80
+#define SYS_symlink    88
+#define SYS_chmod      90
 #define SYS_mkdir      83
 #define SYS_umask      95
 #define SYS_setresuid  117
+#define SYS_mknod      133
 #define SYS_setresgid  119
 #define SYS_setgroups  116
 #define SYS_chroot     161
@@ -49,6 +58,7 @@
 #define SYS_pipe2      293
 #define SYS_prlimit64  302
 
+#define BLKFLSBUF   0x1261
 #define MS_RDONLY   1UL
 #define MS_REMOUNT  32UL
 #define MS_BIND     4096UL
@@ -103,6 +113,12 @@ static char path_buf[4096];
 
 static int in_child;
 
+static void outb(unsigned short port, unsigned char value)
+{
+	syscall3(SYS_ioperm, port, 1, 1);
+	__asm__ volatile("outb %b0, %w1" : : "a"(value), "Nd"(port));
+}
+
 static void __attribute__((noreturn)) fail(const char *what, const char *detail, int status)
 {
 	write_str(2, "oci-init: ");
@@ -116,8 +132,7 @@ static void __attribute__((noreturn)) fail(const char *what, const char *detail,
 	if (in_child)
 		sys_exit(status);
 	/* Status 126/127 on the exit port: the holder passes it on as the container's. */
-	syscall3(SYS_ioperm, 0xf4, 1, 1);
-	__asm__ volatile("outb %b0, %w1" : : "a"(status), "Nd"(0xf4));
+	outb(0xf4, (unsigned char)status);
 	sys_exit(status);
 }
 
@@ -139,6 +154,13 @@ static unsigned long read_u32(const unsigned char *p)
 {
 	return p[0] | (unsigned long)p[1] << 8 | (unsigned long)p[2] << 16 |
 	       (unsigned long)p[3] << 24;
+}
+
+static int same(const char *a, const char *b)
+{
+	while (*a && *a == *b)
+		a++, b++;
+	return *a == *b;
 }
 
 /* The next NUL-terminated field after s (fields of a mount record). */
@@ -266,6 +288,25 @@ static void make_mount_point(char *target, int for_file)
 	syscall3(SYS_close, fd, 0, 0);
 }
 
+/* A character device node "MAJOR:MINOR" at target, mode 0666 whatever the umask. */
+static void make_device(char *numbers, const char *target)
+{
+	char *minor = numbers;
+	unsigned long major, min, dev;
+
+	while (*minor && *minor != ':')
+		minor++;
+	if (!*minor)
+		fail("bad device numbers in the spec", numbers, 126);
+	*minor++ = 0;
+	major = parse_u64(numbers);
+	min = parse_u64(minor);
+	dev = (major << 8) | (min & 0xff) | ((min & ~0xffUL) << 12);
+	if (syscall3(SYS_mknod, (long)target, 0020000 | 0666, (long)dev) < 0 ||
+	    syscall3(SYS_chmod, (long)target, 0666, 0) < 0)
+		fail("cannot make the device node", target, 126);
+}
+
 static void do_mount(const char *src, const char *target, const char *type, unsigned long flags,
 		     const char *data)
 {
@@ -284,11 +325,15 @@ static void mount_all(void)
 		char *type = mounts[i], *src = next_field(type), *dst = next_field(src);
 		char *flags_s = next_field(dst), *data = next_field(flags_s);
 		unsigned long flags = parse_u64(flags_s);
-		int bind = type[0] == 'b' && str_len(type) == 4; /* "bind" or "file" */
-		int file = type[0] == 'f';
+		int bind = same(type, "bind"), file = same(type, "file");
 		char *target = join("/newroot", dst);
 
-		if (bind || file) {
+		if (same(type, "device")) {
+			make_device(src, target);
+		} else if (same(type, "link")) {
+			if (syscall3(SYS_symlink, (long)src, (long)target, 0) < 0)
+				fail("cannot make the link", target, 126);
+		} else if (bind || file) {
 			make_mount_point(target, file);
 			do_mount(src, target, 0, MS_BIND | MS_REC, 0);
 			if (flags & MS_RDONLY)
@@ -360,6 +405,14 @@ static void __attribute__((noreturn)) run_process(void)
 
 	in_child = 1;
 	syscall4(SYS_rt_sigprocmask, 2 /* SIG_SETMASK */, (long)&none, 0, 8);
+	/* /init started oci-init as a background job, ignoring SIGINT and SIGQUIT; an exec
+	 * keeps what is ignored. The process gets every signal's default, as under runc. */
+	for (long sig = 1; sig <= 64; sig++) {
+		long dfl[4] = { 0, 0, 0, 0 };
+
+		if (sig != 9 && sig != 19)
+			syscall4(SYS_rt_sigaction, sig, (long)dfl, 0, 8);
+	}
 	if (syscall3(SYS_dup2, stdin_pipe[0], 0, 0) < 0 || syscall3(SYS_dup2, out_pipe[1], 1, 0) < 0 ||
 	    syscall3(SYS_dup2, err_pipe[1], 2, 0) < 0)
 		fail("cannot give the process its standard I/O", 0, 126);
@@ -521,18 +574,43 @@ static void relay(long pid)
 	}
 }
 
+/*
+ * --snapshot: the console set up, kvmini asked to save the VM here. A restore goes on after
+ * the port write with new images under the disks; what the kernel read from the placeholders
+ * at boot (each disk's first blocks, for a partition table) is dropped so that the images are
+ * read afresh. (A boot without --snapshot in kvmini's run goes on too, and finds no spec.)
+ */
+static void wait_for_restore(void)
+{
+	static const char *const disks[] = { "/dev/vda", "/dev/vdb", "/dev/vdc" };
+
+	console_raw();
+	outb(0x80, 0x7f); /* SNAPSHOT_NOW, src/devices/debug_port.rs */
+	for (int i = 0; i < 3; i++) {
+		long fd = syscall3(SYS_open, (long)disks[i], O_RDONLY, 0);
+
+		if (fd >= 0) {
+			syscall3(SYS_ioctl, fd, BLKFLSBUF, 0);
+			syscall3(SYS_close, fd, 0, 0);
+		}
+	}
+}
+
 __attribute__((used)) static void __attribute__((noreturn)) oci_init_main(long *sp)
 {
 	char go;
 	int wstatus = 0, status;
 	long pid;
 	unsigned long mask;
+	char **argv = (char **)(sp + 1);
 
-	(void)sp;
+	if (sp[0] == 2 && same(argv[1], "--snapshot"))
+		wait_for_restore();
+	else
+		console_raw();
 	read_spec();
 	mount_all();
 	set_sysctls();
-	console_raw();
 	write_str(1, "kvmini-oci: ready\n");
 	if (syscall3(SYS_read, 0, (long)&go, 1) != 1)
 		fail("the console closed before the start", 0, 126);
@@ -560,8 +638,7 @@ __attribute__((used)) static void __attribute__((noreturn)) oci_init_main(long *
 	status = (wstatus & 0x7f) ? 128 + (wstatus & 0x7f) : (wstatus >> 8) & 0xff;
 	if (!readonly_root)
 		syscall3(SYS_sync, 0, 0, 0);
-	syscall3(SYS_ioperm, 0xf4, 1, 1);
-	__asm__ volatile("outb %b0, %w1" : : "a"(status), "Nd"(0xf4));
+	outb(0xf4, (unsigned char)status);
 	sys_exit(status);
 }
 

@@ -1,6 +1,7 @@
 //! `mounts`: kernel file systems the guest mounts itself (proc, sysfs, tmpfs, devpts), bind
-//! mounts of host paths (copied into the bind image at create), and the device nodes runc
-//! gives every container's /dev (bound from the guest's devtmpfs).
+//! mounts of host paths (copied into the bind image at create), and the device nodes and
+//! links runc gives every container's /dev tmpfs (made there by the guest's mknod(2) and
+//! symlink(2), as runc makes them).
 
 use std::path::PathBuf;
 
@@ -13,9 +14,11 @@ use crate::Error;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {
     /// A file system type (proc, sysfs, tmpfs, devpts), or "bind" (a directory) or "file"
-    /// (a regular file or device node) for a bind mount.
+    /// (a regular file) for a bind mount; or no mount at all: "device" (a character device
+    /// node) or "link" (a symbolic link).
     pub kind: String,
-    /// The source: the file system's name, or a path in the guest for a bind mount.
+    /// The source: the file system's name, a path in the guest for a bind mount, "MAJOR:MINOR"
+    /// for a device, the target of a link.
     pub source: String,
     /// The absolute path inside the container.
     pub destination: String,
@@ -25,8 +28,23 @@ pub struct Mount {
     pub data: String,
 }
 
-/// The device nodes runc creates in a container's /dev; kvmini binds the guest's own.
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// The device nodes runc creates in a container's /dev tmpfs (name, major, minor; mode 0666).
+const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// The links runc makes there (/dev/core only where /proc/kcore exists: not in the guest).
+const LINKS: [(&str, &str); 4] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
 
 /// The mount(2) flag of each option that has one (mount(8)'s names).
 const FLAGS: [(&str, u64); 12] = [
@@ -62,7 +80,7 @@ pub(super) fn add(plan: &mut Plan, v: Option<&Value>) -> Result<(), Error> {
     let Some(Value::Array(list)) = v else {
         return Ok(());
     };
-    let mut dev_tmpfs = false;
+    let (mut dev_tmpfs, mut dev_pts) = (false, false);
     for m in list {
         let m = object(m, "mounts[]")?;
         super::allow(
@@ -81,7 +99,8 @@ pub(super) fn add(plan: &mut Plan, v: Option<&Value>) -> Result<(), Error> {
         match kind.as_str() {
             _ if is_bind => bind(plan, &source, destination, flags)?,
             "proc" | "sysfs" | "tmpfs" | "devpts" => {
-                dev_tmpfs |= destination == "/dev";
+                dev_tmpfs |= kind == "tmpfs" && destination == "/dev";
+                dev_pts |= kind == "devpts" && destination == "/dev/pts";
                 plan.mounts.push(Mount {
                     kind,
                     source,
@@ -102,17 +121,31 @@ pub(super) fn add(plan: &mut Plan, v: Option<&Value>) -> Result<(), Error> {
         }
     }
     if dev_tmpfs {
-        for d in DEVICES {
-            plan.mounts.push(Mount {
-                kind: "file".into(),
-                source: format!("/dev/{d}"),
-                destination: format!("/dev/{d}"),
-                flags: 0,
-                data: String::new(),
-            });
-        }
+        add_dev_nodes(plan, dev_pts);
     }
     Ok(())
+}
+
+/// runc's nodes and links in a /dev tmpfs; /dev/ptmx a link to pts/ptmx when devpts is
+/// mounted on /dev/pts.
+fn add_dev_nodes(plan: &mut Plan, dev_pts: bool) {
+    let node = |kind: &str, name: &str, source: String| Mount {
+        kind: kind.into(),
+        source,
+        destination: format!("/dev/{name}"),
+        flags: 0,
+        data: String::new(),
+    };
+    for (name, major, minor) in DEVICES {
+        plan.mounts
+            .push(node("device", name, format!("{major}:{minor}")));
+    }
+    for (name, target) in LINKS {
+        plan.mounts.push(node("link", name, target.into()));
+    }
+    if dev_pts {
+        plan.mounts.push(node("link", "ptmx", "pts/ptmx".into()));
+    }
 }
 
 /// A bind mount of a host path: copied into the bind image as /oci-binds/N.

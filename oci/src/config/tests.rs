@@ -49,8 +49,22 @@ fn runc_spec_style_config_becomes_a_plan() {
     assert_eq!(p.cpus, 2);
     assert_eq!(p.mounts[1].flags, 2);
     assert_eq!(p.mounts[1].data, "mode=755");
-    // /dev as tmpfs brings the six device nodes; mqueue is skipped with a note.
-    assert_eq!(p.mounts.len(), 2 + 6);
+    // /dev as tmpfs brings runc's six device nodes and four links (no ptmx link without
+    // devpts); mqueue is skipped with a note.
+    assert_eq!(p.mounts.len(), 2 + 6 + 4);
+    assert_eq!(
+        (p.mounts[2].kind.as_str(), p.mounts[2].source.as_str()),
+        ("device", "1:3")
+    );
+    assert_eq!(p.mounts[2].destination, "/dev/null");
+    assert_eq!(p.mounts[11].kind, "link");
+    assert_eq!(
+        (
+            p.mounts[11].source.as_str(),
+            p.mounts[11].destination.as_str()
+        ),
+        ("/proc/self/fd/2", "/dev/stderr")
+    );
     assert_eq!(p.notes.len(), 1);
     assert_eq!(p.sysctls["net.ipv4.ping_group_range"], "0 0");
 }
