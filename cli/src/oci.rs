@@ -65,7 +65,8 @@ struct CreateArgs {
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
 
-    /// For a terminal, which kvmini refuses (process.terminal must be false).
+    /// A Unix socket that receives the master side of the container's terminal
+    /// (process.terminal; detached containers only), as runc sends it.
     #[arg(long, value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
 
@@ -137,6 +138,7 @@ impl CreateArgs {
             bundle: self.bundle.clone(),
             pid_file: self.pid_file.clone(),
             console_socket: self.console_socket.clone(),
+            foreground: false,
         }
     }
 }

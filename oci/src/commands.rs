@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::holder::{self, Disks};
 use crate::state::{self, Saved, Status, EXEC_FIFO};
-use crate::{config, image, snapshot, spec_disk, Error, Global};
+use crate::{config, image, snapshot, spec_disk, terminal, Error, Global};
 
 /// `create` and `run`'s options.
 #[derive(Clone, Debug, Default)]
@@ -17,12 +17,23 @@ pub struct CreateOptions {
     pub bundle: PathBuf,
     /// `--pid-file`.
     pub pid_file: Option<PathBuf>,
-    /// `--console-socket`: only for a terminal, which kvmini refuses.
+    /// `--console-socket`: where the terminal's master side goes (process.terminal).
     pub console_socket: Option<PathBuf>,
+    /// `run` without `-d`: the container's terminal, if any, is the caller's own.
+    pub foreground: bool,
+}
+
+/// A created container.
+#[derive(Debug)]
+pub struct Created {
+    /// The holder (its PID is the container's).
+    pub child: std::process::Child,
+    /// Whether the process has a terminal (process.terminal).
+    pub terminal: bool,
 }
 
 /// `create`: prepares the VM and starts the holder, which boots it and waits for `start`.
-pub fn create(g: &Global, id: &str, o: &CreateOptions) -> Result<std::process::Child, Error> {
+pub fn create(g: &Global, id: &str, o: &CreateOptions) -> Result<Created, Error> {
     state::check_id(id)?;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -39,10 +50,7 @@ pub fn create(g: &Global, id: &str, o: &CreateOptions) -> Result<std::process::C
     for note in &plan.notes {
         g.logger.warn(note);
     }
-    if o.console_socket.is_some() {
-        g.logger
-            .debug("--console-socket ignored: process.terminal is false");
-    }
+    terminal::check(!o.foreground, plan.terminal, o.console_socket.is_some())?;
     let guest = holder::find_guest()?;
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -64,7 +72,10 @@ pub fn create(g: &Global, id: &str, o: &CreateOptions) -> Result<std::process::C
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    result
+    result.map(|child| Created {
+        child,
+        terminal: plan.terminal,
+    })
 }
 
 fn prepare(
@@ -112,7 +123,17 @@ fn prepare(
     let disks = Disks { root, spec, binds };
     holder::save_vm_command(dir, &holder::vm_command(guest, &boot, &disks, plan))?;
     mkfifo(&dir.join(EXEC_FIFO))?;
-    let child = holder::spawn(dir)?;
+    // A terminal for a detached container: its master to the engine first, its slave the
+    // holder's standard I/O.
+    let tty = match &o.console_socket {
+        Some(socket) => {
+            let pty = terminal::open(plan.console_size)?;
+            terminal::send_master(socket, &pty)?;
+            Some(pty.slave)
+        }
+        None => None,
+    };
+    let child = holder::spawn(dir, tty)?;
     saved.pid = child.id() as i32;
     saved.start_time = state::start_time(saved.pid);
     state::save(dir, saved)?;
@@ -282,7 +303,18 @@ pub fn delete(g: &Global, id: &str, force: bool) -> Result<(), Error> {
 
 /// `run`: create, start, wait for the process and delete; returns its exit status.
 pub fn run(g: &Global, id: &str, o: &CreateOptions, detach: bool) -> Result<i32, Error> {
-    let mut child = create(g, id, o)?;
+    let o = CreateOptions {
+        foreground: !detach,
+        ..o.clone()
+    };
+    let Created {
+        mut child,
+        terminal,
+    } = create(g, id, &o)?;
+    // In the foreground a terminal is the caller's: raw while the guest's does the rest.
+    let _raw = (terminal && !detach)
+        .then(terminal::RawStdin::new)
+        .flatten();
     if let Err(e) = start(g, id) {
         let _ = delete(g, id, true);
         return Err(e);

@@ -62,6 +62,10 @@ pub struct Plan {
     pub annotations: BTreeMap<String, String>,
     /// What was skipped because the VM boundary makes it moot, to log as warnings.
     pub notes: Vec<String>,
+    /// `process.terminal`: the process runs on a pseudo-terminal in the guest.
+    pub terminal: bool,
+    /// `process.consoleSize`: the terminal's rows and columns.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// Reads `bundle/config.json` into a plan.
@@ -158,11 +162,17 @@ fn process(plan: &mut Plan, v: Option<&Value>) -> Result<(), Error> {
             "noNewPrivileges",
         ],
     )?;
-    if p.get("terminal").and_then(Value::as_bool) == Some(true) {
-        return Err(Error::Unsupported {
-            field: "process.terminal".into(),
-            why: "the guest's console carries the process's output as a byte stream, not a terminal; run without -t".into(),
-        });
+    plan.terminal = p.get("terminal").and_then(Value::as_bool).unwrap_or(false);
+    if let Some(size) = p.get("consoleSize") {
+        let size = object(size, "process.consoleSize")?;
+        allow(size, "process.consoleSize.", &["height", "width"])?;
+        let dim = |k: &str| {
+            size.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(|| bad(&format!("process.consoleSize.{k} must be a number 0-65535")))
+        };
+        plan.console_size = Some((dim("height")?, dim("width")?));
     }
     plan.args = strings(p.get("args"), "process.args")?;
     if plan.args.is_empty() {

@@ -3,7 +3,8 @@
 //! byte, [`ESC`], doubled for a NUL byte of data:
 //!
 //! - to the guest: ESC N (1-64) is signal N for the process, ESC [`END`] the end of its
-//!   standard input; everything else is input;
+//!   standard input, ESC [`WINSIZE`] and four bytes the size of its terminal (rows, then
+//!   columns, 16-bit little-endian); everything else is input;
 //! - from the guest: ESC 1 and ESC 2 say that the process's standard output or error
 //!   follows (output first).
 
@@ -11,6 +12,15 @@
 pub const ESC: u8 = 0;
 /// After [`ESC`], to the guest: the end of the process's input.
 pub const END: u8 = 0xff;
+
+/// After [`ESC`], to the guest: the terminal's new size follows.
+pub const WINSIZE: u8 = 0xfe;
+
+/// The escape that gives the guest's terminal `rows` and `cols`.
+pub fn winsize(rows: u16, cols: u16) -> [u8; 6] {
+    let (r, c) = (rows.to_le_bytes(), cols.to_le_bytes());
+    [ESC, WINSIZE, r[0], r[1], c[0], c[1]]
+}
 
 /// `data` with every [`ESC`] doubled.
 pub fn escape(data: &[u8]) -> Vec<u8> {

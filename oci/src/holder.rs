@@ -13,13 +13,14 @@
 //! way, and its end is passed on, so the process sees the end of its standard input.
 
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 
 use crate::config::Plan;
-use crate::console::{escape, Demux, Stream, END, ESC};
+use crate::console::{escape, winsize, Demux, Stream, END, ESC};
 use crate::snapshot::{Boot, BINDS_PLACEHOLDER};
 use crate::state::{EXEC_FIFO, VM_FILE};
 use crate::Error;
@@ -149,15 +150,28 @@ pub fn save_vm_command(dir: &Path, args: &[String]) -> Result<(), Error> {
 }
 
 /// Starts the holder for the state directory `dir`, detached in its own session, with this
-/// process's standard I/O. Returns it (its PID is the container's).
-pub fn spawn(dir: &Path) -> Result<std::process::Child, Error> {
+/// process's standard I/O, or with `tty` (a terminal's slave side) as its standard I/O and
+/// controlling terminal. Returns it (its PID is the container's).
+pub fn spawn(dir: &Path, tty: Option<OwnedFd>) -> Result<std::process::Child, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the kvmini binary", e))?;
     let mut cmd = Command::new(exe);
     cmd.arg("holder").arg(dir);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    let has_tty = tty.is_some();
+    if let Some(t) = tty {
+        let dup = |t: &OwnedFd| {
+            t.try_clone()
+                .map_err(|e| Error::io("passing the terminal to the holder", e))
+        };
+        cmd.stdin(dup(&t)?).stdout(dup(&t)?).stderr(t);
+    }
+    // SAFETY: setsid and ioctl are async-signal-safe and touch no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::setsid();
+            // The terminal's hang-up (SIGHUP) and resizes (SIGWINCH) then reach the holder.
+            if has_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -211,6 +225,10 @@ fn hold(dir: &Path) -> Result<i32, Error> {
     let mut stdin = vm.stdin.take().expect("piped");
     wait_for_start(dir)?;
     if ready_rx.recv().is_ok() && stdin.write_all(b"g").is_ok() {
+        // The size of the holder's terminal, if it has one, for the process's.
+        if let Some((rows, cols)) = crate::terminal::size(0) {
+            let _ = stdin.write_all(&winsize(rows, cols));
+        }
         *console.lock().unwrap_or_else(|e| e.into_inner()) = Some(stdin);
         std::thread::spawn(move || pass_input(&console));
     }
@@ -233,6 +251,7 @@ fn block_signals() -> libc::sigset_t {
         for s in FORWARDED {
             libc::sigaddset(&mut set, s);
         }
+        libc::sigaddset(&mut set, libc::SIGWINCH);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
     set
@@ -275,6 +294,13 @@ fn forward_signals(set: libc::sigset_t, vm: i32, console: &Console) {
     loop {
         // SAFETY: `set` and `sig` are valid for sigwait to read and write.
         while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        // A resize of the holder's terminal goes to the process's; never ends anything.
+        if sig == libc::SIGWINCH {
+            if let Some((rows, cols)) = crate::terminal::size(0) {
+                to_console(console, &winsize(rows, cols));
+            }
+            continue;
+        }
         if !to_console(console, &[ESC, sig as u8]) {
             break;
         }

@@ -29,6 +29,7 @@ mod log;
 pub mod snapshot;
 pub mod spec_disk;
 pub mod state;
+pub mod terminal;
 
 use std::path::PathBuf;
 
@@ -72,6 +73,9 @@ pub enum Error {
     /// The command does not fit the container's status.
     #[error("{0}")]
     BadStatus(String),
+    /// A terminal option that does not fit the others (runc's messages).
+    #[error("{0}")]
+    Terminal(String),
     /// A signal name or number kvmini does not know.
     #[error("unknown signal {0:?}: give a name (TERM, SIGKILL) or a number 1-64")]
     BadSignal(String),

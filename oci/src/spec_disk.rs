@@ -16,6 +16,8 @@
 //! | `S` | a sysctl: key NUL value |
 //! | `R` | the root disk is read-only (empty) |
 //! | `B` | the bind image is /dev/vdc (empty) |
+//! | `T` | the process runs on a terminal (empty) |
+//! | `W` | the terminal's size: rows NUL columns (decimal) |
 //!
 //! The disk has a fixed size ([`SIZE`]), so that a VM restored from a snapshot can be handed
 //! a new spec disk in the place of the one it was saved with.
@@ -57,6 +59,12 @@ pub fn encode(plan: &Plan) -> Result<Vec<u8>, Error> {
     }
     if let Some(mask) = plan.umask {
         put(b'K', mask.to_string().as_bytes());
+    }
+    if plan.terminal {
+        put(b'T', b"");
+    }
+    if let Some((rows, cols)) = plan.console_size {
+        put(b'W', format!("{rows}\0{cols}").as_bytes());
     }
     if let Some(h) = &plan.hostname {
         put(b'H', h.as_bytes());

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod linux;
+pub mod oci;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

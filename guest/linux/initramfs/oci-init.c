@@ -14,11 +14,14 @@
  *     sends it when `kvmini oci start` releases the container;
  *  4. forks: the child changes root to /newroot, the directory, rlimits, groups, gid and uid
  *     and executes the process (args[0] looked up in the spec's PATH) with a pipe as its
- *     standard input and two more as its output and error;
+ *     standard input and two more as its output and error; or, for process.terminal, in a
+ *     session of its own with a pseudo-terminal (the container's devpts when it has one) as
+ *     its controlling terminal and its standard input, output and error;
  *  5. the parent copies the console to the input pipe until the process ends, with the
  *     holder's escapes (ESC below): a NUL byte, a signal for the process, the end of its
  *     input; and the output and error pipes to the console, with ESC 1 or ESC 2 where the
- *     stream changes and each NUL byte doubled;
+ *     stream changes and each NUL byte doubled (a terminal: to and from its master side,
+ *     all output as stream 1; the end of input only ends the copy, as for conmon);
  *  6. then it waits for it, syncs a writable root and ends the VM with the process's exit
  *     status (128 + N for a signal) on port 0xf4.
  *
@@ -56,6 +59,7 @@
 #define SYS_sethostname 170
 #define SYS_signalfd4  289
 #define SYS_pipe2      293
+#define SYS_setsid     112
 #define SYS_prlimit64  302
 
 #define BLKFLSBUF   0x1261
@@ -66,6 +70,8 @@
 #define O_RDONLY    0
 #define O_WRONLY    1
 #define O_CREAT     0100
+#define O_RDWR      2
+#define O_NOCTTY    0400
 #define ENOENT      2
 #define EEXIST      17
 
@@ -74,10 +80,12 @@
 #define SIGPIPE_BIT (1UL << (13 - 1))
 #define POLLIN      1
 /* The escape byte on the console. From the holder: ESC ESC is a NUL byte of input, ESC N
- * (1-64) signal N for the process, ESC END the end of its input. To the holder: ESC ESC is
+ * (1-64) signal N for the process, ESC END the end of its input, ESC WINSIZE the size of
+ * its terminal (oci/src/console.rs). To the holder: ESC ESC is
  * a NUL byte of output, ESC 1 and ESC 2 say that standard output or error follows. */
 #define ESC         0
 #define END         0xff
+#define WINSIZE     0xfe /* then rows and columns, 16-bit little-endian */
 #define MAX_ITEMS   256
 
 static long syscall5(long nr, long a, long b, long c, long d, long e)
@@ -98,7 +106,9 @@ static char *args[MAX_ITEMS + 1], *envs[MAX_ITEMS + 1];
 static int nargs, nenvs;
 static char *cwd = "/", *hostname;
 static unsigned long uid, gid, groups[MAX_ITEMS];
-static int ngroups, readonly_root, binds_disk;
+static int ngroups, readonly_root, binds_disk, terminal;
+/* The terminal's size (process.consoleSize): rows, columns; 0 when not given. */
+static unsigned long term_rows, term_cols;
 static long umask = -1;
 /* sysctls: the record of each (key NUL value). */
 static char *sysctls[MAX_ITEMS];
@@ -209,6 +219,8 @@ static void read_spec(void)
 		case 'K': umask = (long)parse_u64(v); break;
 		case 'R': readonly_root = 1; break;
 		case 'B': binds_disk = 1; break;
+		case 'T': terminal = 1; break;
+		case 'W': term_rows = parse_u64(v); term_cols = parse_u64(next_field(v)); break;
 		case 'M': mounts[nmounts++] = v; break;
 		case 'S': sysctls[nsysctls++] = v; break;
 		case 'L': {
@@ -397,6 +409,54 @@ static const char *env_path(void)
 
 static int stdin_pipe[2], out_pipe[2], err_pipe[2];
 static long sfd = -1;
+/* For a terminal: its master side (kept by oci-init) and its slave side (the process's). */
+static long pty_master = -1, pty_slave = -1;
+
+/* The pseudo-terminal for process.terminal: from the container's devpts when it has one
+ * (the process then sees /dev/pts/0 as runc gives it), else from the guest's own. */
+static void open_terminal(void)
+{
+	struct {
+		unsigned short rows, cols, xpixel, ypixel;
+	} size = { (unsigned short)term_rows, (unsigned short)term_cols, 0, 0 };
+	int unlock = 0;
+
+	pty_master = syscall3(SYS_open, (long)"/newroot/dev/pts/ptmx", O_RDWR | O_NOCTTY, 0);
+	if (pty_master < 0)
+		pty_master = syscall3(SYS_open, (long)"/dev/ptmx", O_RDWR | O_NOCTTY, 0);
+	if (pty_master < 0 || syscall3(SYS_ioctl, pty_master, 0x40045431 /* TIOCSPTLCK */,
+				       (long)&unlock) < 0)
+		fail("cannot open a pseudo-terminal for process.terminal", 0, 126);
+	pty_slave = syscall3(SYS_ioctl, pty_master, 0x5441 /* TIOCGPTPEER */, O_RDWR | O_NOCTTY);
+	if (pty_slave < 0)
+		fail("cannot open the pseudo-terminal's slave side", 0, 126);
+	if (term_rows && term_cols)
+		syscall3(SYS_ioctl, pty_master, 0x5414 /* TIOCSWINSZ */, (long)&size);
+}
+
+/* The child's standard I/O: the three pipes, or the terminal as its controlling terminal in a
+ * session of its own. */
+static void child_stdio(void)
+{
+	if (terminal) {
+		if (syscall3(SYS_setsid, 0, 0, 0) < 0 || syscall3(SYS_dup2, pty_slave, 0, 0) < 0 ||
+		    syscall3(SYS_dup2, pty_slave, 1, 0) < 0 ||
+		    syscall3(SYS_dup2, pty_slave, 2, 0) < 0 ||
+		    syscall3(SYS_ioctl, 0, 0x540E /* TIOCSCTTY */, 0) < 0)
+			fail("cannot give the process its terminal", 0, 126);
+		syscall3(SYS_close, pty_slave, 0, 0);
+		syscall3(SYS_close, pty_master, 0, 0);
+		return;
+	}
+	if (syscall3(SYS_dup2, stdin_pipe[0], 0, 0) < 0 || syscall3(SYS_dup2, out_pipe[1], 1, 0) < 0 ||
+	    syscall3(SYS_dup2, err_pipe[1], 2, 0) < 0)
+		fail("cannot give the process its standard I/O", 0, 126);
+	for (int i = 0; i < 2; i++) {
+		syscall3(SYS_close, stdin_pipe[i], 0, 0);
+		syscall3(SYS_close, out_pipe[i], 0, 0);
+		syscall3(SYS_close, err_pipe[i], 0, 0);
+	}
+}
 
 static void __attribute__((noreturn)) run_process(void)
 {
@@ -413,14 +473,7 @@ static void __attribute__((noreturn)) run_process(void)
 		if (sig != 9 && sig != 19)
 			syscall4(SYS_rt_sigaction, sig, (long)dfl, 0, 8);
 	}
-	if (syscall3(SYS_dup2, stdin_pipe[0], 0, 0) < 0 || syscall3(SYS_dup2, out_pipe[1], 1, 0) < 0 ||
-	    syscall3(SYS_dup2, err_pipe[1], 2, 0) < 0)
-		fail("cannot give the process its standard I/O", 0, 126);
-	for (int i = 0; i < 2; i++) {
-		syscall3(SYS_close, stdin_pipe[i], 0, 0);
-		syscall3(SYS_close, out_pipe[i], 0, 0);
-		syscall3(SYS_close, err_pipe[i], 0, 0);
-	}
+	child_stdio();
 	syscall3(SYS_close, sfd, 0, 0);
 
 	if (syscall3(SYS_chroot, (long)"/newroot", 0, 0) < 0 || syscall3(SYS_chdir, (long)"/", 0, 0) < 0)
@@ -482,9 +535,23 @@ static int pass_input(const unsigned char *in, long n, long pid, int to, int *es
 	unsigned char out[4096];
 	long o = 0;
 
+	static unsigned char size[4];
+	static int size_left;
+
 	for (long i = 0; i < n; i++) {
 		unsigned char c = in[i];
 
+		if (size_left) {
+			size[4 - size_left--] = c;
+			if (!size_left && terminal) {
+				unsigned short ws[4] = { (unsigned short)(size[0] | size[1] << 8),
+							 (unsigned short)(size[2] | size[3] << 8), 0, 0 };
+
+				/* The kernel sends the process SIGWINCH. */
+				syscall3(SYS_ioctl, pty_master, 0x5414 /* TIOCSWINSZ */, (long)ws);
+			}
+			continue;
+		}
 		if (!*escaped && c == ESC) {
 			*escaped = 1;
 			continue;
@@ -497,8 +564,12 @@ static int pass_input(const unsigned char *in, long n, long pid, int to, int *es
 		*escaped = 0;
 		write_all(to, out, o);
 		o = 0;
-		if (c == END && to >= 0) {
-			syscall3(SYS_close, to, 0, 0);
+		if (c == WINSIZE) {
+			size_left = 4;
+		} else if (c == END && to >= 0) {
+			/* A terminal's master is its output too: only the copy ends. */
+			if (!terminal)
+				syscall3(SYS_close, to, 0, 0);
 			to = -1;
 		} else if (c <= 64) {
 			syscall3(SYS_kill, pid, c, 0);
@@ -543,6 +614,11 @@ static void relay(long pid)
 		     { err_pipe[0], POLLIN, 0 } };
 	unsigned char buf[4096];
 	int escaped = 0, to = stdin_pipe[1], ended = 0;
+
+	if (terminal) {
+		to = fds[2].fd = (int)pty_master;
+		fds[3].fd = -1;
+	}
 
 	for (;;) {
 		long r = syscall3(SYS_poll, (long)fds, 4, ended ? 0 : -1), n;
@@ -620,18 +696,26 @@ __attribute__((used)) static void __attribute__((noreturn)) oci_init_main(long *
 	syscall4(SYS_rt_sigprocmask, 0 /* SIG_BLOCK */, (long)&mask, 0, 8);
 	mask = SIGCHLD_BIT;
 	sfd = syscall4(SYS_signalfd4, -1, (long)&mask, 8, 0);
-	if (sfd < 0 || syscall3(SYS_pipe2, (long)stdin_pipe, 0, 0) < 0 ||
-	    syscall3(SYS_pipe2, (long)out_pipe, 0, 0) < 0 ||
-	    syscall3(SYS_pipe2, (long)err_pipe, 0, 0) < 0)
+	if (terminal)
+		open_terminal();
+	else if (syscall3(SYS_pipe2, (long)stdin_pipe, 0, 0) < 0 ||
+		 syscall3(SYS_pipe2, (long)out_pipe, 0, 0) < 0 ||
+		 syscall3(SYS_pipe2, (long)err_pipe, 0, 0) < 0)
+		fail("cannot set up the process's standard I/O", 0, 126);
+	if (sfd < 0)
 		fail("cannot set up the process's standard I/O", 0, 126);
 	pid = syscall3(SYS_fork, 0, 0, 0);
 	if (pid == 0)
 		run_process();
 	if (pid < 0)
 		fail("cannot fork", 0, 126);
-	syscall3(SYS_close, stdin_pipe[0], 0, 0);
-	syscall3(SYS_close, out_pipe[1], 0, 0);
-	syscall3(SYS_close, err_pipe[1], 0, 0);
+	if (terminal) {
+		syscall3(SYS_close, pty_slave, 0, 0);
+	} else {
+		syscall3(SYS_close, stdin_pipe[0], 0, 0);
+		syscall3(SYS_close, out_pipe[1], 0, 0);
+		syscall3(SYS_close, err_pipe[1], 0, 0);
+	}
 	relay(pid);
 	while (syscall4(SYS_wait4, pid, (long)&wstatus, 0, 0) == -4 /* EINTR */)
 		;

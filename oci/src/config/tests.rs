@@ -88,7 +88,6 @@ fn behaviour_changing_fields_are_refused_by_name() {
             json!({ "prestart": [{ "path": "/bin/true" }] }),
             "hooks",
         ),
-        ("/process/terminal", json!(true), "process.terminal"),
         ("/linux/frobnicate", json!(1), "linux.frobnicate"),
     ] {
         let mut c = base();
@@ -100,6 +99,20 @@ fn behaviour_changing_fields_are_refused_by_name() {
             other => panic!("{path}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_terminal_and_its_size_reach_the_plan() {
+    let b = bundle_with_rootfs();
+    let mut c = base();
+    c["process"]["terminal"] = json!(true);
+    c["process"]["consoleSize"] = json!({ "height": 40, "width": 132 });
+    let p = plan(&c, &b).unwrap();
+    assert!(p.terminal);
+    assert_eq!(p.console_size, Some((40, 132)));
+    c["process"]["consoleSize"] = json!({ "height": 70000, "width": 80 });
+    let e = plan(&c, &b).unwrap_err().to_string();
+    assert!(e.contains("consoleSize.height"), "{e}");
 }
 
 #[test]
