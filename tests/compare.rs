@@ -1,7 +1,8 @@
 //! `kvmini compare` end to end: the same workloads in a container (runc), in a kvmini VM and as
-//! a host process, and its errors. The end-to-end test needs root, KVM and runc; without them
-//! it skips with a message, unless `KVMINI_REQUIRE_KVM=1` (as CI sets, which installs runc),
-//! in which case it fails.
+//! a host process, one bundle under runc and under kvmini oci, and its errors. The end-to-end
+//! tests need root, KVM and runc (the oci workload also the Linux guest and its OCI snapshot);
+//! without them they skip with a message, unless `KVMINI_REQUIRE_KVM=1` (as CI sets, which
+//! installs runc), in which case they fail.
 
 mod common;
 
@@ -40,16 +41,33 @@ fn host_release() -> String {
         .to_string()
 }
 
+/// Runs `kvmini compare ARGS --json J --work-dir W` (scratch files named after `name`),
+/// which must succeed with every side of `labels` in its tables; returns the tables and the
+/// JSON report.
+fn compare_ok(name: &str, args: &[&str], labels: &[&str]) -> (String, Value) {
+    let json = scratch(&format!("{name}.json"));
+    let work = scratch(&format!("{name}-work"));
+    let mut all = vec!["compare"];
+    all.extend(args);
+    all.extend(["--json", json.to_str().unwrap()]);
+    all.extend(["--work-dir", work.to_str().unwrap()]);
+    let out = kvmini(&all);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(status(&out), 0, "{stdout}\n{stderr}");
+    for label in labels {
+        assert!(stdout.contains(label), "{label} in\n{stdout}");
+    }
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (stdout, report)
+}
+
 #[test]
 fn containers_vms_and_host_processes_are_measured_alike() {
     if !kvm_or_skip() || !container_or_skip() {
         return;
     }
-    let json = scratch("compare.json");
     let svg = scratch("compare.svg");
-    let work = scratch("compare-work");
-    let out = kvmini(&[
-        "compare",
+    let args = [
         "--runs",
         "3",
         "--parallel",
@@ -58,22 +76,13 @@ fn containers_vms_and_host_processes_are_measured_alike() {
         "hello",
         "--workload",
         "compute",
-        "--json",
-        json.to_str().unwrap(),
         "--svg",
         svg.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-    ]);
-    let (stdout, stderr) = texts(&out);
-    assert_eq!(status(&out), 0, "{stdout}\n{stderr}");
+    ];
     // The table names the host kind and every side.
+    let labels = ["container (runc)", "vm (kvmini)", "baseline (host process)"];
+    let (stdout, report) = compare_ok("compare", &args, &labels);
     assert!(stdout.contains("host:"), "{stdout}");
-    for label in ["container (runc)", "vm (kvmini)", "baseline (host process)"] {
-        assert!(stdout.contains(label), "{label} in\n{stdout}");
-    }
-
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(!report["host"]["kind"].as_str().unwrap().is_empty());
     let workloads = report["workloads"].as_array().unwrap();
     assert_eq!(workloads.len(), 2, "{report}");
@@ -154,21 +163,97 @@ fn containers_vms_and_host_processes_are_measured_alike() {
 }
 
 #[test]
-fn a_missing_runtime_is_bad_input_with_the_install_command() {
-    let out = kvmini(&["compare", "--runtime", "/nonexistent/runc", "--runs", "1"]);
+fn one_bundle_runs_under_runc_and_under_kvmini_oci() {
+    if !kvm_or_skip() || !container_or_skip() || !common::linux_or_skip(&["oci-snapshot/state"]) {
+        return;
+    }
+    // kvmini-runtime is beside kvmini: cargo builds every binary of the package for its tests.
+    let args = ["--workload", "oci", "--runs", "1", "--parallel", "1"];
+    let labels = ["container (runc)", "vm (kvmini oci)"];
+    let (_, report) = compare_ok("oci-compare", &args, &labels);
+    let workloads = report["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 1, "{report}");
+    let w = &workloads[0];
+    assert_eq!(w["name"], "oci");
+    assert!(w["skipped"].is_null(), "skipped: {}", w["skipped"]);
+    let sides = ["container", "kvmini-oci"];
+    assert_eq!(w["sides"].as_array().unwrap().len(), 2, "{w}");
+    for (i, name) in sides.into_iter().enumerate() {
+        assert_eq!(w["sides"][i]["side"], name);
+        let s = side(w, name);
+        let runs = s["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "{name}");
+        let first = runs[0]["first_output_ms"].as_f64().unwrap();
+        assert!(
+            first > 0.0 && runs[0]["total_ms"].as_f64().unwrap() >= first,
+            "{name}: {s}"
+        );
+        assert!(s["peak_rss_kib"].as_u64().unwrap() > 0, "{name}");
+        assert_eq!(s["density"][0]["instances"].as_array().unwrap().len(), 1);
+        // The very same process on both sides.
+        assert_eq!(
+            s["container_args"],
+            serde_json::json!(["/bin/busybox", "echo", "hello"])
+        );
+    }
+    assert!(side(w, "kvmini-oci")["command"]
+        .as_str()
+        .unwrap()
+        .contains("kvmini-oci-root run --bundle"));
+
+    // runc's process is PID 1 of its namespace on the host's kernel; kvmini oci's runs on the
+    // guest's kernel, a child of oci-init, with the VM's one vCPU.
+    let host = host_release();
+    let container = &side(w, "container")["isolation"];
+    assert_eq!(container["kernel"], host.as_str(), "{container}");
+    assert_eq!(container["pid"], "1", "{container}");
+    let vm = &side(w, "kvmini-oci")["isolation"];
+    assert_ne!(vm["kernel"], host.as_str(), "{vm}");
+    assert_eq!(vm["kernel"], common::kernel_release().as_str(), "{vm}");
+    let pid: u32 = vm["pid"].as_str().unwrap().parse().unwrap();
+    assert!(pid > 1, "{vm}");
+    assert_eq!(vm["cpus"], "1", "{vm}");
+
+    // Every container of kvmini oci was deleted.
+    let root = scratch("oci-compare-work").join("kvmini-oci-root");
+    let (code, list, err) =
+        common::kvmini_status(&["oci", "--root", root.to_str().unwrap(), "list", "-q"]);
+    assert_eq!((code, list.as_str()), (0, ""), "{err}");
+}
+
+/// Runs `kvmini ARGS`, which must fail as bad input; returns its standard error.
+fn bad_input(args: &[&str]) -> String {
+    let out = kvmini(args);
     let (_, stderr) = texts(&out);
-    assert_eq!(status(&out), BAD_INPUT, "{stderr}");
+    assert_eq!(status(&out), BAD_INPUT, "{args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_bundle_of_ones_own_is_checked_before_anything_runs() {
+    let stderr = bad_input(&["compare", "--bundle", "/tmp", "--workload", "hello"]);
+    assert!(stderr.contains("add --workload oci"), "{stderr}");
+    let stderr = bad_input(&["compare", "--bundle", "/nonexistent-bundle", "--runs", "1"]);
+    if kvmini_compare::find_runtime(None).is_ok() {
+        assert!(
+            stderr.contains("/nonexistent-bundle/config.json"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_runtime_is_bad_input_with_the_install_command() {
+    let stderr = bad_input(&["compare", "--runtime", "/nonexistent/runc", "--runs", "1"]);
     assert!(stderr.contains("/nonexistent/runc"), "{stderr}");
     assert!(stderr.contains("apt-get install runc"), "{stderr}");
 }
 
 #[test]
 fn an_unknown_workload_is_bad_input_listing_the_known_ones() {
-    let out = kvmini(&["compare", "--workload", "nope"]);
-    let (_, stderr) = texts(&out);
-    assert_eq!(status(&out), BAD_INPUT, "{stderr}");
+    let stderr = bad_input(&["compare", "--workload", "nope"]);
     assert!(stderr.contains("'nope'"), "{stderr}");
-    for known in ["hello", "compute", "linux"] {
+    for known in ["hello", "compute", "linux", "oci"] {
         assert!(stderr.contains(known), "{stderr}");
     }
 }
@@ -218,7 +303,6 @@ fn bad_counts_are_bad_input() {
         &["compare", "--parallel", "0"],
         &["compare", "--runs", "many"],
     ] {
-        let out = kvmini(args);
-        assert_eq!(status(&out), BAD_INPUT, "{args:?}: {:?}", texts(&out));
+        bad_input(args);
     }
 }

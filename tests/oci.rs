@@ -294,6 +294,41 @@ fn run_with_a_writable_root_gives_what_runc_gives() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Two containers of one read-only root restored from the OCI snapshot at once: each VM
+/// has a root disk of its own (a restored VM's root is attached writable, and locked).
+#[test]
+fn two_containers_of_one_read_only_root_run_at_once() {
+    if !runc_or_skip() || !common::linux_or_skip(&["oci-snapshot/state"]) {
+        return;
+    }
+    let dir = scratch("two");
+    let b = bundle(&dir, "echo hello", true);
+    let kr = dir.join("kvmini-state");
+    let children: Vec<_> = ["k1", "k2"]
+        .map(|id| {
+            let mut cmd = Runtime::kvmini(&kr).command();
+            cmd.args(["run", "--bundle"])
+                .arg(&b)
+                .arg(id)
+                .env("KVMINI_OCI_BOOT", "snapshot")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .into();
+    for child in children {
+        let out = common::output_within_child(child, Duration::from_secs(300));
+        let (stdout, stderr) = common::texts(&out);
+        assert_eq!(
+            (common::status(&out), stdout.as_str()),
+            (0, "hello\n"),
+            "{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn podman_runs_a_container_with_kvmini_runtime_as_with_runc() {
     if !runc_or_skip() || !common::linux_or_skip(&[]) {

@@ -10,19 +10,26 @@ use kvmini_compare::report::Report;
 
 #[derive(clap::Args, Debug)]
 pub struct CompareArgs {
-    /// A workload to run: hello, compute or linux (repeat for several) [default: all;
-    /// linux is skipped with a message when guest/build/vmlinux is missing].
+    /// A workload to run: hello, compute, linux or oci (repeat for several) [default: all;
+    /// linux is skipped with a message when guest/build/vmlinux is missing, oci when the
+    /// Linux guest, guest/build/oci-snapshot or kvmini-runtime is].
     #[arg(long = "workload", value_name = "NAME")]
     workloads: Vec<String>,
-    /// Timed runs per side (linux: at most 3).
+    /// Timed runs per side (linux and oci: at most 3).
     #[arg(long, default_value_t = kvmini_compare::DEFAULT_RUNS)]
     runs: usize,
-    /// Instances started at once for the density figures, comma-separated (linux: at most 2).
+    /// Instances started at once for the density figures, comma-separated (linux and oci:
+    /// at most 2).
     #[arg(long, value_delimiter = ',', default_value = "1,10")]
     parallel: Vec<usize>,
     /// The OCI runtime: a path or a name on PATH; it is run as `RUNTIME run --bundle DIR ID`.
     #[arg(long, value_name = "PATH", default_value = kvmini_compare::DEFAULT_RUNTIME)]
     runtime: PathBuf,
+    /// An OCI bundle of your own for the oci workload, run by the runtime and by kvmini oci
+    /// (its process must print a line and exit 0) [default: a busybox `echo hello` bundle;
+    /// without --workload, only oci runs].
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
     /// Write the whole report, raw samples included, as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -122,6 +129,7 @@ fn compare(a: CompareArgs, progress: &mut Progress) -> Result<(), Error> {
         runtime: Some(a.runtime.clone()),
         guest_dir: a.guest_dir.clone(),
         work_dir: a.work_dir.clone(),
+        bundle: a.bundle.clone(),
     };
     let report = kvmini_compare::run(&opts, progress)?;
     output(&report, &a)

@@ -53,8 +53,9 @@ enum Command {
     /// can run guests, 121 when it cannot.
     Check(check::CheckArgs),
     /// Run the same workloads in a container (an OCI runtime, runc by default), in a kvmini VM
-    /// and as a plain host process, and report start-up latency, memory, density and what
-    /// each sees from inside. Needs root (for the container side) and KVM.
+    /// and as a plain host process, and one OCI bundle under the runtime and under kvmini oci;
+    /// report start-up latency, memory, density and what each sees from inside. Needs root
+    /// (for the container side) and KVM.
     #[command(after_help = kvmini_compare::EXIT_STATUS)]
     Compare(compare::CompareArgs),
     /// An OCI runtime with runc's command line that runs each container's process in a

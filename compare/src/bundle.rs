@@ -172,10 +172,16 @@ impl WorkDir {
     /// A bundle called `name` whose container runs `args` on `rootfs`; `config.json` is
     /// rewritten only when it changes.
     pub fn bundle(&self, name: &str, rootfs: &Path, args: &[String]) -> Result<PathBuf, Error> {
+        self.bundle_of(name, &oci::config(rootfs, args))
+    }
+
+    /// A bundle called `name` with `config` as its `config.json`, rewritten only when it
+    /// changes.
+    pub fn bundle_of(&self, name: &str, config: &serde_json::Value) -> Result<PathBuf, Error> {
         let dir = self.path.join("bundles").join(name);
         fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         let path = dir.join("config.json");
-        let text = serde_json::to_string_pretty(&oci::config(rootfs, args))
+        let text = serde_json::to_string_pretty(config)
             .map_err(|e| io_err("cannot encode", &path)(io::Error::other(e)))?;
         if fs::read_to_string(&path).ok().as_deref() != Some(&text) {
             let mut f = fs::File::create(&path).map_err(io_err("cannot write", &path))?;

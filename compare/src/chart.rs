@@ -21,6 +21,7 @@ fn color(side: Side) -> RGBColor {
         Side::Container => RGBColor(31, 119, 180),
         Side::Vm => RGBColor(214, 39, 40),
         Side::Snapshot => RGBColor(255, 127, 14),
+        Side::KvminiOci => RGBColor(148, 103, 189),
         Side::Baseline => RGBColor(110, 110, 110),
     }
 }

@@ -6,7 +6,9 @@
 //! (`RUNTIME run --bundle DIR ID`, runc by default), in a VM run by kvmini (`kvmini run ...`,
 //! kvmini's own binary as a child process), and as a plain host process (the baseline). The
 //! `linux` workload has a fourth when guest/build/linux-snapshot exists: the same guest
-//! resumed from that snapshot (`kvmini restore DIR -- CMD`). A comparison, step by step:
+//! resumed from that snapshot (`kvmini restore DIR -- CMD`). The `oci` workload has two
+//! sides that run one OCI bundle: the container runtime, and `kvmini oci`, whose container
+//! is a VM ([`kvmini_oci`]). A comparison, step by step:
 //!
 //! 1. Check the options, find the runtime, check for root (runtimes need it for namespaces,
 //!    cgroups and mounts) and for KVM (`kvmini::check` also names the host kind).
@@ -16,7 +18,8 @@
 //!    kvmini writes itself ([`oci`], [`bundle`]).
 //! 3. Per workload, read what each side sees from inside with one untimed probe run (kernel
 //!    release, PID, CPUs), then run each side once untimed to warm caches.
-//! 4. Time the runs, interleaved (container, VM, [VM from snapshot,] baseline, container, ...) so machine noise
+//! 4. Time the runs, interleaved (container, VM, [VM from snapshot,] baseline, container, ...;
+//!    for `oci`: container, kvmini oci, container, ...) so machine noise
 //!    hits every side alike: launch to the workload's first line of output and to the end of
 //!    the process, and CPU time ([`sample`], over the measuring kit's runner). Then a few
 //!    more runs, interleaved too, sample the memory of the whole process tree from `/proc`
@@ -30,6 +33,8 @@
 pub mod bundle;
 pub mod chart;
 pub mod cpio;
+mod find;
+pub mod kvmini_oci;
 pub mod oci;
 pub mod progress;
 pub mod report;
@@ -42,13 +47,14 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use find::runtime_version;
 use progress::Progress;
 use report::{Report, WorkloadReport};
 use sample::RunError;
-use setup::{prepare, runtime_version, Prepared};
+use setup::{prepare, Prepared};
 use workload::{Side, Workload};
 
-pub use setup::find_runtime;
+pub use find::find_runtime;
 
 /// Timed runs per side when none are given.
 pub const DEFAULT_RUNS: usize = 20;
@@ -65,8 +71,9 @@ pub const DEFAULT_RUNTIME: &str = "runc";
 pub const EXIT_STATUS: &str = "\
 Exit status:
   0        the comparison ran; the report is on standard output
-  120      bad input or usage: an option, an unknown workload, a missing runtime or
-           guest file, not root, a --json or --svg path that cannot be written
+  120      bad input or usage: an option, an unknown workload, a missing runtime,
+           guest file or --bundle, not root, a --json or --svg path that cannot be
+           written
   121      no usable KVM on this host
   125      a side failed to run (the runtime, kvmini or a workload failed, timed
            out or printed the wrong thing; its stderr is shown), or the work
@@ -88,6 +95,9 @@ pub struct Options {
     pub guest_dir: Option<PathBuf>,
     /// Where bundles are built; see [`bundle::default_work_dir`].
     pub work_dir: Option<PathBuf>,
+    /// A bundle of the user's own for the `oci` workload to run in place of its busybox
+    /// one; with no workloads named, only `oci` runs.
+    pub bundle: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -99,6 +109,7 @@ impl Default for Options {
             runtime: None,
             guest_dir: None,
             work_dir: None,
+            bundle: None,
         }
     }
 }
@@ -172,6 +183,24 @@ pub fn parse_workloads(names: &[String]) -> Result<Vec<Workload>, Error> {
     Ok(out)
 }
 
+/// The workloads `opts` asks for ([`parse_workloads`]); with `--bundle`, `oci` alone when
+/// none are named, and an error when those named leave it out (the bundle would go unused).
+fn workloads_of(opts: &Options) -> Result<Vec<Workload>, Error> {
+    if opts.bundle.is_none() {
+        return parse_workloads(&opts.workloads);
+    }
+    if opts.workloads.is_empty() {
+        return Ok(vec![Workload::Oci]);
+    }
+    let workloads = parse_workloads(&opts.workloads)?;
+    if !workloads.contains(&Workload::Oci) {
+        return Err(Error::Usage(
+            "--bundle is the bundle of the oci workload: add --workload oci".into(),
+        ));
+    }
+    Ok(workloads)
+}
+
 /// A date as `YYYY-MM-DD HH:MM UTC` from seconds since the epoch ([`kvmini_measure::date`]).
 pub fn utc_date(secs: u64) -> String {
     let t = kvmini_measure::date::utc(secs);
@@ -238,8 +267,8 @@ const METHOD: [&str; 6] = [
     "every side is a child process started the same way (fork and exec from kvmini compare, stdin /dev/null, stdout and stderr piped)",
     "first output: from just before the fork to the arrival of the workload's own first line on the stdout pipe",
     "end: from just before the fork to wait4's return; CPU: ru_utime + ru_stime of the process and the descendants it waited for",
-    "memory: separate runs (up to 5 per side; for linux, 1 of the vm and up to 2 from the snapshot), not timed: /proc/PID/smaps_rollup of every process of the tree, summed per sample, sampled while it runs, 100 us apart at first, then 1 % of the time so far apart (at most 10 ms), and the launched process alone back to back for its first 2 ms; peak = the largest sum seen (a side none of whose runs was seen, a process that ended before its first sample on a busy machine, is run again, up to 20 times); maxrss = the largest ru_maxrss of a timed run (one process; it includes the pages of kvmini compare's forked copy that the child touched before exec)",
-    "order: one untimed probe and (except linux) one untimed warm-up run per side, then the timed runs, then the memory runs, each interleaved container, vm, (linux) vm from snapshot, baseline",
+    "memory: separate runs (up to 5 per side; for linux, 1 of the vm and up to 2 from the snapshot; for oci, up to 2 of kvmini oci), not timed: /proc/PID/smaps_rollup of every process of the tree, summed per sample, sampled while it runs, 100 us apart at first, then 1 % of the time so far apart (at most 10 ms), and the launched process alone back to back for its first 2 ms; peak = the largest sum seen (a side none of whose runs was seen, a process that ended before its first sample on a busy machine, is run again, up to 20 times); maxrss = the largest ru_maxrss of a timed run (one process; it includes the pages of kvmini compare's forked copy that the child touched before exec)",
+    "order: one untimed probe and (except linux and oci) one untimed warm-up run per side, then the timed runs, then the memory runs, each interleaved container, vm, (linux) vm from snapshot, baseline; for oci container, kvmini oci",
     "density: P instances started back to back without waiting, wall time from the first launch to the last exit; not sampled",
 ];
 
@@ -247,7 +276,7 @@ const METHOD: [&str; 6] = [
 /// the workloads skipped) goes to `progress`; nothing is printed on standard output.
 pub fn run(opts: &Options, progress: &mut Progress) -> Result<Report, Error> {
     let parallel = check_counts(opts)?;
-    let workloads = parse_workloads(&opts.workloads)?;
+    let workloads = workloads_of(opts)?;
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -305,6 +334,10 @@ pub fn run(opts: &Options, progress: &mut Progress) -> Result<Report, Error> {
             version: runtime_version(&setup.runtime),
         },
         vmm: setup.kvmini.display().to_string(),
+        oci_runtime: to_run.contains(&Workload::Oci).then(|| report::Runtime {
+            path: setup.oci.program.display().to_string(),
+            version: runtime_version(&setup.oci.program),
+        }),
         work_dir: work.path.display().to_string(),
         runs: opts.runs,
         parallel,
@@ -331,9 +364,31 @@ mod tests {
         assert!(matches!(e, Error::UnknownWorkload(_)), "{e}");
         let text = e.to_string();
         assert!(
-            text.contains("'nope'") && text.contains("hello, compute, linux"),
+            text.contains("'nope'") && text.contains("hello, compute, linux, oci"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_bundle_of_ones_own_goes_with_the_oci_workload() {
+        let mut opts = Options {
+            bundle: Some("/b".into()),
+            ..Options::default()
+        };
+        assert_eq!(workloads_of(&opts).unwrap(), vec![Workload::Oci]);
+        opts.workloads = vec!["hello".into(), "oci".into()];
+        assert_eq!(
+            workloads_of(&opts).unwrap(),
+            vec![Workload::Hello, Workload::Oci]
+        );
+        opts.workloads = vec!["hello".into()];
+        let e = workloads_of(&opts).unwrap_err();
+        assert!(matches!(e, Error::Usage(_)), "{e}");
+        assert!(e.to_string().contains("--workload oci"), "{e}");
+        opts.bundle = None;
+        assert_eq!(workloads_of(&opts).unwrap(), vec![Workload::Hello]);
+        opts.workloads.clear();
+        assert_eq!(workloads_of(&opts).unwrap(), Workload::ALL.to_vec());
     }
 
     #[test]

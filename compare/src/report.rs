@@ -27,6 +27,8 @@ pub struct Report {
     pub runtime: Runtime,
     /// The kvmini binary of the VM side.
     pub vmm: String,
+    /// kvmini oci's runtime (`kvmini-runtime`), when the `oci` workload ran.
+    pub oci_runtime: Option<Runtime>,
     /// Where the bundles are.
     pub work_dir: String,
     /// Timed runs per side asked for (some workloads use fewer, see each).
@@ -91,7 +93,8 @@ pub struct SideReport {
     pub label: String,
     /// The command line of a timed run.
     pub command: String,
-    /// For the container: what it runs inside (`process.args` of its `config.json`).
+    /// For the container and kvmini oci: what it runs inside (`process.args` of its
+    /// `config.json`).
     pub container_args: Option<Vec<String>>,
     /// Launch to the workload's first line of output, ms.
     pub first_output_ms: Summary,
@@ -185,6 +188,10 @@ pub fn fmt_peak(kib: u64) -> String {
 }
 
 fn isolation_cells(i: &Isolation) -> [String; 3] {
+    if i.kernel.is_none() && i.pid.is_none() && i.cpus.is_none() {
+        // The probe did not run or was not understood (the report's note says which).
+        return ["?", "?", "?"].map(String::from);
+    }
     [
         i.kernel
             .clone()
@@ -208,14 +215,25 @@ impl fmt::Display for Report {
             "container: {} ({})",
             self.runtime.path, self.runtime.version
         )?;
+        let vm_ran = self.workloads.iter().any(|w| {
+            w.sides
+                .iter()
+                .any(|s| matches!(s.side, Side::Vm | Side::Snapshot))
+        });
+        if vm_ran {
+            writeln!(
+                f,
+                "vm:        {} run ... (from snapshot: {} restore ...)",
+                self.vmm, self.vmm
+            )?;
+        }
+        if let Some(oci) = &self.oci_runtime {
+            writeln!(f, "oci:       {} ({})", oci.path, oci.version)?;
+        }
         writeln!(
             f,
-            "vm:        {} run ... (from snapshot: {} restore ...)",
-            self.vmm, self.vmm
-        )?;
-        writeln!(
-            f,
-            "runs:      {} per side, interleaved container, vm, (linux) vm from snapshot, baseline",
+            "runs:      {} per side, interleaved container, vm, (linux) vm from snapshot, baseline; \
+             (oci) container, kvmini oci",
             self.runs
         )?;
         let done: Vec<&WorkloadReport> = self
@@ -416,6 +434,109 @@ fn density(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn side(side: Side, label: &str, kernel: &str, pid: &str, ms: &[f64]) -> SideReport {
+        SideReport {
+            side,
+            label: label.into(),
+            command: String::new(),
+            container_args: Some(vec!["/bin/busybox".into(), "echo".into(), "hello".into()]),
+            first_output_ms: Summary::of(ms),
+            total_ms: Summary::of(ms),
+            cpu_ms: Summary::of(ms),
+            peak_rss_kib: 12 << 10,
+            peak_pss_kib: 11 << 10,
+            maxrss_kib: 0,
+            isolation: Isolation {
+                kernel: Some(kernel.into()),
+                pid: Some(pid.into()),
+                cpus: Some("1".into()),
+                ..Isolation::default()
+            },
+            compute: None,
+            density: vec![Density {
+                parallel: 1,
+                wall_ms: ms[0],
+                latency_ms: Summary::of(&ms[..1]),
+                instances: Vec::new(),
+            }],
+            runs: Vec::new(),
+            memory_runs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_probe_that_told_nothing_is_not_taken_for_a_guest_that_is_its_own_kernel() {
+        assert_eq!(isolation_cells(&Isolation::default()), ["?", "?", "?"]);
+        let tiny = Isolation {
+            cpus: Some("1".into()),
+            ..Isolation::default()
+        };
+        assert_eq!(
+            isolation_cells(&tiny),
+            ["none (the guest is the kernel)", "none", "1"]
+        );
+    }
+
+    /// The tables of `done`, as the report prints them after its header.
+    struct Tables<'a>(&'a [&'a WorkloadReport]);
+
+    impl fmt::Display for Tables<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            latency(f, self.0)?;
+            memory(f, self.0)?;
+            density(f, &[1, 2], self.0)
+        }
+    }
+
+    #[test]
+    fn the_oci_workload_has_a_row_per_runtime_in_every_table() {
+        let w = WorkloadReport {
+            name: "oci",
+            description: "",
+            runs: 3,
+            skipped: None,
+            notes: Vec::new(),
+            checksums_agree: None,
+            sides: vec![
+                side(
+                    Side::Container,
+                    "container (runc)",
+                    "6.18.44",
+                    "1",
+                    &[20.0, 22.0, 24.0],
+                ),
+                side(
+                    Side::KvminiOci,
+                    "vm (kvmini oci)",
+                    "6.1.172",
+                    "2",
+                    &[5000.0, 5100.0, 5200.0],
+                ),
+            ],
+        };
+        let text = Tables(&[&w]).to_string();
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("(kvmini oci)"))
+            .collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        // Latency: the median of each side; memory: the guest's kernel, its PID and CPUs;
+        // density: P=2 was not run.
+        assert!(rows[0].contains("5100"), "{}", rows[0]);
+        assert!(
+            rows[1].contains("12.0 MiB")
+                && rows[1].contains("6.1.172")
+                && rows[1].ends_with(" 2     1"),
+            "{}",
+            rows[1]
+        );
+        assert!(rows[2].trim_end().ends_with('-'), "{}", rows[2]);
+        assert!(text.contains("oci (3x)  container (runc)"), "{text}");
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json["sides"][1]["side"], "kvmini-oci");
+        assert_eq!(json["sides"][1]["isolation"]["kernel"], "6.1.172");
+    }
 
     #[test]
     fn numbers_are_shown_with_sensible_precision() {

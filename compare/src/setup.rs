@@ -1,117 +1,19 @@
-//! Everything the sides need, found and built once before anything is measured: the OCI
-//! runtime, root and KVM, the guests, the host's static busybox, and the container side's
-//! root file systems and bundles; and the process each run of a side starts.
+//! Everything the sides need, found ([`super::find`]) and built once before anything is
+//! measured: the OCI runtime, root and KVM, the guests, the host's static busybox, kvmini
+//! oci's runtime, and the container side's root file systems and bundles; and the process
+//! each run of a side starts.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kvmini::check;
 use kvmini_measure::runner::{Marker, Spec};
 
+use super::find::{find_guests, find_runtime, host_busybox, require};
+use super::kvmini_oci::{self, OwnBundle};
 use super::progress::Progress;
 use super::sample::RunError;
 use super::workload::{Side, Workload, LINUX_COMMAND, LINUX_SNAPSHOT, LINUX_VM_MEM, PROBE_SCRIPT};
-use super::{bundle, Error, Options, DEFAULT_RUNTIME};
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// The runtime's path: `given` if it names a file, else looked up on `PATH` (and in the sbin
-/// directories, which a non-root `PATH` may lack).
-pub fn find_runtime(given: Option<&Path>) -> Result<PathBuf, Error> {
-    let name = given.unwrap_or(Path::new(DEFAULT_RUNTIME));
-    let install = "install runc (apt-get install runc on Debian and Ubuntu) or name another \
-                   OCI runtime with --runtime PATH";
-    if name.components().count() > 1 || name.is_absolute() {
-        return if is_executable(name) {
-            Ok(name.to_path_buf())
-        } else {
-            Err(Error::NoRuntime(format!(
-                "the OCI runtime {} does not exist or is not an executable file: {install}",
-                name.display()
-            )))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from);
-    std::env::split_paths(&path)
-        .chain(extra)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
-        .ok_or_else(|| {
-            Error::NoRuntime(format!(
-                "the OCI runtime `{}` is not on PATH: {install}",
-                name.display()
-            ))
-        })
-}
-
-/// The first line `RUNTIME --version` prints, or why there is none.
-pub(crate) fn runtime_version(runtime: &Path) -> String {
-    match Command::new(runtime).arg("--version").output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string(),
-        Ok(out) => format!("unknown: --version exited with {}", out.status),
-        Err(e) => format!("unknown: {e}"),
-    }
-}
-
-/// Where the guests are: `given`, else `guest/build` in the current directory, else in the
-/// source tree this binary was built in (`target/<profile>/kvmini`).
-fn find_guests(given: Option<&Path>) -> PathBuf {
-    if let Some(dir) = given {
-        return dir.to_path_buf();
-    }
-    let here = PathBuf::from("guest/build");
-    if here.is_dir() {
-        return here;
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.ancestors()
-                .skip(1)
-                .map(|dir| dir.join("guest/build"))
-                .find(|d| d.is_dir())
-        })
-        .unwrap_or(here)
-}
-
-fn require(path: PathBuf, how: &str) -> Result<PathBuf, Error> {
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(Error::Missing {
-            path,
-            how: how.into(),
-        })
-    }
-}
-
-/// The host's busybox, which must be the static one (it runs inside a root file system with
-/// no libraries).
-fn host_busybox() -> Result<PathBuf, Error> {
-    let install = "install Debian's busybox-static (apt-get install busybox-static)";
-    let path = ["/bin/busybox", "/usr/bin/busybox"]
-        .map(PathBuf::from)
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::Busybox(format!("busybox is not installed: {install}")))?;
-    match bundle::is_static_elf(&path) {
-        Ok(true) => Ok(path),
-        Ok(false) => Err(Error::Busybox(format!(
-            "{} is not a statically linked program, so it cannot run alone in a container: {install}",
-            path.display()
-        ))),
-        Err(e) => Err(Error::Busybox(format!("cannot read {}: {e}", path.display()))),
-    }
-}
+use super::{bundle, Error, Options};
 
 /// Everything the sides need, found and built once.
 pub(crate) struct Setup {
@@ -123,6 +25,10 @@ pub(crate) struct Setup {
     initramfs_rootfs: Option<PathBuf>,
     /// Why the Linux snapshot side does not run, when it does not.
     pub(crate) snapshot_missing: Option<String>,
+    /// The `kvmini-oci` side's runtime.
+    pub(crate) oci: kvmini_oci::Runtime,
+    /// The bundle of the user's own that `oci` runs, if one was given.
+    pub(crate) own_bundle: Option<OwnBundle>,
     /// (workload, probe?) → bundle directory.
     bundles: Vec<((Workload, bool), PathBuf)>,
     next_id: std::cell::Cell<u64>,
@@ -130,11 +36,17 @@ pub(crate) struct Setup {
 
 impl Setup {
     pub(crate) fn container_args(&self, w: Workload, probe: bool) -> Vec<String> {
+        if let (Workload::Oci, Some(own)) = (w, &self.own_bundle) {
+            return match probe {
+                false => own.args(),
+                true => ["sh", "-c", PROBE_SCRIPT].map(String::from).to_vec(),
+            };
+        }
         let words: Vec<&str> = match (w, probe) {
-            (Workload::Hello, false) => vec!["/bin/busybox", "echo", "hello"],
+            (Workload::Hello | Workload::Oci, false) => vec!["/bin/busybox", "echo", "hello"],
             (Workload::Compute, false) => vec!["/bin/compute-native"],
             (Workload::Linux, false) => LINUX_COMMAND.to_vec(),
-            (Workload::Hello | Workload::Compute, true) => {
+            (Workload::Hello | Workload::Compute | Workload::Oci, true) => {
                 vec!["/bin/busybox", "sh", "-c", PROBE_SCRIPT]
             }
             (Workload::Linux, true) => vec!["busybox", "sh", "-c", PROBE_SCRIPT],
@@ -146,7 +58,7 @@ impl Setup {
         let g = |name: &str| self.guests.join(name).display().to_string();
         let mut args = vec!["run".to_string()];
         match w {
-            Workload::Hello => args.push(g("hello.elf")),
+            Workload::Hello | Workload::Oci => args.push(g("hello.elf")),
             Workload::Compute => args.extend([g("compute.bin"), "--mode".into(), "long".into()]),
             Workload::Linux => {
                 args.extend([
@@ -201,7 +113,7 @@ impl Setup {
             );
         }
         match w {
-            Workload::Hello => (busybox, vec!["echo".into(), "hello".into()]),
+            Workload::Hello | Workload::Oci => (busybox, vec!["echo".into(), "hello".into()]),
             Workload::Compute => (self.guests.join("compute-native"), Vec::new()),
             Workload::Linux => (
                 busybox,
@@ -215,37 +127,58 @@ impl Setup {
             Side::Container => format!("container ({})", self.runtime_name),
             Side::Vm => "vm (kvmini)".into(),
             Side::Snapshot => "vm (from snapshot)".into(),
+            Side::KvminiOci => "vm (kvmini oci)".into(),
             Side::Baseline => "baseline (host process)".into(),
         }
     }
 
     /// The line that counts as the first output of a run (or probe) of `w` on `side`.
     pub(crate) fn marker(&self, w: Workload, side: Side, probe: bool) -> Marker {
-        if probe {
+        if probe || (w == Workload::Oci && self.own_bundle.is_some()) {
             Marker::Any
         } else {
             w.marker(side)
         }
     }
 
+    /// A container ID of its own for each run.
+    fn container_id(&self) -> String {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        format!("kvmini-compare-{}-{id}", std::process::id())
+    }
+
+    /// The bundle a run (or probe) of `w` runs.
+    fn bundle_dir(&self, w: Workload, probe: bool) -> String {
+        self.bundles
+            .iter()
+            .find(|(k, _)| *k == (w, probe))
+            .map(|(_, b)| b.display().to_string())
+            .unwrap_or_default()
+    }
+
     /// The process one run (or probe) of `w` on `side` starts.
     pub(crate) fn spec(&self, w: Workload, side: Side, probe: bool) -> Spec {
+        let mut env = Vec::new();
         let (program, args, cleanup) = match side {
             Side::Container => {
-                let id = self.next_id.get();
-                self.next_id.set(id + 1);
-                let id = format!("kvmini-compare-{}-{id}", std::process::id());
-                let bundle = self
-                    .bundles
-                    .iter()
-                    .find(|(k, _)| *k == (w, probe))
-                    .map(|(_, b)| b.display().to_string())
-                    .unwrap_or_default();
+                let id = self.container_id();
                 let rt = self.runtime.display().to_string();
+                let bundle = self.bundle_dir(w, probe);
                 (
                     self.runtime.clone(),
                     vec!["run".into(), "--bundle".into(), bundle, id.clone()],
                     Some(vec![rt, "delete".into(), "--force".into(), id]),
+                )
+            }
+            Side::KvminiOci => {
+                let id = self.container_id();
+                env = self.oci.env();
+                let args = self.oci.run_args(&self.bundle_dir(w, probe), &id);
+                (
+                    self.oci.program.clone(),
+                    args,
+                    Some(self.oci.delete_command(&id)),
                 )
             }
             Side::Vm => (self.kvmini.clone(), self.vm_args(w, probe), None),
@@ -260,6 +193,7 @@ impl Setup {
             args,
             timeout: w.timeout(),
             cleanup,
+            env,
         }
     }
 }
@@ -267,7 +201,7 @@ impl Setup {
 pub(crate) fn failed(w: Workload, side: Side, setup: &Setup, source: RunError) -> Error {
     let hint = match side {
         Side::Container => format!(" (is {} a working OCI runtime?)", setup.runtime.display()),
-        Side::Vm | Side::Snapshot | Side::Baseline => String::new(),
+        Side::Vm | Side::Snapshot | Side::KvminiOci | Side::Baseline => String::new(),
     };
     Error::SideFailed {
         workload: w.name(),
@@ -277,11 +211,20 @@ pub(crate) fn failed(w: Workload, side: Side, setup: &Setup, source: RunError) -
     }
 }
 
+/// Records that `w` cannot run here, and says so on the progress line.
+fn skip(w: Workload, why: String, progress: &mut Progress, skipped: &mut Vec<(Workload, String)>) {
+    progress.message(&format!("kvmini compare: skipping {}: {why}", w.name()));
+    skipped.push((w, why));
+}
+
 /// Checks that the guests `workloads` need are built; returns the workloads that cannot run
-/// here, with why (linux without its kernel: skipped with a message, not an error).
+/// here, with why (linux without its kernel: skipped with a message, not an error). `oci`
+/// on its own busybox bundle needs the same files as `hello` and `compute`; what else it
+/// needs is [`kvmini_oci::Runtime::missing`]'s.
 fn check_guests(
     guests: &Path,
     workloads: &[Workload],
+    own_bundle: bool,
     progress: &mut Progress,
 ) -> Result<Vec<(Workload, String)>, Error> {
     let make_guests = "build the guests with `make guests` (make test does)";
@@ -295,6 +238,10 @@ fn check_guests(
                 require(guests.join("compute.bin"), make_guests)?;
                 require(guests.join("compute-native"), make_guests)?;
             }
+            Workload::Oci if !own_bundle => {
+                require(guests.join("compute-native"), make_guests)?;
+            }
+            Workload::Oci => {}
             Workload::Linux => {
                 let missing: Vec<String> = ["vmlinux", "initramfs.cpio"]
                     .iter()
@@ -307,8 +254,7 @@ fn check_guests(
                         "{} missing: build the Linux guest with `make linux`",
                         missing.join(" and ")
                     );
-                    progress.message(&format!("kvmini compare: skipping linux: {why}"));
-                    skipped.push((Workload::Linux, why));
+                    skip(Workload::Linux, why, progress, &mut skipped);
                 }
             }
         }
@@ -328,7 +274,8 @@ fn snapshot_missing(guests: &Path) -> Option<String> {
 }
 
 /// Builds the root file systems and the bundles (a run's and a probe's) of every workload
-/// that runs.
+/// that runs. `oci` with a bundle of the user's own runs that bundle, and a copy of its
+/// configuration for the probe.
 fn build_bundles(
     work: &bundle::WorkDir,
     setup: &mut Setup,
@@ -337,6 +284,12 @@ fn build_bundles(
 ) -> Result<(), Error> {
     for &w in workloads {
         if skipped.iter().any(|(s, _)| *s == w) {
+            continue;
+        }
+        if let (Workload::Oci, Some(own)) = (w, &setup.own_bundle) {
+            let probe = work.bundle_of("oci-own-probe", &own.probe_config())?;
+            setup.bundles.push(((w, false), own.dir.clone()));
+            setup.bundles.push(((w, true), probe));
             continue;
         }
         let rootfs = match w {
@@ -366,13 +319,8 @@ pub(crate) struct Prepared {
     pub(crate) check: check::Report,
 }
 
-/// Checks the options and the machine, and builds the container side's files.
-pub(crate) fn prepare(
-    opts: &Options,
-    workloads: &[Workload],
-    progress: &mut Progress,
-) -> Result<Prepared, Error> {
-    let runtime = find_runtime(opts.runtime.as_deref())?;
+/// Root and a usable KVM, which every comparison needs; `kvmini check`'s report.
+fn check_machine() -> Result<check::Report, Error> {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::NotRoot);
@@ -387,34 +335,59 @@ pub(crate) fn prepare(
             .to_string();
         return Err(Error::NoKvm(why));
     }
+    Ok(check)
+}
+
+/// Checks the options and the machine, and builds the container side's files.
+pub(crate) fn prepare(
+    opts: &Options,
+    workloads: &[Workload],
+    progress: &mut Progress,
+) -> Result<Prepared, Error> {
+    let runtime = find_runtime(opts.runtime.as_deref())?;
+    let own_bundle = opts.bundle.as_deref().map(OwnBundle::open).transpose()?;
+    let check = check_machine()?;
 
     let guests = find_guests(opts.guest_dir.as_deref());
-    let skipped = check_guests(&guests, workloads, progress)?;
-    let need_busybox = workloads.iter().any(|w| *w != Workload::Linux);
+    let guests = std::path::absolute(&guests).unwrap_or(guests);
+    let mut skipped = check_guests(&guests, workloads, own_bundle.is_some(), progress)?;
+    let kvmini = std::env::current_exe().map_err(|e| Error::Missing {
+        path: "kvmini".into(),
+        how: format!("cannot find this program's own binary: {e}"),
+    })?;
+    let work = bundle::WorkDir::open(&bundle::default_work_dir(opts.work_dir.as_deref()))?;
+    let oci = kvmini_oci::Runtime::beside(&kvmini, &guests, &work.path);
+    if let (true, Some(why)) = (workloads.contains(&Workload::Oci), oci.missing()) {
+        skip(Workload::Oci, why, progress, &mut skipped);
+    }
+    let need_busybox = workloads
+        .iter()
+        .filter(|w| !skipped.iter().any(|(s, _)| s == *w))
+        .any(|w| match w {
+            Workload::Linux => false,
+            Workload::Oci => own_bundle.is_none(),
+            Workload::Hello | Workload::Compute => true,
+        });
     let host_busybox = if need_busybox {
         host_busybox()?
     } else {
         PathBuf::from("/bin/busybox")
     };
-    let kvmini = std::env::current_exe().map_err(|e| Error::Missing {
-        path: "kvmini".into(),
-        how: format!("cannot find this program's own binary: {e}"),
-    })?;
 
-    let work = bundle::WorkDir::open(&bundle::default_work_dir(opts.work_dir.as_deref()))?;
     let runtime_name = runtime
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "runtime".into());
-    let missing_snapshot = snapshot_missing(&guests);
     let mut setup = Setup {
         runtime,
         runtime_name,
         kvmini,
-        guests: std::path::absolute(&guests).unwrap_or(guests),
+        snapshot_missing: snapshot_missing(&guests),
+        guests,
         host_busybox,
         initramfs_rootfs: None,
-        snapshot_missing: missing_snapshot,
+        oci,
+        own_bundle,
         bundles: Vec::new(),
         next_id: std::cell::Cell::new(0),
     };
@@ -430,6 +403,91 @@ pub(crate) fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn setup(own_bundle: Option<OwnBundle>) -> Setup {
+        let kvmini = PathBuf::from("/k/kvmini");
+        Setup {
+            runtime: "/usr/sbin/runc".into(),
+            runtime_name: "runc".into(),
+            oci: kvmini_oci::Runtime::beside(&kvmini, Path::new("/g"), Path::new("/w")),
+            kvmini,
+            guests: "/g".into(),
+            host_busybox: "/bin/busybox".into(),
+            initramfs_rootfs: None,
+            snapshot_missing: None,
+            own_bundle,
+            bundles: vec![
+                ((Workload::Oci, false), "/w/bundles/oci".into()),
+                ((Workload::Oci, true), "/w/bundles/oci-probe".into()),
+            ],
+            next_id: std::cell::Cell::new(0),
+        }
+    }
+
+    #[test]
+    fn both_oci_sides_run_the_same_bundle_each_as_a_container_of_its_own() {
+        let s = setup(None);
+        let runc = s.spec(Workload::Oci, Side::Container, false);
+        let kvm = s.spec(Workload::Oci, Side::KvminiOci, false);
+        let id = |spec: &Spec| spec.args.last().unwrap().clone();
+        assert_eq!(runc.program, Path::new("/usr/sbin/runc"));
+        assert_eq!(runc.args[..3], ["run", "--bundle", "/w/bundles/oci"]);
+        assert_eq!(kvm.program, Path::new("/k/kvmini-runtime"));
+        assert_eq!(
+            kvm.args[..5],
+            [
+                "--root",
+                "/w/kvmini-oci-root",
+                "run",
+                "--bundle",
+                "/w/bundles/oci"
+            ]
+        );
+        assert_ne!(id(&runc), id(&kvm));
+        let delete = kvm.cleanup.as_ref().unwrap();
+        assert_eq!(delete[0], "/k/kvmini-runtime");
+        assert_eq!(delete[delete.len() - 3..], ["delete", "--force", &id(&kvm)]);
+        assert!(kvm
+            .env
+            .contains(&("KVMINI_OCI_BOOT".into(), "snapshot".into())));
+        assert!(runc.env.is_empty());
+        assert_eq!(kvm.timeout, Workload::Oci.timeout());
+        // The probe runs the probe's bundle, through the same runtime.
+        let probe = s.spec(Workload::Oci, Side::KvminiOci, true);
+        assert_eq!(probe.args[4], "/w/bundles/oci-probe");
+        assert_eq!(
+            s.marker(Workload::Oci, Side::KvminiOci, false),
+            Marker::Line("hello")
+        );
+        assert_eq!(s.label(Side::KvminiOci), "vm (kvmini oci)");
+        assert_eq!(
+            s.container_args(Workload::Oci, false),
+            ["/bin/busybox", "echo", "hello"]
+        );
+    }
+
+    #[test]
+    fn an_own_bundle_runs_its_own_process_and_any_first_line_counts() {
+        let dir = std::env::temp_dir().join(format!("kvmini-compare-own-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"process": {"args": ["/bin/date"]}, "root": {"path": "rootfs"}}"#,
+        )
+        .unwrap();
+        let s = setup(Some(OwnBundle::open(&dir).unwrap()));
+        assert_eq!(s.container_args(Workload::Oci, false), ["/bin/date"]);
+        assert_eq!(
+            s.container_args(Workload::Oci, true),
+            ["sh", "-c", PROBE_SCRIPT]
+        );
+        assert_eq!(s.marker(Workload::Oci, Side::Container, false), Marker::Any);
+        assert_eq!(
+            s.marker(Workload::Hello, Side::Container, false),
+            Marker::Line("hello")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn the_snapshot_side_needs_both_files_of_the_snapshot() {

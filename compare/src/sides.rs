@@ -1,6 +1,8 @@
 //! One workload on every side: the probe, the warm-up, the timed runs, the memory runs and
 //! the density batches, each interleaved container, vm, (for linux) vm from a snapshot,
-//! baseline; then the summaries.
+//! baseline (for oci: container, kvmini oci); then the summaries. A run that fails is
+//! followed by its clean-up command (`delete --force` of its container), so that a failed
+//! comparison leaves no container behind.
 
 use std::collections::BTreeSet;
 
@@ -48,8 +50,10 @@ fn run_side(
 ) -> Result<(Sample, Spec), Error> {
     let spec = setup.spec(w, side, probe);
     let marker = setup.marker(w, side, probe);
-    let s =
-        sample::run_once(&spec, &marker, sample_memory).map_err(|e| failed(w, side, setup, e))?;
+    let s = sample::run_once(&spec, &marker, sample_memory).map_err(|e| {
+        spec.clean_up();
+        failed(w, side, setup, e)
+    })?;
     Ok((s, spec))
 }
 
@@ -68,8 +72,9 @@ fn notes(
     }
     if runs < opts.runs {
         notes.push(format!(
-            "{runs} timed runs per side instead of {} (a boot is slow where guest ring 0 is emulated)",
-            opts.runs
+            "{runs} timed runs per side instead of {} ({})",
+            opts.runs,
+            w.why_fewer_runs()
         ));
     }
     let too_many: Vec<String> = parallel
@@ -105,8 +110,15 @@ fn probe_and_warm_up(
                 ..Isolation::default()
             }
         } else {
-            let (sample, spec) = run_side(w, side, setup, true, false)?;
-            isolation_from_probe(w, side, &sample, &spec)
+            match run_side(w, side, setup, true, false) {
+                Ok((sample, spec)) => isolation_from_probe(w, side, &sample, &spec),
+                // A bundle of the user's own need not have a shell: no facts, and why.
+                Err(e) if w == Workload::Oci && setup.own_bundle.is_some() => Isolation {
+                    note: Some(format!("the probe could not run in this bundle: {e}")),
+                    ..Isolation::default()
+                },
+                Err(e) => return Err(e),
+            }
         };
         isolation.push(iso);
         progress.step(1);
@@ -190,7 +202,10 @@ fn density(
             progress.show(&format!("{}: {p} at once, {}", w.name(), side.name()));
             let specs: Vec<Spec> = (0..p).map(|_| setup.spec(w, side, false)).collect();
             let marker = setup.marker(w, side, false);
-            let b = sample::run_batch(&specs, &marker).map_err(|e| failed(w, side, setup, e))?;
+            let b = sample::run_batch(&specs, &marker).map_err(|e| {
+                specs.iter().for_each(Spec::clean_up);
+                failed(w, side, setup, e)
+            })?;
             let lat: Vec<f64> = b.instances.iter().map(|s| s.total_ms).collect();
             density[k].push(Density {
                 parallel: p,
@@ -242,7 +257,8 @@ fn side_report(w: Workload, side: Side, setup: &Setup, m: Measured) -> SideRepor
         side,
         label: setup.label(side),
         command: setup.spec(w, side, false).command_line(),
-        container_args: (side == Side::Container).then(|| setup.container_args(w, false)),
+        container_args: matches!(side, Side::Container | Side::KvminiOci)
+            .then(|| setup.container_args(w, false)),
         first_output_ms: col(|s| s.first_output_ms),
         total_ms: col(|s| s.total_ms),
         cpu_ms: col(|s| s.user_ms + s.sys_ms),
@@ -270,6 +286,14 @@ fn checksums_agree(sides: &[SideReport]) -> bool {
                 .as_ref()
                 .is_some_and(|c| c.checksums_seen.len() == 1)
         })
+}
+
+/// The first line of `text`, and a pointer to the rest when there is more.
+fn first_line(text: &str) -> String {
+    match text.split_once('\n') {
+        Some((first, _)) => format!("{first} (the whole message is in the --json report)"),
+        None => text.to_string(),
+    }
 }
 
 /// Measures workload `w` on every side.
@@ -308,13 +332,64 @@ pub(crate) fn measure_workload(
             side_report(w, side, setup, m)
         })
         .collect();
+    let mut notes = notes(w, opts, levels, parallel, setup);
+    for s in sides.iter().filter(|s| s.isolation.kernel.is_none()) {
+        if let Some(note) = s.isolation.note.as_ref().filter(|_| s.side != Side::Vm) {
+            notes.push(format!("{}: {}", s.side.name(), first_line(note)));
+        }
+    }
     Ok(WorkloadReport {
         name: w.name(),
         description: w.description(),
         runs,
         skipped: None,
-        notes: notes(w, opts, levels, parallel, setup),
+        notes,
         checksums_agree: (w == Workload::Compute).then(|| checksums_agree(&sides)),
         sides,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(stdout: &str) -> Sample {
+        Sample {
+            first_output_ms: 1.0,
+            total_ms: 2.0,
+            user_ms: 0.0,
+            sys_ms: 0.0,
+            maxrss_kib: 0,
+            memory: None,
+            stdout: stdout.into(),
+        }
+    }
+
+    #[test]
+    fn long_notes_are_cut_to_their_first_line() {
+        assert_eq!(first_line("one line"), "one line");
+        assert_eq!(
+            first_line("failed; its stderr:\nmore"),
+            "failed; its stderr: (the whole message is in the --json report)"
+        );
+    }
+
+    #[test]
+    fn kvmini_oci_probes_are_the_process_output_alone() {
+        // kvmini oci passes on the process's output only, with no boot log before it.
+        let spec = Spec::new("kvmini-runtime", ["run"]);
+        let iso = isolation_from_probe(
+            Workload::Oci,
+            Side::KvminiOci,
+            &sample("kernel=6.1.172\npid=2\ncpus=1\n"),
+            &spec,
+        );
+        assert_eq!(iso.kernel.as_deref(), Some("6.1.172"));
+        assert_eq!(iso.pid.as_deref(), Some("2"));
+        assert_eq!(iso.cpus.as_deref(), Some("1"));
+        assert_eq!(iso.probe_command.as_deref(), Some("kvmini-runtime run"));
+        let iso = isolation_from_probe(Workload::Oci, Side::KvminiOci, &sample("hm\n"), &spec);
+        assert!(iso.kernel.is_none());
+        assert!(iso.note.unwrap().contains("oci probe"));
+    }
 }

@@ -17,15 +17,21 @@ pub enum Side {
     Vm,
     /// In a kvmini VM resumed from a snapshot, through `kvmini restore` (`linux` only).
     Snapshot,
+    /// The same OCI bundle as the container, through `kvmini oci` (the `kvmini-runtime`
+    /// program): a VM restored from the guest's OCI snapshot (`oci` only).
+    #[serde(rename = "kvmini-oci")]
+    KvminiOci,
     /// As a plain process on the host.
     Baseline,
 }
 
 impl Side {
-    /// Every side, in the order each round runs them.
-    pub const ALL: [Side; 4] = [Side::Container, Side::Vm, Side::Snapshot, Side::Baseline];
     /// The sides of the workloads that have no snapshot.
     pub const COLD: [Side; 3] = [Side::Container, Side::Vm, Side::Baseline];
+    /// The sides of `linux`, in the order each round runs them.
+    pub const LINUX: [Side; 4] = [Side::Container, Side::Vm, Side::Snapshot, Side::Baseline];
+    /// The sides of `oci`: one bundle, two runtimes.
+    pub const OCI: [Side; 2] = [Side::Container, Side::KvminiOci];
 
     /// Short name.
     pub fn name(self) -> &'static str {
@@ -33,6 +39,7 @@ impl Side {
             Side::Container => "container",
             Side::Vm => "vm",
             Side::Snapshot => "snapshot",
+            Side::KvminiOci => "kvmini-oci",
             Side::Baseline => "baseline",
         }
     }
@@ -48,6 +55,8 @@ pub enum Workload {
     Compute,
     /// A full Linux user space running one command.
     Linux,
+    /// The same OCI bundle under the container runtime and under `kvmini oci`.
+    Oci,
 }
 
 /// The command the `linux` workload runs (it prints `hello`). busybox by name, found on
@@ -68,10 +77,25 @@ pub const LINUX_MAX_RUNS: usize = 3;
 pub const MEMORY_RUNS: usize = 5;
 /// Most instances of `linux` started at once, for the same reason.
 pub const LINUX_MAX_PARALLEL: usize = 2;
+/// Most runs of `oci` per side: each `kvmini oci` container is a VM whose guest kernel
+/// mounts the root and starts the process, seconds where guest ring 0 is emulated.
+pub const OCI_MAX_RUNS: usize = 3;
+/// Most instances of `oci` started at once, for the same reason.
+pub const OCI_MAX_PARALLEL: usize = 2;
+/// The program beside kvmini that `kvmini oci` runs: the OCI runtime.
+pub const OCI_RUNTIME: &str = "kvmini-runtime";
+/// The guest's OCI snapshot (`make oci-snapshot`), in the guest directory: every
+/// `kvmini oci` container of the comparison is a restore of it.
+pub const OCI_SNAPSHOT: &str = "oci-snapshot";
 
 impl Workload {
     /// Every workload, in the order they run and are reported.
-    pub const ALL: [Workload; 3] = [Workload::Hello, Workload::Compute, Workload::Linux];
+    pub const ALL: [Workload; 4] = [
+        Workload::Hello,
+        Workload::Compute,
+        Workload::Linux,
+        Workload::Oci,
+    ];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -79,6 +103,7 @@ impl Workload {
             Workload::Hello => "hello",
             Workload::Compute => "compute",
             Workload::Linux => "linux",
+            Workload::Oci => "oci",
         }
     }
 
@@ -87,11 +112,14 @@ impl Workload {
         Self::ALL.into_iter().find(|w| w.name() == name)
     }
 
-    /// Its sides, in the order each round runs them: only `linux` has one from a snapshot.
+    /// Its sides, in the order each round runs them: only `linux` has one from a snapshot,
+    /// only `oci` runs one bundle under two runtimes (and has no baseline: a host process
+    /// runs no bundle).
     pub fn sides(self) -> &'static [Side] {
         match self {
-            Workload::Linux => &Side::ALL,
-            _ => &Side::COLD,
+            Workload::Linux => &Side::LINUX,
+            Workload::Oci => &Side::OCI,
+            Workload::Hello | Workload::Compute => &Side::COLD,
         }
     }
 
@@ -112,6 +140,12 @@ impl Workload {
                  and vs kvmini restoring guest/build/linux-snapshot (that guest saved ready \
                  for work by `make snapshot`)"
             }
+            Workload::Oci => {
+                "the same OCI bundle (busybox `echo hello` on a rootfs of Debian's static \
+                 busybox, or the bundle given with --bundle) run by the container runtime and \
+                 by kvmini oci (kvmini-runtime), whose container is a VM restored from \
+                 guest/build/oci-snapshot with the Linux guest's kernel"
+            }
         }
     }
 
@@ -119,7 +153,7 @@ impl Workload {
     pub fn marker(self, side: Side) -> Marker {
         match (self, side) {
             (Workload::Hello, Side::Vm) => Marker::Prefix("Hello from"),
-            (Workload::Hello | Workload::Linux, _) => Marker::Line("hello"),
+            (Workload::Hello | Workload::Linux | Workload::Oci, _) => Marker::Line("hello"),
             (Workload::Compute, _) => Marker::Prefix("checksum="),
         }
     }
@@ -128,7 +162,8 @@ impl Workload {
     pub fn runs(self, runs: usize) -> usize {
         match self {
             Workload::Linux => runs.min(LINUX_MAX_RUNS),
-            _ => runs,
+            Workload::Oci => runs.min(OCI_MAX_RUNS),
+            Workload::Hello | Workload::Compute => runs,
         }
     }
 
@@ -138,26 +173,42 @@ impl Workload {
     pub fn memory_runs(self, side: Side, runs: usize) -> usize {
         match (self, side) {
             (Workload::Linux, Side::Vm) => 1,
-            (Workload::Linux, Side::Snapshot) => runs.min(2),
+            (Workload::Linux, Side::Snapshot) | (Workload::Oci, Side::KvminiOci) => runs.min(2),
             _ => runs.min(MEMORY_RUNS),
         }
     }
 
     /// The largest number of instances started at once, if limited.
     pub fn max_parallel(self) -> Option<usize> {
-        (self == Workload::Linux).then_some(LINUX_MAX_PARALLEL)
+        match self {
+            Workload::Linux => Some(LINUX_MAX_PARALLEL),
+            Workload::Oci => Some(OCI_MAX_PARALLEL),
+            Workload::Hello | Workload::Compute => None,
+        }
     }
 
-    /// Whether each side gets one untimed run before the timed ones.
+    /// Why it makes fewer runs than asked, when it does.
+    pub fn why_fewer_runs(self) -> &'static str {
+        match self {
+            Workload::Oci => {
+                "each kvmini oci container is a VM whose guest kernel is slow where guest \
+                 ring 0 is emulated"
+            }
+            _ => "a boot is slow where guest ring 0 is emulated",
+        }
+    }
+
+    /// Whether each side gets one untimed run before the timed ones (not the slow ones:
+    /// for `oci` the probe, on the same root file system, fills kvmini oci's image cache).
     pub fn warm_up(self) -> bool {
-        self != Workload::Linux
+        matches!(self, Workload::Hello | Workload::Compute)
     }
 
     /// How long one run may take before it is killed.
     pub fn timeout(self) -> Duration {
         match self {
-            Workload::Linux => Duration::from_secs(600),
-            _ => Duration::from_secs(60),
+            Workload::Linux | Workload::Oci => Duration::from_secs(600),
+            Workload::Hello | Workload::Compute => Duration::from_secs(60),
         }
     }
 }
@@ -205,6 +256,29 @@ mod tests {
         assert_eq!(Workload::parse("nope"), None);
         assert_eq!(Workload::Linux.runs(20), LINUX_MAX_RUNS);
         assert_eq!(Workload::Hello.runs(20), 20);
+    }
+
+    #[test]
+    fn oci_runs_one_bundle_on_two_runtimes_with_few_runs_at_a_time() {
+        assert_eq!(Workload::parse("oci"), Some(Workload::Oci));
+        assert_eq!(Workload::Oci.sides(), [Side::Container, Side::KvminiOci]);
+        assert_eq!(serde_json::to_value(Side::KvminiOci).unwrap(), "kvmini-oci");
+        assert_eq!(Side::KvminiOci.name(), "kvmini-oci");
+        assert_eq!(Workload::Oci.runs(20), OCI_MAX_RUNS);
+        assert_eq!(Workload::Oci.runs(2), 2);
+        assert_eq!(Workload::Oci.max_parallel(), Some(OCI_MAX_PARALLEL));
+        assert_eq!(Workload::Oci.memory_runs(Side::KvminiOci, 20), 2);
+        assert_eq!(Workload::Oci.memory_runs(Side::Container, 20), MEMORY_RUNS);
+        assert!(!Workload::Oci.warm_up());
+        assert_eq!(Workload::Hello.max_parallel(), None);
+        // Both sides print the same line: the same process ran.
+        assert_eq!(
+            Workload::Oci.marker(Side::Container),
+            Workload::Oci.marker(Side::KvminiOci)
+        );
+        for w in Workload::ALL {
+            assert_eq!(w.sides().contains(&Side::KvminiOci), w == Workload::Oci);
+        }
     }
 
     #[test]

@@ -35,18 +35,21 @@ pub const OUTPUT_GRACE: Duration = Duration::from_secs(5);
 pub fn command_line<S: AsRef<str>>(program: &str, args: &[S]) -> String {
     std::iter::once(program)
         .chain(args.iter().map(AsRef::as_ref))
-        .map(|w| {
-            if !w.is_empty()
-                && w.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@".contains(&b))
-            {
-                w.to_string()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
+        .map(quote)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// One word as a shell reads it back (see [`command_line`]).
+fn quote(w: &str) -> String {
+    if !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@".contains(&b))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
 }
 
 /// A line of output to look for.
@@ -82,6 +85,8 @@ pub struct Spec {
     pub timeout: Duration,
     /// Run after a timeout kill, to clean up what the process left behind (a container).
     pub cleanup: Option<Vec<String>>,
+    /// Variables added to the environment the process inherits.
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -95,6 +100,7 @@ impl Spec {
             args: args.into_iter().map(Into::into).collect(),
             timeout: DEFAULT_TIMEOUT,
             cleanup: None,
+            env: Vec::new(),
         }
     }
 
@@ -103,9 +109,28 @@ impl Spec {
         Spec::new("/bin/sh", ["-c", script])
     }
 
-    /// The command line, for messages.
+    /// The command line, for messages: the variables it adds to the environment first, as
+    /// a shell's assignments.
     pub fn command_line(&self) -> String {
-        command_line(&self.program.to_string_lossy(), &self.args)
+        let line = command_line(&self.program.to_string_lossy(), &self.args);
+        self.env
+            .iter()
+            .map(|(k, v)| format!("{k}={} ", quote(v)))
+            .chain([line])
+            .collect()
+    }
+
+    /// Runs the clean-up command, if there is one, and waits for it; its output and status
+    /// are ignored (what it cleans may already be gone).
+    pub fn clean_up(&self) {
+        if let Some((program, args)) = self.cleanup.as_ref().and_then(|c| c.split_first()) {
+            let _ = std::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -349,6 +374,31 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_is_added_to_and_the_clean_up_runs_on_a_timeout() {
+        let mut spec = sh("echo \"$KVMINI_MEASURE_TEST\"; echo \"$PATH\" | grep -c /");
+        spec.env = vec![("KVMINI_MEASURE_TEST".into(), "given".into())];
+        let r = run(&spec, false).unwrap();
+        // The variable is added; the inherited environment (PATH) is kept.
+        assert_eq!(r.stdout_text(), "given\n1\n");
+
+        let mark = std::env::temp_dir().join(format!("kvmini-cleanup-{}", std::process::id()));
+        let _ = std::fs::remove_file(&mark);
+        let mut slow = sh("exec sleep 5");
+        slow.timeout = Duration::from_millis(100);
+        let touch = ["/bin/sh", "-c", "echo done > \"$0\""];
+        slow.cleanup = Some(
+            touch
+                .iter()
+                .map(|s| s.to_string())
+                .chain([mark.display().to_string()])
+                .collect(),
+        );
+        assert_eq!(run(&slow, false).unwrap().status, Status::TimedOut);
+        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "done\n");
+        std::fs::remove_file(&mark).unwrap();
+    }
+
+    #[test]
     fn a_batch_runs_instances_at_once() {
         let specs = vec![sh("sleep 0.2; echo hi"); 3];
         let b = run_batch(&specs).unwrap();
@@ -396,5 +446,8 @@ mod tests {
             command_line("sh", &["-c", "echo '$HOME'", ""]),
             r"sh -c 'echo '\''$HOME'\''' ''"
         );
+        let mut spec = Spec::new("/bin/prog", ["x"]);
+        spec.env = vec![("A".into(), "/a b".into()), ("B".into(), "2".into())];
+        assert_eq!(spec.command_line(), "A='/a b' B=2 /bin/prog x");
     }
 }

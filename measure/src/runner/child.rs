@@ -89,6 +89,7 @@ pub fn start(spec: &Spec, sample_first: bool) -> Result<Running, Error> {
     let stamp = launch_stamp();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -187,14 +188,7 @@ impl Running {
     fn kill(&mut self) {
         self.signal(libc::SIGKILL);
         self.timed_out = true;
-        if let Some((program, args)) = self.spec.cleanup.as_ref().and_then(|c| c.split_first()) {
-            let _ = Command::new(program)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.spec.clean_up();
     }
 
     /// Reaps it; with `block` false, only if it has ended.
