@@ -108,9 +108,9 @@ fn bad_input_fails_as_runc_fails() {
             "linux.uidMappings is not supported",
         ),
         (
-            "/process/terminal",
-            serde_json::json!(true),
-            "process.terminal is not supported",
+            "/linux/devices",
+            serde_json::json!([{ "path": "/dev/fuse", "type": "c", "major": 10, "minor": 229 }]),
+            "linux.devices is not supported",
         ),
     ] {
         let mut c = config.clone();
