@@ -90,8 +90,18 @@ fn bad_input_fails_as_runc_fails() {
     ] {
         assert_eq!(common::status(&out), 0, "delete --force of an unknown ID");
     }
-    // runc takes any ociVersion; kvmini refuses a major version it does not implement, and
-    // config.json fields that would change what the container does.
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// runc takes any ociVersion; kvmini refuses a major version it does not implement, and
+/// config.json fields that would change what the container does, leaving nothing behind.
+#[test]
+fn fields_kvmini_cannot_honour_are_refused_by_name() {
+    if !runc_or_skip() {
+        return;
+    }
+    let dir = scratch("refused");
+    let kr = dir.join("kvmini-state");
     let b = bundle(&dir, "true", true);
     let config: Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
