@@ -11,6 +11,7 @@ mod common;
 use common::oci::*;
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -63,8 +64,9 @@ struct Session {
 }
 
 /// Creates container `id` of `bundle` with a console socket, starts it, waits for the
-/// shell's prompt on the terminal's master, types `line`, and reads until the terminal
-/// closes.
+/// shell's prompt on the terminal's master, types `line`, resizes the terminal to 25 rows and
+/// 83 columns (as conmon does for a resized window) once the shell says "armed", and reads
+/// until the terminal closes.
 fn terminal_session(rt: &Runtime, bundle: &Path, id: &str, dir: &Path, line: &str) -> Session {
     let socket = dir.join(format!("{id}.sock"));
     let listener = UnixListener::bind(&socket).unwrap();
@@ -82,6 +84,7 @@ fn terminal_session(rt: &Runtime, bundle: &Path, id: &str, dir: &Path, line: &st
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let started = rt.run(&["start", id]);
     assert_eq!(common::status(&started), 0, "{:?}", common::texts(&started));
+    let resize_fd = master.try_clone().unwrap();
     let mut writer = std::fs::File::from(master.try_clone().unwrap());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -95,19 +98,35 @@ fn terminal_session(rt: &Runtime, bundle: &Path, id: &str, dir: &Path, line: &st
         }
     });
     let mut output = Vec::new();
-    let mut typed = false;
-    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(120)) {
+    let (mut typed, mut resized) = (false, false);
+    let ended = loop {
+        let chunk = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(chunk) => chunk,
+            Err(e) => break e == mpsc::RecvTimeoutError::Disconnected,
+        };
         output.extend_from_slice(&chunk);
         // The prompt ("/ # "), then busybox's line editing asks where the cursor is.
         if !typed && output.windows(2).any(|w| w == b"# ") {
             writer.write_all(line.as_bytes()).unwrap();
             typed = true;
         }
-    }
-    if !typed {
+        if typed && !resized && output.windows(9).any(|w| w == b"\r\narmed\r\n") {
+            let size = libc::winsize {
+                ws_row: 25,
+                ws_col: 83,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: `size` is a valid winsize for TIOCSWINSZ to read.
+            let r = unsafe { libc::ioctl(resize_fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+            resized = true;
+        }
+    };
+    if !ended {
         let _ = rt.run(&["delete", "--force", id]);
         panic!(
-            "{id}: no prompt on the terminal: {:?}",
+            "{id}: the terminal went quiet (typed: {typed}, resized: {resized}): {:?}",
             String::from_utf8_lossy(&output)
         );
     }
@@ -123,7 +142,10 @@ fn terminal_session(rt: &Runtime, bundle: &Path, id: &str, dir: &Path, line: &st
 
 /// runc's own bundle (`runc spec`: a terminal and an interactive shell) through the runc
 /// command line with a console socket, as conmon drives it: the same terminal, prompt,
-/// echo, output and status under both runtimes.
+/// echo, output, window size after a resize (the shell's WINCH trap prints it) and status
+/// under both runtimes.
+/// The shell waits in a builtin (`read -t 1`), not in a program: an interactive shell gives
+/// each program the terminal's foreground, and SIGWINCH would go to it.
 #[test]
 fn a_terminal_reaches_the_console_socket_as_under_runc() {
     if !runc_or_skip() || !common::linux_or_skip(&[]) {
@@ -132,11 +154,13 @@ fn a_terminal_reaches_the_console_socket_as_under_runc() {
     become_subreaper();
     let dir = scratch("tty");
     let b = runc_spec_bundle(&dir);
-    let line = "tty; echo $((6 * 7)); exit 3\r";
+    let line = "tty; echo $((6 * 7)); trap 'stty size; exit 3' WINCH; echo armed; \
+                while :; do read -t 1 x; done\r";
     let want = terminal_session(&Runtime::runc(&dir.join("r")), &b, "t-runc", &dir, line);
     let got = terminal_session(&Runtime::kvmini(&dir.join("k")), &b, "t-kvm", &dir, line);
     assert_eq!(want.status, 3, "{want:?}");
     assert!(want.output.contains("\r\n42\r\n"), "{want:?}");
+    assert!(want.output.contains("\r\n25 83\r\n"), "{want:?}");
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -266,7 +290,16 @@ fn podman_run_t_gives_the_process_a_terminal_as_runc_does() {
         common::texts(&want)
     );
     assert_eq!(common::status(&got), 6, "{:?}", common::texts(&got));
-    assert_eq!(common::texts(&got).0, common::texts(&want).0);
+    // The runtime's own warnings (the skipped mqueue and cgroup mounts) reach the terminal
+    // when conmon passes them on before the process's output: not the process's.
+    let got_text = common::texts(&got).0;
+    let (warnings, process): (Vec<&str>, Vec<&str>) = got_text
+        .split_inclusive('\n')
+        .partition(|l| l.starts_with("time=") && l.contains("level=warning"));
+    for w in warnings {
+        assert!(w.contains("mqueue") || w.contains("cgroup"), "{w}");
+    }
+    assert_eq!(process.concat(), common::texts(&want).0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
