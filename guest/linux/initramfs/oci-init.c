@@ -357,7 +357,11 @@ static void do_mount(const char *src, const char *target, const char *type, unsi
 
 static void mount_all(void)
 {
-	do_mount("/dev/vda", "/newroot", "ext4", readonly_root ? MS_RDONLY : 0, "");
+	/* Without the map of metadata blocks that block_validity checks against, nor the cache
+	 * for sharing extended-attribute blocks: 0.6 -> 0.5 s of the mount here. The image is
+	 * kvmini's own mkfs of the bundle's tree, and the guest is the boundary either way. */
+	do_mount("/dev/vda", "/newroot", "ext4", readonly_root ? MS_RDONLY : 0,
+		 "noblock_validity,nombcache");
 	mark(ROOT_MOUNTED);
 	if (binds_disk) {
 		syscall3(SYS_mkdir, (long)"/oci-binds", 0755, 0);
