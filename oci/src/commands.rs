@@ -100,15 +100,11 @@ fn prepare(
             file: m.kind == "file",
         })
         .collect();
-    // A restored VM attaches its root disk writable, as the snapshot's was, which locks the
-    // image for that VM alone: a read-only root then gets a private copy too (sparse: a few
-    // milliseconds), so that containers of one image can run at once.
-    let shared = plan.readonly && boot == snapshot::Boot::Cold;
     let root = image::root_disk(
         &plan.root,
         &points,
         &g.root.join("cache"),
-        shared,
+        snapshot::shares_root_image(&boot, plan),
         snapshot::root_size(&boot),
         &dir.join("rootfs.ext4"),
     )?;

@@ -114,9 +114,7 @@ pub fn vm_command(guest: &Guest, boot: &Boot, disks: &Disks, plan: &Plan) -> Vec
             CMDLINE.into(),
         ],
     };
-    // The snapshot's root disk was saved writable: a read-only root is mounted read-only
-    // by oci-init all the same.
-    let ro = if plan.readonly && *boot == Boot::Cold {
+    let ro = if crate::snapshot::shares_root_image(boot, plan) {
         ",ro"
     } else {
         ""
@@ -225,11 +223,8 @@ fn hold(dir: &Path) -> Result<i32, Error> {
     let mut stdin = vm.stdin.take().expect("piped");
     wait_for_start(dir)?;
     if ready_rx.recv().is_ok() && stdin.write_all(b"g").is_ok() {
-        // The size of the holder's terminal, if it has one, for the process's.
-        if let Some((rows, cols)) = crate::terminal::size(0) {
-            let _ = stdin.write_all(&winsize(rows, cols));
-        }
         *console.lock().unwrap_or_else(|e| e.into_inner()) = Some(stdin);
+        pass_size(&console);
         std::thread::spawn(move || pass_input(&console));
     }
     let status = vm.wait().map_err(|e| Error::io("waiting for the VM", e))?;
@@ -267,6 +262,14 @@ fn to_console(console: &Console, bytes: &[u8]) -> bool {
     guard.as_mut().is_some_and(|c| c.write_all(bytes).is_ok())
 }
 
+/// The size of the holder's terminal, if it has one, to the process's (at the start and at
+/// each resize).
+fn pass_size(console: &Console) {
+    if let Some((rows, cols)) = crate::terminal::size(0) {
+        to_console(console, &winsize(rows, cols));
+    }
+}
+
 /// Copies the holder's standard input to the process, escaped, then says where it ends.
 fn pass_input(console: &Console) {
     let mut buf = [0u8; 8192];
@@ -296,9 +299,7 @@ fn forward_signals(set: libc::sigset_t, vm: i32, console: &Console) {
         while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
         // A resize of the holder's terminal goes to the process's; never ends anything.
         if sig == libc::SIGWINCH {
-            if let Some((rows, cols)) = crate::terminal::size(0) {
-                to_console(console, &winsize(rows, cols));
-            }
+            pass_size(console);
             continue;
         }
         if !to_console(console, &[ESC, sig as u8]) {

@@ -71,6 +71,15 @@ pub fn choose(guest_dir: &Path, plan: &Plan) -> Result<Boot, Error> {
     }
 }
 
+/// Whether the VM's root disk is the cached image itself, attached read-only: a read-only
+/// root of a cold boot. A restored VM attaches its root disk writable, as the snapshot's
+/// was, which locks the image for that VM alone, so a read-only root gets a private copy
+/// there too (sparse: a few milliseconds), and containers of one image can run at once;
+/// oci-init mounts it read-only all the same.
+pub fn shares_root_image(boot: &Boot, plan: &Plan) -> bool {
+    plan.readonly && *boot == Boot::Cold
+}
+
 /// The disk size a restore needs for the root image, if any.
 pub fn root_size(boot: &Boot) -> Option<u64> {
     matches!(boot, Boot::Restore(_)).then_some(ROOT_BYTES)

@@ -446,13 +446,18 @@ static long sfd = -1;
 /* For a terminal: its master side (kept by oci-init) and its slave side (the process's). */
 static long pty_master = -1, pty_slave = -1;
 
+/* The terminal's size; the kernel sends the process SIGWINCH when it changes. */
+static void set_size(unsigned short rows, unsigned short cols)
+{
+	unsigned short ws[4] = { rows, cols, 0, 0 }; /* struct winsize */
+
+	syscall3(SYS_ioctl, pty_master, 0x5414 /* TIOCSWINSZ */, (long)ws);
+}
+
 /* The pseudo-terminal for process.terminal: from the container's devpts when it has one
  * (the process then sees /dev/pts/0 as runc gives it), else from the guest's own. */
 static void open_terminal(void)
 {
-	struct {
-		unsigned short rows, cols, xpixel, ypixel;
-	} size = { (unsigned short)term_rows, (unsigned short)term_cols, 0, 0 };
 	int unlock = 0;
 
 	pty_master = syscall3(SYS_open, (long)"/newroot/dev/pts/ptmx", O_RDWR | O_NOCTTY, 0);
@@ -465,7 +470,7 @@ static void open_terminal(void)
 	if (pty_slave < 0)
 		fail("cannot open the pseudo-terminal's slave side", 0, 126);
 	if (term_rows && term_cols)
-		syscall3(SYS_ioctl, pty_master, 0x5414 /* TIOCSWINSZ */, (long)&size);
+		set_size((unsigned short)term_rows, (unsigned short)term_cols);
 }
 
 /* The child's standard I/O: the three pipes, or the terminal as its controlling terminal in a
@@ -579,13 +584,9 @@ static int pass_input(const unsigned char *in, long n, long pid, int to, int *es
 
 		if (size_left) {
 			size[4 - size_left--] = c;
-			if (!size_left && terminal) {
-				unsigned short ws[4] = { (unsigned short)(size[0] | size[1] << 8),
-							 (unsigned short)(size[2] | size[3] << 8), 0, 0 };
-
-				/* The kernel sends the process SIGWINCH. */
-				syscall3(SYS_ioctl, pty_master, 0x5414 /* TIOCSWINSZ */, (long)ws);
-			}
+			if (!size_left && terminal)
+				set_size((unsigned short)(size[0] | size[1] << 8),
+					 (unsigned short)(size[2] | size[3] << 8));
 			continue;
 		}
 		if (!*escaped && c == ESC) {
