@@ -432,15 +432,27 @@ fn a_container_with_other_resources_boots_cold_with_them() {
         c["linux"]["resources"]["cpu"] = serde_json::json!({ "quota": 200_000, "period": 100_000 });
     });
     let root = dir.join("k");
-    let mut cmd = Runtime::kvmini(&root).command();
-    cmd.args(["--debug", "run", "--bundle"])
-        .arg(&b)
-        .arg("cold1");
-    cmd.env_remove("KVMINI_OCI_BOOT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out: Output = common::output_within(cmd, LIMIT);
+    // A software-virtualized (kvm_pvm) host sometimes kills a guest program with a
+    // segmentation fault, more often with two vCPUs (tests/linux.rs, docs/devices.md): a
+    // run whose output says so is tried again, up to three times.
+    let mut attempt = 0;
+    let out: Output = loop {
+        attempt += 1;
+        let mut cmd = Runtime::kvmini(&root).command();
+        cmd.args(["--debug", "run", "--bundle"])
+            .arg(&b)
+            .arg(format!("cold{attempt}"));
+        cmd.env_remove("KVMINI_OCI_BOOT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = common::output_within(cmd, LIMIT);
+        let (o, e) = common::texts(&out);
+        if attempt == 3 || !(o + &e).contains("Segmentation fault") {
+            break out;
+        }
+        eprintln!("a guest program died of a segmentation fault (the host's); running again");
+    };
     let (stdout, stderr) = common::texts(&out);
     assert_eq!(common::status(&out), 0, "{stdout:?} {stderr:?}");
     assert!(
