@@ -78,7 +78,7 @@ fn two_vcpus_are_seen_by_the_guest_without_the_hidden_feature() {
                   grep -c -w lahf_lm /proc/cpuinfo; exit 0";
     // A software-virtualized (kvm_pvm) host sometimes kills a guest program with a
     // segmentation fault, more often with two vCPUs; it is the host's, not kvmini's
-    // (docs/devices.md). A boot whose guest printed one is tried again, up to three times.
+    // (common::host_segfault). A boot that shows one is tried again, up to three times.
     let mut attempt = 0;
     let (code, out, err) = loop {
         attempt += 1;
@@ -88,7 +88,7 @@ fn two_vcpus_are_seen_by_the_guest_without_the_hidden_feature() {
             &["sh", "-c", script],
         );
         // The shell goes on after a killed program, so the status alone does not tell.
-        if attempt == 3 || !out.contains("Segmentation fault") {
+        if attempt == 3 || !common::host_segfault(&(out.clone() + &err)) {
             break (code, out, err);
         }
         eprintln!("a guest program died of a segmentation fault (the host's); booting again");

@@ -432,9 +432,8 @@ fn a_container_with_other_resources_boots_cold_with_them() {
         c["linux"]["resources"]["cpu"] = serde_json::json!({ "quota": 200_000, "period": 100_000 });
     });
     let root = dir.join("k");
-    // A software-virtualized (kvm_pvm) host sometimes kills a guest program with a
-    // segmentation fault, more often with two vCPUs (tests/linux.rs, docs/devices.md): a
-    // run whose output says so is tried again, up to three times.
+    // The host's segmentation fault in a guest program (common::host_segfault): a run whose
+    // output shows it is tried again, up to three times.
     let mut attempt = 0;
     let out: Output = loop {
         attempt += 1;
@@ -448,7 +447,7 @@ fn a_container_with_other_resources_boots_cold_with_them() {
             .stderr(Stdio::piped());
         let out = common::output_within(cmd, LIMIT);
         let (o, e) = common::texts(&out);
-        if attempt == 3 || !(o + &e).contains("Segmentation fault") {
+        if attempt == 3 || !common::host_segfault(&(o + &e)) {
             break out;
         }
         eprintln!("a guest program died of a segmentation fault (the host's); running again");

@@ -59,6 +59,15 @@ pub fn kernel_release() -> String {
     release.trim().to_string()
 }
 
+/// Whether a Linux guest's output (console and kvmini's) shows the segmentation fault a
+/// software-virtualized (kvm_pvm) host sometimes deals a guest program, more often with two
+/// vCPUs (docs/devices.md): in a program the shell reports, or in the shell that is init,
+/// whose death panics the kernel. Tests that meet it run the guest again.
+pub fn host_segfault(output: &str) -> bool {
+    output.contains("Segmentation fault")
+        || output.contains("Attempted to kill init! exitcode=0x0000000b")
+}
+
 /// Whether the Linux tests can run: KVM (as [`kvm_or_skip`]) and the Linux guest built by
 /// `make linux` (and `make snapshot`), with `extra` outputs in guest/build. Without them a
 /// test skips with the command that builds them, unless `KVMINI_REQUIRE_KVM=1`, in which
